@@ -1,0 +1,382 @@
+"""Settings for chatterbox-serve, read from the environment, a `.env` file and app args.
+
+Every setting has one environment variable. The names are the ones users of the
+original Chatterbox API and its vLLM integration already know (`VLLM_MAX_BATCH_SIZE`,
+`EXAGGERATION`, ...); settings new to this project take the `CHATTERBOX_` prefix.
+
+Precedence, highest first: process environment, `.env` file, the `settings:` mapping
+of the application args in `serve_config.yaml`, then the defaults below. This is the
+only module that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+EngineName = Literal["auto", "vllm", "simulated"]
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the variable and its allowed values."""
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"env": name}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineConfig(_Section):
+    engine: EngineName = Field(
+        "auto",
+        description="Engine: vllm, simulated, or auto (vllm when the vllm extra is installed).",
+        json_schema_extra=_env("CHATTERBOX_ENGINE"),
+    )
+    max_batch_size: int = Field(
+        10,
+        ge=1,
+        le=256,
+        description="vLLM max_num_seqs, and the default Serve batch size.",
+        json_schema_extra=_env("VLLM_MAX_BATCH_SIZE"),
+    )
+    max_model_len: int = Field(
+        1000,
+        ge=64,
+        le=16384,
+        description="vLLM max_model_len in tokens (prompt + speech).",
+        json_schema_extra=_env("VLLM_MAX_MODEL_LEN"),
+    )
+    compile: bool = Field(
+        False,
+        description="Let vLLM compile CUDA graphs (slower start, faster decode).",
+        json_schema_extra=_env("VLLM_COMPILE"),
+    )
+    s3gen_fp16: bool = Field(
+        False,
+        description="Run the S3Gen decoder in half precision.",
+        json_schema_extra=_env("VLLM_S3GEN_FP16"),
+    )
+    diffusion_steps: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Flow-matching steps in S3Gen.",
+        json_schema_extra=_env("VLLM_DIFFUSION_STEPS"),
+    )
+    cfg_scale: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Classifier-free guidance weight; engine-global, fixed at model load.",
+        json_schema_extra=_env("CHATTERBOX_CFG_SCALE"),
+    )
+    use_multilingual_model: bool = Field(
+        True,
+        description="Load the 23-language model instead of the English one.",
+        json_schema_extra=_env("USE_MULTILINGUAL_MODEL"),
+    )
+    model_dir: str | None = Field(
+        None,
+        description="Local checkpoint directory; unset means download from the hub.",
+        json_schema_extra=_env("CHATTERBOX_MODEL_DIR"),
+    )
+    gpu_memory_utilization: float = Field(
+        0.6,
+        gt=0.0,
+        le=0.95,
+        description="Fraction of GPU memory vLLM may take for T3.",
+        json_schema_extra=_env("CHATTERBOX_GPU_MEMORY_UTILIZATION"),
+    )
+    conditionals_cache_size: int = Field(
+        128,
+        ge=1,
+        le=100000,
+        description="Voice conditionals kept per model replica (LRU, keyed by audio sha256).",
+        json_schema_extra=_env("CHATTERBOX_CONDITIONALS_CACHE_SIZE"),
+    )
+
+
+class GenerationDefaults(_Section):
+    exaggeration: float = Field(
+        0.5,
+        ge=0.25,
+        le=2.0,
+        description="Default emotion exaggeration.",
+        json_schema_extra=_env("EXAGGERATION"),
+    )
+    cfg_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Default per-request cfg_weight (see CFG note).",
+        json_schema_extra=_env("CFG_WEIGHT"),
+    )
+    temperature: float = Field(
+        0.8,
+        ge=0.05,
+        le=5.0,
+        description="Default sampling temperature.",
+        json_schema_extra=_env("TEMPERATURE"),
+    )
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Default nucleus sampling top_p.",
+        json_schema_extra=_env("CHATTERBOX_TOP_P"),
+    )
+    min_p: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Default min_p (upstream Chatterbox value).",
+        json_schema_extra=_env("CHATTERBOX_MIN_P"),
+    )
+    repetition_penalty: float = Field(
+        1.2,
+        ge=1.0,
+        le=3.0,
+        description="Default repetition penalty (upstream Chatterbox).",
+        json_schema_extra=_env("CHATTERBOX_REPETITION_PENALTY"),
+    )
+
+
+class ChunkingConfig(_Section):
+    max_chunk_length: int = Field(
+        280,
+        ge=20,
+        le=2000,
+        description="Longest text chunk sent to the model, in characters.",
+        json_schema_extra=_env("MAX_CHUNK_LENGTH"),
+    )
+    max_total_length: int = Field(
+        3000,
+        ge=1,
+        le=200000,
+        description="Longest accepted input, in characters.",
+        json_schema_extra=_env("MAX_TOTAL_LENGTH"),
+    )
+    stream_first_chunk_length: int = Field(
+        100,
+        ge=10,
+        le=2000,
+        description="Longest first chunk when streaming, so the first audio comes fast.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH"),
+    )
+    max_chunks_per_request: int = Field(
+        128,
+        ge=1,
+        le=10000,
+        description="Most chunks one request may produce.",
+        json_schema_extra=_env("CHATTERBOX_MAX_CHUNKS_PER_REQUEST"),
+    )
+
+
+class AudioConfig(_Section):
+    crossfade_ms: float = Field(
+        25.0,
+        ge=0.0,
+        le=500.0,
+        description="Equal-power crossfade between chunks.",
+        json_schema_extra=_env("CHATTERBOX_CROSSFADE_MS"),
+    )
+    mp3_bitrate_kbps: int = Field(
+        64,
+        ge=32,
+        le=320,
+        description="MP3 bit rate.",
+        json_schema_extra=_env("CHATTERBOX_MP3_BITRATE_KBPS"),
+    )
+
+
+class VoiceConfig(_Section):
+    voice_library_dir: str = Field(
+        "./voices",
+        description="Local voice library directory.",
+        json_schema_extra=_env("VOICE_LIBRARY_DIR"),
+    )
+    voice_library_url: str | None = Field(
+        None,
+        description="Object-storage voice library (s3://bucket/prefix); wins over the dir.",
+        json_schema_extra=_env("VOICE_LIBRARY_URL"),
+    )
+
+
+class ServerConfig(_Section):
+    cors_origins: str = Field(
+        "*",
+        description="Comma-separated allowed CORS origins.",
+        json_schema_extra=_env("CORS_ORIGINS"),
+    )
+    max_json_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest JSON request body.",
+        json_schema_extra=_env("CHATTERBOX_MAX_JSON_BODY_BYTES"),
+    )
+    max_upload_bytes: int = Field(
+        10 * 1_048_576,
+        ge=1024,
+        le=512 * 1_048_576,
+        description="Largest uploaded audio file.",
+        json_schema_extra=_env("CHATTERBOX_MAX_UPLOAD_BYTES"),
+    )
+    max_instructions_length: int = Field(
+        4096,
+        ge=0,
+        le=100000,
+        description="Longest accepted `instructions` field.",
+        json_schema_extra=_env("CHATTERBOX_MAX_INSTRUCTIONS_LENGTH"),
+    )
+
+
+class SimulatedEngineConfig(_Section):
+    """Cost model of the simulated engine: one batch call costs base + per_item*n + per_char*chars.
+
+    The defaults make one 234-character chunk alone cost 0.39 s, the per-chunk figure
+    published for chatterbox-vllm on an RTX 3090 (154 chunks, 60.8 s of S3Gen), and
+    make a batch cost mostly fixed, as batched T3 on vLLM and batched S3Gen are on a GPU.
+    """
+
+    base_s: float = Field(
+        0.35,
+        ge=0.0,
+        le=60.0,
+        description="Fixed cost of one engine call.",
+        json_schema_extra=_env("CHATTERBOX_SIM_BASE_S"),
+    )
+    per_item_s: float = Field(
+        0.01,
+        ge=0.0,
+        le=60.0,
+        description="Cost of each item in a call.",
+        json_schema_extra=_env("CHATTERBOX_SIM_PER_ITEM_S"),
+    )
+    per_char_s: float = Field(
+        0.00012,
+        ge=0.0,
+        le=1.0,
+        description="Cost of each input character in a call.",
+        json_schema_extra=_env("CHATTERBOX_SIM_PER_CHAR_S"),
+    )
+    chars_per_second: float = Field(
+        15.0,
+        gt=0.0,
+        le=1000.0,
+        description="Characters of text per second of audio.",
+        json_schema_extra=_env("CHATTERBOX_SIM_CHARS_PER_SECOND"),
+    )
+    failure_marker: str = Field(
+        "<<simulate-engine-failure>>",
+        min_length=1,
+        description="Text containing this marker fails in the engine (fault injection).",
+        json_schema_extra=_env("CHATTERBOX_SIM_FAILURE_MARKER"),
+    )
+
+
+class Settings(_Section):
+    """The root of all settings; one instance is built at startup and passed to every replica."""
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    voices: VoiceConfig = Field(default_factory=VoiceConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
+
+    def env_view(self) -> dict[str, Any]:
+        """Effective settings keyed by environment variable name, for `/config`."""
+        return {env: getattr(getattr(self, section), field) for env, section, field in _fields()}
+
+
+def _fields() -> Iterator[tuple[str, str, str]]:
+    for section_name, section_field in Settings.model_fields.items():
+        section_cls = section_field.default_factory
+        assert isinstance(section_cls, type) and issubclass(section_cls, _Section)
+        for name, info in section_cls.model_fields.items():
+            extra = info.json_schema_extra
+            assert isinstance(extra, dict)
+            yield str(extra["env"]), section_name, name
+
+
+def env_names() -> list[str]:
+    """Every environment variable this module reads."""
+    return [env for env, _, _ in _fields()]
+
+
+def _allowed(section: str, field: str) -> str:
+    section_cls = Settings.model_fields[section].default_factory
+    assert isinstance(section_cls, type) and issubclass(section_cls, BaseModel)
+    info = section_cls.model_fields[field]
+    bounds = []
+    for meta in info.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{sym} {getattr(meta, attr)}")
+    if bounds:
+        return "allowed: " + " and ".join(bounds)
+    if info.annotation is bool:
+        return "allowed: true or false"
+    return f"allowed: {info.annotation}".replace("typing.", "")
+
+
+def _read_dotenv(path: str | os.PathLike[str] | None) -> dict[str, str]:
+    if path is None or not Path(path).is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: str | os.PathLike[str] | None = ".env",
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build `Settings` from app-arg overrides, a `.env` file and the environment.
+
+    Raises:
+        ConfigError: an unknown override key, or a value out of range; the message
+            names the variable and what it allows.
+    """
+    environ = os.environ if environ is None else environ
+    known = set(env_names())
+    for key in overrides or {}:
+        if key not in known:
+            raise ConfigError(f"Unknown setting {key!r} in app args; known: {sorted(known)}")
+    for key in environ:
+        if key.startswith("CHATTERBOX_") and key not in known:
+            logger.warning("Ignoring unknown environment variable %s", key)
+
+    merged: dict[str, Any] = dict(overrides or {})
+    merged.update(_read_dotenv(dotenv_path))
+    merged.update({k: v for k, v in environ.items() if k in known})
+
+    sections: dict[str, dict[str, Any]] = {}
+    for env, section, field in _fields():
+        if env in merged:
+            value = merged[env]
+            if isinstance(value, str) and value.strip() == "" and env != "CORS_ORIGINS":
+                continue
+            sections.setdefault(section, {})[field] = value
+    try:
+        return Settings.model_validate(sections)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        section, field = str(first["loc"][0]), str(first["loc"][1])
+        env = next(e for e, s, f in _fields() if (s, f) == (section, field))
+        raise ConfigError(
+            f"Invalid {env}={merged[env]!r}: {first['msg']} ({_allowed(section, field)})"
+        ) from None

@@ -1,0 +1,101 @@
+"""The engine interface: the one boundary between serving code and a TTS model.
+
+An engine turns a batch of `SynthesisRequest`s into one outcome per item, in input
+order. The contract:
+
+- `synthesize` never raises because of one item. An item that fails gets a
+  `ChatterboxError` in its slot and the other items still get their audio. It may
+  raise for a failure of the whole engine (the GPU is gone); callers then fail every
+  item of that call.
+- Calls may overlap; an engine that owns one device serialises them itself.
+- Audio is mono float32 in [-1, 1] at `sample_rate`.
+- `start` runs once before the first call; `check_health` raises when the engine can
+  no longer serve, so the replica holding it gets replaced.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chatterbox_serve.errors import ChatterboxError
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    """Reference audio for voice cloning, immutable and addressed by its content hash."""
+
+    audio: bytes
+    sha256: str
+
+    @classmethod
+    def from_bytes(cls, audio: bytes) -> VoicePrompt:
+        return cls(audio=audio, sha256=hashlib.sha256(audio).hexdigest())
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One chunk of text to speak, with every per-item generation setting."""
+
+    text: str
+    language: str
+    voice: VoicePrompt | None = None
+    exaggeration: float = 0.5
+    temperature: float = 0.8
+    top_p: float = 1.0
+    min_p: float = 0.05
+    repetition_penalty: float = 1.2
+    seed: int | None = None
+    request_id: str = ""
+    chunk_index: int = 0
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    """Audio for one item, with the token counts and timing of the call that made it."""
+
+    audio: np.ndarray
+    sample_rate: int
+    input_tokens: int
+    output_tokens: int
+    batch_size: int = 1
+    engine_s: float = 0.0
+    queue_wait_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return float(len(self.audio)) / self.sample_rate
+
+
+SynthesisOutcome = SynthesisResult | ChatterboxError
+
+
+class TTSEngine(abc.ABC):
+    """A text-to-speech model that synthesises batches of independent items."""
+
+    name: str = "abstract"
+    sample_rate: int = 24_000
+    needs_gpu: bool = False
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load weights and warm up; called once per replica."""
+
+    @abc.abstractmethod
+    async def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutcome]:
+        """Synthesise every item; one outcome per item, in input order."""
+
+    async def check_health(self) -> None:  # noqa: B027 - optional hook
+        """Raise if the engine can no longer serve."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release the device; called once when the replica stops."""
+
+    def info(self) -> dict[str, Any]:
+        """Facts for `/health` and `/config`: engine name, sample rate, caches."""
+        return {"engine": self.name, "sample_rate": self.sample_rate}

@@ -1,0 +1,206 @@
+"""A simulated TTS engine: not speech, but deterministic audio with a realistic cost.
+
+It implements the whole engine contract so the application runs end to end on a
+machine without a GPU, and so that tests and load benchmarks measure something real:
+
+- Output depends only on (text, voice audio, seed, language): about
+  `chars_per_second` characters per second of 24 kHz mono float32, with a
+  syllable-like envelope and a pitch taken from the hash of the voice audio bytes,
+  so a test can tell which reference audio reached the engine.
+- One call costs `base_s + per_item_s * n + per_char_s * total_chars` seconds of
+  wall time, awaited without blocking the event loop. Calls are serialised, as on
+  one GPU, so batching pays off here exactly as it does there.
+- Text containing `failure_marker` fails that item only (fault injection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from chatterbox_serve.config import SimulatedEngineConfig
+from chatterbox_serve.engines.base import (
+    SynthesisOutcome,
+    SynthesisRequest,
+    SynthesisResult,
+    TTSEngine,
+)
+from chatterbox_serve.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24_000
+# Chatterbox's S3 speech tokens run at 25 per second of audio.
+SPEECH_TOKENS_PER_SECOND = 25
+
+
+class BatchRecorder:
+    """Counts engine calls, items per call and busy time, for tests and benchmarks."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.started = time.monotonic()
+        self.calls = 0
+        self.items = 0
+        self.busy_s = 0.0
+        self.recent: collections.deque[int] = collections.deque(maxlen=keep)
+
+    def record(self, size: int, seconds: float) -> None:
+        self.calls += 1
+        self.items += size
+        self.busy_s += seconds
+        self.recent.append(size)
+
+    def snapshot(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {
+            "calls": self.calls,
+            "items": self.items,
+            "busy_s": self.busy_s,
+            "elapsed_s": elapsed,
+            "busy_fraction": min(1.0, self.busy_s / elapsed),
+            "batch_sizes": list(self.recent),
+        }
+
+    def reset(self) -> None:
+        self.__init__(self.recent.maxlen or 10_000)  # type: ignore[misc]
+
+
+class SimulatedEngine(TTSEngine):
+    """Deterministic tone-speech with a GPU-like batch cost model."""
+
+    name = "simulated"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, config: SimulatedEngineConfig | None = None) -> None:
+        self.config = config or SimulatedEngineConfig()
+        self.recorder = BatchRecorder()
+        self._device = asyncio.Lock()
+
+    async def start(self) -> None:
+        logger.warning(
+            "SIMULATED ENGINE: this replica produces synthetic tones, not speech. "
+            "Install the vllm extra and set engine: vllm for real Chatterbox."
+        )
+
+    def cost_s(self, requests: Sequence[SynthesisRequest]) -> float:
+        """Wall time one call over these items takes."""
+        c = self.config
+        chars = sum(len(r.text) for r in requests)
+        return c.base_s + c.per_item_s * len(requests) + c.per_char_s * chars
+
+    async def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutcome]:
+        async with self._device:
+            began = time.monotonic()
+            outcomes = await asyncio.to_thread(self._render_all, requests)
+            remaining = self.cost_s(requests) - (time.monotonic() - began)
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            took = time.monotonic() - began
+            self.recorder.record(len(requests), took)
+        return [
+            SynthesisResult(
+                audio=o.audio,
+                sample_rate=o.sample_rate,
+                input_tokens=o.input_tokens,
+                output_tokens=o.output_tokens,
+                batch_size=len(requests),
+                engine_s=took,
+            )
+            if isinstance(o, SynthesisResult)
+            else o
+            for o in outcomes
+        ]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **super().info(),
+            "simulated": True,
+            "cost_model": self.config.model_dump(exclude={"failure_marker"}),
+        }
+
+    def _render_all(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutcome]:
+        outcomes: list[SynthesisOutcome] = []
+        for r in requests:
+            if self.config.failure_marker in r.text:
+                outcomes.append(EngineError(f"simulated failure for request {r.request_id}"))
+                continue
+            audio = render_tone_speech(r, self.config.chars_per_second)
+            outcomes.append(
+                SynthesisResult(
+                    audio=audio,
+                    sample_rate=SAMPLE_RATE,
+                    input_tokens=len(r.text),
+                    output_tokens=math.ceil(len(audio) / SAMPLE_RATE * SPEECH_TOKENS_PER_SECOND),
+                )
+            )
+        return outcomes
+
+
+def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np.ndarray:
+    """Speech-like tones for one item: deterministic in text, voice bytes, seed and language."""
+    voice_digest = (
+        hashlib.sha256(request.voice.audio).digest() if request.voice else b"default-voice"
+    )
+    key = hashlib.sha256(
+        b"|".join(
+            [
+                request.text.encode(),
+                voice_digest,
+                str(request.seed).encode(),
+                request.language.encode(),
+            ]
+        )
+    ).digest()
+    rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
+    text = request.text.strip() or " "
+    seconds_per_char = 1.0 / chars_per_second
+    per_char = max(1, int(SAMPLE_RATE * seconds_per_char))
+
+    # Letters are voiced, spaces dip, punctuation is a pause: a rough syllable rhythm.
+    levels = np.array(
+        [
+            0.0 if not ch.isalnum() and not ch.isspace() else (0.25 if ch.isspace() else 1.0)
+            for ch in text
+        ],
+        dtype=np.float32,
+    )
+    levels *= rng.uniform(0.7, 1.0, size=len(levels)).astype(np.float32)
+    envelope = _moving_average(np.repeat(levels, per_char), SAMPLE_RATE // 50)
+    n = len(envelope)
+    f0 = 100 + (int.from_bytes(voice_digest[:2], "little") % 140)
+    # Integer f0 and a 4.5 Hz syllable beat make both signals periodic in 2 s, so they
+    # are tiled from cached tables: rendering stays far cheaper than the modelled cost.
+    period = _periodic_table(f0)
+    reps = -(-n // len(period))
+    audio = envelope * np.tile(period, reps)[:n]
+    return audio.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def _periodic_table(f0: int) -> np.ndarray:
+    t = np.arange(2 * SAMPLE_RATE, dtype=np.float64) / SAMPLE_RATE
+    tone = sum(
+        w * np.sin(2 * np.pi * h * f0 * t) for h, w in ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.12))
+    )
+    beat = 0.55 + 0.45 * np.abs(np.sin(np.pi * 4.5 * t))
+    table = (0.25 / 1.87) * beat * tone
+    table.setflags(write=False)
+    return table.astype(np.float32)
+
+
+def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    if width <= 1 or len(x) < width:
+        return x.astype(np.float32)
+    c = np.cumsum(np.concatenate([[0.0], x.astype(np.float64)]))
+    smoothed = (c[width:] - c[:-width]) / width
+    pad = len(x) - len(smoothed)
+    return np.pad(smoothed, (pad // 2, pad - pad // 2), mode="edge").astype(np.float32)

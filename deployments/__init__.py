@@ -1,0 +1,1 @@
+"""Ray Serve deployments for chatterbox-serve; `deployments.builder:build_app` is the entry point."""

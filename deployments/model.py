@@ -1,0 +1,97 @@
+"""The TTS model deployment: one engine per replica, fed by `@serve.batch`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from ray import serve
+
+from chatterbox_serve.config import Settings
+from chatterbox_serve.engines import build_engine
+from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
+from chatterbox_serve.errors import ChatterboxError, EngineError
+
+logger = logging.getLogger("ray.serve")
+
+
+class SpeechModelDeployment:
+    """Collects synthesis items from every concurrent request into one engine call."""
+
+    @classmethod
+    def get_deployment_options(cls, settings: Settings, needs_gpu: bool) -> dict[str, Any]:
+        batch = settings.engine.max_batch_size
+        return {
+            "ray_actor_options": {"num_gpus": 1 if needs_gpu else 0, "num_cpus": 1 if needs_gpu else 0.5},
+            "max_ongoing_requests": 4 * batch,
+            "max_queued_requests": 64 * batch,
+            "autoscaling_config": {
+                "min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
+                "target_ongoing_requests": 2 * batch,
+            },
+            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.01},
+            "health_check_period_s": 10, "health_check_timeout_s": 30,
+            "graceful_shutdown_timeout_s": 60, "graceful_shutdown_wait_loop_s": 2,
+        }
+
+    async def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = build_engine(settings)
+        await self.engine.start()
+        self._user_config: dict[str, Any] = {}
+        logger.info("Model replica ready with engine %s", self.engine.name)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply `max_batch_size` and `batch_wait_timeout_s` from `user_config` at runtime."""
+        size = int(user_config.get("max_batch_size", self.settings.engine.max_batch_size))
+        wait = float(user_config.get("batch_wait_timeout_s", 0.01))
+        if size < 1 or wait < 0:
+            raise ValueError(f"invalid user_config {user_config!r}")
+        self._batch.set_max_batch_size(size)
+        self._batch.set_batch_wait_timeout_s(wait)
+        self._user_config = {"max_batch_size": size, "batch_wait_timeout_s": wait}
+        logger.info("Batching set to %s", self._user_config)
+
+    async def synthesize(self, item: SynthesisRequest) -> SynthesisResult:
+        """Synthesise one item as part of whatever batch it lands in."""
+        outcome = await self._batch((item, time.monotonic()))
+        if isinstance(outcome, ChatterboxError):
+            raise outcome
+        return outcome
+
+    @serve.batch(max_batch_size=10, batch_wait_timeout_s=0.01)
+    async def _batch(self, entries: list[tuple[SynthesisRequest, float]]) -> list[SynthesisOutcome]:
+        # One slot per caller, never a raise: a raise here would fail every request
+        # in the batch, not just the one with the bad item.
+        started = time.monotonic()
+        items = [item for item, _ in entries]
+        try:
+            outcomes = await self.engine.synthesize(items)
+        except Exception:
+            logger.exception("Engine call over %d items failed", len(items))
+            return [EngineError("engine call failed") for _ in items]
+        return [
+            replace(o, queue_wait_s=started - arrived) if isinstance(o, SynthesisResult) else o
+            for o, (_, arrived) in zip(outcomes, entries)
+        ]
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def info(self) -> dict[str, Any]:
+        return {**self.engine.info(), "batching": self._user_config}
+
+    def stats(self) -> dict[str, Any]:
+        """Batch statistics of this replica's engine (simulated engine records them)."""
+        recorder = getattr(self.engine, "recorder", None)
+        return recorder.snapshot() if recorder is not None else {}
+
+    def reset_stats(self) -> None:
+        recorder = getattr(self.engine, "recorder", None)
+        if recorder is not None:
+            recorder.reset()
+
+    async def __del__(self) -> None:
+        await self.engine.shutdown()

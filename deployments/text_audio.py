@@ -1,0 +1,67 @@
+"""The CPU audio deployment: chunking, fan-out to the model, stitching, speed and encoding."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator
+from typing import Any
+
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
+
+from chatterbox_serve.config import Settings
+from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
+from chatterbox_serve.errors import EngineOverloadedError
+from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechJob, SpeechPipeline
+
+
+class _ModelCall:
+    """A model handle call that reports Serve back-pressure as `EngineOverloadedError`."""
+
+    def __init__(self, response: DeploymentResponse) -> None:
+        self._response = response
+
+    def __await__(self) -> Generator[Any, None, SynthesisResult]:
+        return self._result().__await__()
+
+    async def _result(self) -> SynthesisResult:
+        try:
+            result: SynthesisResult = await self._response
+        except BackPressureError as exc:
+            raise EngineOverloadedError("model queue full") from exc
+        return result
+
+    def cancel(self) -> None:
+        self._response.cancel()
+
+
+class TextAudioDeployment:
+    """Runs `SpeechPipeline`; raw audio flows model -> here, only encoded bytes go on."""
+
+    @classmethod
+    def get_deployment_options(cls, settings: Settings) -> dict[str, Any]:
+        return {
+            "ray_actor_options": {"num_cpus": 0.5},
+            "max_ongoing_requests": 64,
+            "max_queued_requests": 512,
+            "autoscaling_config": {
+                "min_replicas": 1, "initial_replicas": 1, "max_replicas": 8,
+                "target_ongoing_requests": 16,
+            },
+            "health_check_period_s": 10, "health_check_timeout_s": 30,
+            "graceful_shutdown_timeout_s": 30, "graceful_shutdown_wait_loop_s": 2,
+        }
+
+    def __init__(self, model: DeploymentHandle, settings: Settings) -> None:
+        self._model = model
+        self.pipeline = SpeechPipeline(settings, self._submit)
+
+    def _submit(self, item: SynthesisRequest) -> _ModelCall:
+        return _ModelCall(self._model.synthesize.remote(item))
+
+    async def render(self, job: SpeechJob) -> RenderedSpeech:
+        return await self.pipeline.render(job)
+
+    async def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
+        async for piece in self.pipeline.stream(job):
+            yield piece
