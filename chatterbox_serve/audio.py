@@ -11,6 +11,7 @@ import enum
 import io
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class StreamingEncoder:
         self._header_pending = fmt is AudioFormat.WAV
         self._total_samples = total_samples
         self._finished = False
-        self._container = None
+        self._container: Any = None
         if fmt.spec.codec is not None:
             self._open_container(mp3_bitrate_kbps)
 
@@ -156,10 +157,10 @@ class StreamingEncoder:
         self._container.close()
         return tail + self._sink.drain()
 
-    def _mux(self, frames: list) -> bytes:  # type: ignore[type-arg]
+    def _mux(self, frames: list[Any]) -> bytes:
         for frame in frames:
             for packet in self._stream.encode(frame):
-                self._container.mux(packet)  # type: ignore[union-attr]
+                self._container.mux(packet)
         return self._sink.drain()
 
     def _raw_header(self) -> bytes:
@@ -220,10 +221,11 @@ def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
 
 
 def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
-    """Decode any container PyAV reads; returns (samples as float32 [channels, n], rate, channels)."""
+    """Decode any container PyAV reads into float32 [channels, n], with rate and channels."""
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    container: Any
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.audio[0]
         frames = [f.to_ndarray() for f in container.decode(stream)]
         rate = stream.codec_context.sample_rate

@@ -111,7 +111,8 @@ def _sentence_ends(text: str) -> list[int]:
     ends = [i + 1 for i, ch in enumerate(text) if ch == "\n"]
     for m in _SENTENCE_END.finditer(text):
         mark = m.group(0)
-        if mark.startswith(".") and not mark.startswith("...") and _is_abbreviation(text, m.start()):
+        is_dot = mark.startswith(".") and not mark.startswith("...")
+        if is_dot and _is_abbreviation(text, m.start()):
             continue
         if mark.startswith(("...", "…")) and _next_is_lower(text, m.end()):
             continue
@@ -134,7 +135,7 @@ def _next_is_lower(text: str, pos: int) -> bool:
 
 def _cut(text: str, positions: list[int]) -> list[str]:
     bounds = [0, *positions, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def _hard_split(text: str, limit: int) -> list[str]:

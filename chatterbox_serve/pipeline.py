@@ -131,7 +131,8 @@ class SpeechPipeline:
         items = self.plan(job)
         chunked = time.monotonic()
         pending = [self._submit(item) for item in items]
-        encoder = StreamingEncoder(job.format, mp3_bitrate_kbps=self.settings.audio.mp3_bitrate_kbps)
+        audio_cfg = self.settings.audio
+        encoder = StreamingEncoder(job.format, mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps)
         stitcher = Stitcher(crossfade_ms=self.settings.audio.crossfade_ms)
         results: list[SynthesisResult] = []
         encode_s, first_audio_s = 0.0, 0.0
@@ -221,7 +222,8 @@ def _fix_wav_sizes(data: bytes) -> bytes:
     import struct
 
     body = len(data) - 44
-    return data[:4] + struct.pack("<I", 36 + body) + data[8:40] + struct.pack("<I", body) + data[44:]
+    riff, size = struct.pack("<I", 36 + body), struct.pack("<I", body)
+    return data[:4] + riff + data[8:40] + size + data[44:]
 
 
 class DirectSubmitter:

@@ -1,1 +1,1 @@
-"""Ray Serve deployments for chatterbox-serve; `deployments.builder:build_app` is the entry point."""
+"""Ray Serve deployments for chatterbox-serve; entry point `deployments.builder:build_app`."""

@@ -24,7 +24,9 @@ class SpeechModelDeployment:
     def get_deployment_options(cls, settings: Settings, needs_gpu: bool) -> dict[str, Any]:
         batch = settings.engine.max_batch_size
         return {
-            "ray_actor_options": {"num_gpus": 1 if needs_gpu else 0, "num_cpus": 1 if needs_gpu else 0.5},
+            "ray_actor_options": {
+                "num_gpus": 1 if needs_gpu else 0, "num_cpus": 1 if needs_gpu else 0.5,
+            },
             "max_ongoing_requests": 4 * batch,
             "max_queued_requests": 64 * batch,
             "autoscaling_config": {
@@ -74,7 +76,7 @@ class SpeechModelDeployment:
             return [EngineError("engine call failed") for _ in items]
         return [
             replace(o, queue_wait_s=started - arrived) if isinstance(o, SynthesisResult) else o
-            for o, (_, arrived) in zip(outcomes, entries)
+            for o, (_, arrived) in zip(outcomes, entries, strict=False)
         ]
 
     async def check_health(self) -> None:

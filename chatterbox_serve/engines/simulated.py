@@ -81,7 +81,7 @@ class SimulatedEngine(TTSEngine):
     sample_rate = SAMPLE_RATE
 
     def __init__(self, config: SimulatedEngineConfig | None = None) -> None:
-        self.config = config or SimulatedEngineConfig()
+        self.config = config or SimulatedEngineConfig.model_validate({})
         self.recorder = BatchRecorder()
         self._device = asyncio.Lock()
 
@@ -181,8 +181,8 @@ def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np
     # are tiled from cached tables: rendering stays far cheaper than the modelled cost.
     period = _periodic_table(f0)
     reps = -(-n // len(period))
-    audio = envelope * np.tile(period, reps)[:n]
-    return audio.astype(np.float32)
+    audio: np.ndarray = (envelope * np.tile(period, reps)[:n]).astype(np.float32)
+    return audio
 
 
 @functools.lru_cache(maxsize=256)
@@ -193,8 +193,9 @@ def _periodic_table(f0: int) -> np.ndarray:
     )
     beat = 0.55 + 0.45 * np.abs(np.sin(np.pi * 4.5 * t))
     table = (0.25 / 1.87) * beat * tone
-    table.setflags(write=False)
-    return table.astype(np.float32)
+    out: np.ndarray = table.astype(np.float32)
+    out.setflags(write=False)
+    return out
 
 
 def _moving_average(x: np.ndarray, width: int) -> np.ndarray:

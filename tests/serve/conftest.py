@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 import ray
 from ray import serve
 

@@ -1,7 +1,7 @@
 """The speech API over real HTTP against a running Serve app (simulated engine).
 
-The app runs with a batch size of 4 and 70-character chunks so that a long text needs several engine calls
-and streaming can be seen delivering audio before the end.
+The app runs with a batch size of 4 and 70-character chunks so that a long text
+needs several engine calls and streaming can be seen delivering audio before the end.
 """
 
 from __future__ import annotations
