@@ -1,0 +1,37 @@
+"""The README stays true: every setting documented, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from chatterbox_serve.config import env_names
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def _commands() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", README, re.S)
+    assert block, "README must open with a bash block"
+    return [line.split("#")[0].strip() for line in block.group(1).strip().splitlines()]
+
+
+def test_every_setting_is_in_the_configuration_table():
+    missing = [name for name in env_names() if f"`{name}`" not in README]
+    assert missing == []
+
+
+def test_readme_opens_with_run_and_test_commands():
+    run, test = _commands()
+    assert "serve run serve_config.yaml" in run
+    assert "pytest" in test and ".[test]" in test
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    _, test = _commands()
+    ci = (ROOT / ".ci/run").read_text()
+    steps = [s.strip() for s in test.split("&&")]
+    ci_lines = [line.strip() for line in ci.splitlines()
+                if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci_lines == steps
