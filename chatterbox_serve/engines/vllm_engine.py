@@ -174,8 +174,10 @@ class VLLMEngine(TTSEngine):
                 generated.append((prompt, tokens))
         wavs = self._vocode(
             model,
-            [model.torch.tensor(t, dtype=model.torch.long, device=model.tts.target_device)
-             for _, t in generated],
+            [
+                model.torch.tensor(t, dtype=model.torch.long, device=model.tts.target_device)
+                for _, t in generated
+            ],
             [p.s3gen_ref for p, _ in generated],
         )
         for (prompt, tokens), wav in zip(generated, wavs, strict=True):
@@ -270,7 +272,9 @@ class VLLMEngine(TTSEngine):
             if len(tokens) == 1:
                 return [_item_error(exc, "S3Gen")]
             logger.warning("S3Gen batch of %d failed (%s); retrying one by one", len(tokens), exc)
-            return [w for t, r in zip(tokens, refs, strict=True) for w in self._vocode(model, [t], [r])]
+            return [
+                w for t, r in zip(tokens, refs, strict=True) for w in self._vocode(model, [t], [r])
+            ]
 
     def _raise_if_fatal(self, exc: Exception, llm: Any) -> None:
         """Mark the engine dead when an error leaves vLLM or the GPU unusable."""

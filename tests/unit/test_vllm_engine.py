@@ -124,6 +124,8 @@ async def test_a_bad_language_fails_only_its_item(tmp_path: Path) -> None:
     assert "xx" in results[1].message
     assert all(isinstance(r, SynthesisResult) for r in (results[0], results[2]))
     assert len(tts.t3.calls[0][0]) == 2
+    [only] = await engine.synthesize([SynthesisRequest(text="Four.", language="tlh")])
+    assert isinstance(only, InvalidRequestError) and len(tts.t3.calls) == 1
 
 
 async def test_english_model_has_no_language_tag_and_only_english(tmp_path: Path) -> None:
@@ -161,8 +163,14 @@ class EngineDeadError(Exception):
     [
         lambda llm: setattr(llm, "raise_exc", EngineDeadError("core died")),
         lambda llm: setattr(llm, "raise_exc", RuntimeError("CUDA error: illegal memory access")),
-        lambda llm: (setattr(llm, "raise_exc", ValueError("x")), llm.llm_engine.__setattr__("unfinished", True)),
-        lambda llm: (setattr(llm, "raise_exc", ValueError("x")), llm.llm_engine.__setattr__("broken", True)),
+        lambda llm: (
+            setattr(llm, "raise_exc", ValueError("x")),
+            llm.llm_engine.__setattr__("unfinished", True),
+        ),
+        lambda llm: (
+            setattr(llm, "raise_exc", ValueError("x")),
+            llm.llm_engine.__setattr__("broken", True),
+        ),
     ],
     ids=["engine-dead", "cuda-error", "stranded-requests", "engine-unreachable"],
 )
@@ -269,9 +277,15 @@ async def test_text_too_long_for_max_model_len_fails_that_item(tmp_path: Path) -
     engine, _ = _engine(tmp_path, max_model_len=64)
     await engine.start()
     results = await engine.synthesize(
-        [SynthesisRequest(text="word " * 40, language="en"), SynthesisRequest(text="Hi.", language="en")]
+        [
+            SynthesisRequest(text="word " * 40, language="en"),
+            SynthesisRequest(text="Hi.", language="en"),
+        ]
     )
-    assert isinstance(results[0], InvalidRequestError) and "VLLM_MAX_MODEL_LEN=64" in results[0].message
+    assert (
+        isinstance(results[0], InvalidRequestError)
+        and "VLLM_MAX_MODEL_LEN=64" in results[0].message
+    )
     assert isinstance(results[1], SynthesisResult)
 
 
