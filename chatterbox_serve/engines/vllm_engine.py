@@ -20,12 +20,13 @@ when `start` runs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -69,6 +70,7 @@ class _Prompt:
 
 ModelLoader = Callable[[Settings], LoadedModel]
 RunnerFactory = Callable[[Any], S3GenRunner]
+T = TypeVar("T")
 
 
 class VLLMEngine(TTSEngine):
@@ -93,13 +95,15 @@ class VLLMEngine(TTSEngine):
         self._tokenizer: T3TextTokenizer | None = None
         self._runner: S3GenRunner | None = None
         self._conditionals = ConditionalsCache(settings.engine.conditionals_cache_size)
-        # One device: calls run one at a time, each as one vLLM batch.
+        # One device: calls run one at a time, each as one vLLM batch, all on one
+        # thread, so torch's and CUDA's thread-local state is the one set at load.
         self._device = asyncio.Lock()
+        self._gpu_thread = concurrent.futures.ThreadPoolExecutor(1, "chatterbox-gpu")
         self._dead: str | None = None
         self._closed = False
 
     async def start(self) -> None:
-        model = await asyncio.to_thread(self._loader, self.settings)
+        model = await self._on_gpu_thread(self._loader, self.settings)
         try:
             self._tokenizer = T3TextTokenizer.load(
                 multilingual=self.multilingual, checkpoint_dir=model.checkpoint_dir
@@ -114,7 +118,7 @@ class VLLMEngine(TTSEngine):
         async with self._device:
             model = self._live_model()
             began = time.monotonic()
-            outcomes = await asyncio.to_thread(self._run_batch, model, requests)
+            outcomes = await self._on_gpu_thread(self._run_batch, model, requests)
             took = time.monotonic() - began
         return [
             dataclasses.replace(o, batch_size=len(requests), engine_s=took)
@@ -130,7 +134,8 @@ class VLLMEngine(TTSEngine):
         async with self._device:
             model, self._model, self._closed = self._model, None, True
             if model is not None:
-                await asyncio.to_thread(model.close)
+                await self._on_gpu_thread(model.close)
+        self._gpu_thread.shutdown(wait=False)
 
     def info(self) -> dict[str, Any]:
         e = self.settings.engine
@@ -147,6 +152,9 @@ class VLLMEngine(TTSEngine):
             "diffusion_steps": e.diffusion_steps,
         }
 
+    async def _on_gpu_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._gpu_thread, fn, *args)
+
     def _live_model(self) -> LoadedModel:
         if self._dead is not None:
             raise EngineError(f"vLLM engine is dead: {self._dead}")
@@ -154,7 +162,7 @@ class VLLMEngine(TTSEngine):
             raise EngineError("vLLM engine is shut down" if self._closed else "not started")
         return self._model
 
-    # Everything below runs in a worker thread, one call at a time.
+    # Everything below runs on the GPU thread, one call at a time.
 
     def _run_batch(
         self, model: LoadedModel, requests: Sequence[SynthesisRequest]
