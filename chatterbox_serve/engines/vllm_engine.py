@@ -13,8 +13,8 @@ runs alone fails that item's slot only. An error that leaves vLLM unusable (its
 engine died, CUDA failed, requests stranded inside it) marks the engine dead:
 `check_health` raises from then on, so Ray Serve replaces the replica.
 
-vLLM, torch and chatterbox-vllm are imported only by `vllm_loading.load_model`,
-when `start` runs.
+vLLM, torch and chatterbox-vllm's model code are imported only when `start` runs
+(`vllm_loading.load_model`), so this module imports on a machine without them.
 """
 
 from __future__ import annotations
