@@ -215,15 +215,19 @@ class VoiceLibrary:
         return VoiceEntry(record, names[0].key, aliases)
 
     def _entry_for(self, key: str) -> tuple[VoiceEntry, _Claim]:
-        """The voice a name or alias points at, with its name claim; 404 if none."""
+        """The voice a name or alias points at, with the name claim to act on; 404 if none.
+
+        When `key` is a name, its own claim is the one a rename or delete must take,
+        so that of racing operations on one name exactly one succeeds.
+        """
         claim = self._claim(key)
         record = self._record(claim.voice_id) if claim else None
-        if claim is None or record is None:
+        claims = [c for c in self._claims() if record and c.voice_id == record.id]
+        entry = self._entry(record, claims) if record else None
+        if claim is None or entry is None:
             raise VoiceNotFoundError(f"Voice {key!r} not found.", param="name")
-        claims = [c for c in self._claims() if c.voice_id == record.id]
-        entry = self._entry(record, claims)
-        if entry is None:
-            raise VoiceNotFoundError(f"Voice {key!r} not found.", param="name")
+        if claim.kind == "name":
+            return VoiceEntry(entry.record, key, entry.aliases), claim
         name_claim = next(c for c in claims if c.kind == "name" and c.key == entry.name)
         return entry, name_claim
 

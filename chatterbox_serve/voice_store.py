@@ -163,7 +163,9 @@ class S3VoiceStore(VoiceStore):
 
         if not url.startswith("s3://"):
             raise ValueError(f"VOICE_LIBRARY_URL must start with s3://; got {url!r}")
-        client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
+        client_kwargs = dict(storage.pop("client_kwargs", {}))
+        if endpoint_url:
+            client_kwargs["endpoint_url"] = endpoint_url
         # No listings cache and no shared instance: another replica may change any key.
         self.fs = fsspec.filesystem(
             "s3",
