@@ -210,6 +210,12 @@ class VoiceConfig(_Section):
         description="Object-storage voice library (s3://bucket/prefix); wins over the dir.",
         json_schema_extra=_env("VOICE_LIBRARY_URL"),
     )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint for VOICE_LIBRARY_URL (MinIO, R2, ...); "
+        "credentials come from the standard AWS chain.",
+        json_schema_extra=_env("AWS_ENDPOINT_URL"),
+    )
 
 
 class ServerConfig(_Section):

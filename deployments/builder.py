@@ -29,6 +29,10 @@ class AppArgs(BaseModel):
         default_factory=dict, description="Settings by env var name; the environment wins."
     )
     dotenv_path: str | None = Field(".env", description="A .env file to read, if present.")
+    deployments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Option overrides by deployment name, merged over each class's defaults.",
+    )
 
 
 def build_settings(args: AppArgs) -> Settings:
@@ -44,9 +48,13 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     needs_gpu = engine == "vllm"
     if engine == "simulated":
         logger.warning("Engine is SIMULATED: responses are synthetic tones, not speech.")
-    model_opts = SpeechModelDeployment.get_deployment_options(settings, needs_gpu)
-    audio_opts = TextAudioDeployment.get_deployment_options(settings)
-    ingress_opts = SpeechIngress.get_deployment_options(settings)
+    over = app_args.deployments
+    model_opts = {**SpeechModelDeployment.get_deployment_options(settings, needs_gpu),
+                  **over.get("SpeechModelDeployment", {})}
+    audio_opts = {**TextAudioDeployment.get_deployment_options(settings),
+                  **over.get("TextAudioDeployment", {})}
+    ingress_opts = {**SpeechIngress.get_deployment_options(settings),
+                    **over.get("SpeechIngress", {})}
     logger.info("Deployment defaults: model=%s audio=%s ingress=%s",
                 model_opts, audio_opts, ingress_opts)
     model = serve.deployment(SpeechModelDeployment).options(**model_opts).bind(settings)

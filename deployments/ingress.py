@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.concurrency import run_in_threadpool
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.errors import EngineOverloadedError
@@ -30,13 +31,15 @@ from chatterbox_serve.protocol import (
     SpeechRequest,
     sse_event,
 )
-from chatterbox_serve.voices import EmptyVoiceLibrary, VoiceLookup, resolve_voice
+from chatterbox_serve.voice_library import VoiceLibrary, build_voice_library
+from chatterbox_serve.voices import EmptyVoiceLibrary, ResolvedVoice, VoiceLookup, resolve_voice
 from deployments.http import (
     REQUEST_ID_HEADER,
     BodyLimitMiddleware,
     install_error_handlers,
     request_id_of,
 )
+from deployments.voice_routes import build_voice_router
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,9 +72,13 @@ def build_api(
             response.headers[REQUEST_ID_HEADER] = request_id_of(request)
         return response
 
-    async def speech(body: SpeechRequest, request: Request, force_stream: bool) -> Response:
+    async def speech(
+        body: SpeechRequest, request: Request, force_stream: bool,
+        voice: ResolvedVoice | None = None,
+    ) -> Response:
         rid = request_id_of(request)
-        voice = resolve_voice(body.voice_key, library)
+        if voice is None:  # library reads block on storage
+            voice = await run_in_threadpool(resolve_voice, body.voice_key, library)
         stream_format = "audio" if force_stream else body.stream_format
         job = body.to_job(settings, voice, rid, streaming=stream_format is not None)
         headers = _job_headers(job)
@@ -99,6 +106,9 @@ def build_api(
                 path, endpoint, methods=["POST"], responses=ERROR_RESPONSES,
                 response_class=Response, include_in_schema=path == paths[0],
             )
+
+    if isinstance(library, VoiceLibrary):
+        app.include_router(build_voice_router(library, speech))
 
     served = ["chatterbox-multilingual" if settings.engine.use_multilingual_model
               else "chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
@@ -248,6 +258,7 @@ class SpeechIngress:
         self._backend = ServeSpeechBackend(text_audio, model)
         self._settings = settings
         self._engine_name = engine_name
+        self._voices = build_voice_library(settings)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_api(self._settings, self._backend, self._engine_name)
+        return build_api(self._settings, self._backend, self._engine_name, self._voices)
