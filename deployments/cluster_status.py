@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import ray
 from ray import serve
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("ray.serve")
 
@@ -74,6 +75,21 @@ class ReplicaLoad:
             yield
         finally:
             self.busy -= n
+
+
+class LoadTrackingMiddleware:
+    """Counts an HTTP request in flight until its last byte is sent (plain ASGI)."""
+
+    def __init__(self, app: ASGIApp, load: ReplicaLoad) -> None:
+        self.app = app
+        self.load = load
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.load.track():
+            await self.app(scope, receive, send)
 
 
 def host_memory() -> dict[str, int]:
@@ -213,12 +229,15 @@ class ClusterStatus:
         self.app_name = app_name
         self.max_age_s = max_age_s
 
+    def _read(self) -> tuple[Any, list[dict[str, Any]]]:
+        serve_status = serve.status()
+        board = status_board(self.app_name)
+        reports: list[dict[str, Any]] = ray.get(board.snapshot.remote(self.max_age_s), timeout=10)
+        return serve_status, reports
+
     async def _gather(self) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
-        # serve.status() blocks on the controller; keep it off the event loop.
-        serve_status = await asyncio.to_thread(serve.status)
-        reports: list[dict[str, Any]] = await status_board(self.app_name).snapshot.remote(
-            self.max_age_s
-        )
+        # serve.status(), the board lookup and ray.get all block: keep them off the loop.
+        serve_status, reports = await asyncio.to_thread(self._read)
         by_deployment: dict[str, list[dict[str, Any]]] = {}
         for r in sorted(reports, key=lambda r: str(r["replica_id"])):
             by_deployment.setdefault(str(r["deployment"]), []).append(r)

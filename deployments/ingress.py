@@ -33,6 +33,7 @@ from chatterbox_serve.protocol import (
 from chatterbox_serve.voices import EmptyVoiceLibrary, VoiceLookup, resolve_voice
 from deployments.cluster_status import (
     ClusterStatus,
+    LoadTrackingMiddleware,
     ReplicaLoad,
     StatusReporter,
     StatusSource,
@@ -278,13 +279,6 @@ class SpeechIngress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         status = ClusterStatus(self._reporter.app_name)
         app = build_api(self._settings, self._backend, self._engine_name, status=status)
-        load = self._load
-
-        @app.middleware("http")
-        async def track_load(request: Request, call_next: Any) -> Response:
-            with load.track():
-                response: Response = await call_next(request)
-            return response
-
+        app.add_middleware(LoadTrackingMiddleware, load=self._load)
         IngressMetrics().install(app)  # last, so outermost: it sees every status code
         return app

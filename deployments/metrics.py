@@ -12,12 +12,13 @@ already computes; they measure nothing themselves except around the engine call.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from ray.serve.metrics import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatterbox_serve.engines.base import SynthesisOutcome
 from chatterbox_serve.errors import ChatterboxError
@@ -129,39 +130,54 @@ def _histogram(spec: MetricSpec, boundaries: list[float]) -> Histogram:
 
 
 class IngressMetrics:
-    """Counts HTTP requests; installed as the outermost middleware of the FastAPI app."""
+    """Counts HTTP requests; `install` makes it the outermost middleware of the app."""
 
     def __init__(self) -> None:
         self._requests = _counter(REQUESTS)
 
     def install(self, app: FastAPI) -> None:
-        """Count every request once its status is known.
+        """Count every request once it ends, with the status it was answered with.
 
-        The route tag is the matched path, or `other` for paths no route serves, so
-        scanners cannot blow up the series count. The speech routes leave the chosen
-        format in `request.state.response_format`.
+        Call it after every route is added. The route tag is the request path when a
+        route serves it and `other` otherwise, so scanners cannot blow up the series
+        count. The speech routes leave the chosen format in `request.state`.
         """
-        known = {getattr(route, "path", "") for route in app.routes}
+        known = frozenset(getattr(route, "path", "") for route in app.routes)
+        app.add_middleware(_CountRequests, counter=self._requests, known=known)
 
-        @app.middleware("http")
-        async def count_requests(
-            request: Request, call_next: Callable[[Request], Awaitable[Response]]
-        ) -> Response:
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                path = request.url.path
-                fmt = getattr(request.state, "response_format", None) or "none"
-                self._requests.inc(
-                    tags={
-                        "route": path if path in known else "other",
-                        "response_format": str(fmt),
-                        "status": str(status),
-                    }
-                )
+
+class _CountRequests:
+    """Plain ASGI, not `BaseHTTPMiddleware`: streams pass through untouched."""
+
+    def __init__(self, app: ASGIApp, counter: Counter, known: frozenset[str]) -> None:
+        self.app = app
+        self.counter = counter
+        self.known = known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})  # the dict behind `request.state`
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = str(scope.get("path", ""))
+            self.counter.inc(
+                tags={
+                    "route": path if path in self.known else "other",
+                    "response_format": str(state.get("response_format") or "none"),
+                    "status": str(status),
+                }
+            )
 
 
 class SpeechMetrics:
