@@ -33,12 +33,20 @@ from chatterbox_serve.protocol import (
 )
 from chatterbox_serve.voice_library import VoiceLibrary, build_voice_library
 from chatterbox_serve.voices import EmptyVoiceLibrary, ResolvedVoice, VoiceLookup, resolve_voice
+from deployments.cluster_status import (
+    ClusterStatus,
+    LoadTrackingMiddleware,
+    ReplicaLoad,
+    StatusReporter,
+    StatusSource,
+)
 from deployments.http import (
     REQUEST_ID_HEADER,
     BodyLimitMiddleware,
     install_error_handlers,
     request_id_of,
 )
+from deployments.metrics import IngressMetrics
 from deployments.voice_routes import build_voice_router
 
 logger = logging.getLogger("ray.serve")
@@ -49,9 +57,12 @@ STREAM_PATHS = ("/v1/audio/speech/stream", "/audio/speech/stream", "/tts/stream"
 
 def build_api(
     settings: Settings, backend: SpeechBackend, engine_name: str,
-    voices: VoiceLookup | None = None,
+    voices: VoiceLookup | None = None, status: StatusSource | None = None,
 ) -> FastAPI:
-    """The FastAPI app with every route, error handler and middleware installed."""
+    """The FastAPI app with every route, error handler and middleware installed.
+
+    `/status` and `/memory` exist only with a `status` source (a Serve cluster).
+    """
     app = FastAPI(title="chatterbox-serve", version="0.1.0")
     library = voices or EmptyVoiceLibrary()
     install_error_handlers(app)
@@ -81,6 +92,7 @@ def build_api(
             voice = await run_in_threadpool(resolve_voice, body.voice_key, library)
         stream_format = "audio" if force_stream else body.stream_format
         job = body.to_job(settings, voice, rid, streaming=stream_format is not None)
+        request.state.response_format = job.format.value  # a metrics tag
         headers = _job_headers(job)
         if stream_format is None:
             rendered = await _overload_mapped(backend.render(job))
@@ -144,6 +156,19 @@ def build_api(
         langs = languages_for(settings.engine.use_multilingual_model)
         return {"languages": [{"code": c, "name": n} for c, n in langs.items()],
                 "count": len(langs)}
+
+    if status is not None:
+        cluster = status
+
+        @app.get("/status")
+        async def cluster_status() -> dict[str, Any]:
+            """Per deployment: replica states and health, requests in flight and queued."""
+            return await cluster.status()
+
+        @app.get("/memory")
+        async def cluster_memory() -> dict[str, Any]:
+            """Per replica: host memory, and GPU memory used and free."""
+            return await cluster.memory()
 
     return app
 
@@ -259,6 +284,14 @@ class SpeechIngress:
         self._settings = settings
         self._engine_name = engine_name
         self._voices = build_voice_library(settings)
+        self._load = ReplicaLoad()
+        self._reporter = StatusReporter(self._load)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_api(self._settings, self._backend, self._engine_name, self._voices)
+        status = ClusterStatus(self._reporter.app_name)
+        app = build_api(
+            self._settings, self._backend, self._engine_name, self._voices, status=status
+        )
+        app.add_middleware(LoadTrackingMiddleware, load=self._load)
+        IngressMetrics().install(app)  # last, so outermost: it sees every status code
+        return app

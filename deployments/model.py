@@ -13,6 +13,8 @@ from chatterbox_serve.config import Settings
 from chatterbox_serve.engines import build_engine
 from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import ChatterboxError, EngineError
+from deployments.cluster_status import ReplicaLoad, StatusReporter
+from deployments.metrics import EngineMetrics
 
 logger = logging.getLogger("ray.serve")
 
@@ -43,6 +45,9 @@ class SpeechModelDeployment:
         self.engine = build_engine(settings)
         await self.engine.start()
         self._user_config: dict[str, Any] = {}
+        self._metrics = EngineMetrics()
+        self._load = ReplicaLoad(has_queue=True)
+        self._reporter = StatusReporter(self._load)
         logger.info("Model replica ready with engine %s", self.engine.name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -58,7 +63,8 @@ class SpeechModelDeployment:
 
     async def synthesize(self, item: SynthesisRequest) -> SynthesisResult:
         """Synthesise one item as part of whatever batch it lands in."""
-        outcome = await self._batch((item, time.monotonic()))
+        with self._load.track():
+            outcome = await self._batch((item, time.monotonic()))
         if isinstance(outcome, ChatterboxError):
             raise outcome
         return outcome
@@ -70,10 +76,15 @@ class SpeechModelDeployment:
         started = time.monotonic()
         items = [item for item, _ in entries]
         try:
-            outcomes = await self.engine.synthesize(items)
-        except Exception:
+            with self._load.running(len(items)):
+                outcomes = await self.engine.synthesize(items)
+        except Exception as exc:
             logger.exception("Engine call over %d items failed", len(items))
+            self._metrics.record_error("call", exc)
             return [EngineError("engine call failed") for _ in items]
+        waits = [started - arrived for _, arrived in entries]
+        self._metrics.record_call(waits, time.monotonic() - started, outcomes)
+        self._metrics.record_cache(self.engine.info())
         return [
             replace(o, queue_wait_s=started - arrived) if isinstance(o, SynthesisResult) else o
             for o, (_, arrived) in zip(outcomes, entries, strict=False)

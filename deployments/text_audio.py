@@ -12,6 +12,8 @@ from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import EngineOverloadedError
 from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechJob, SpeechPipeline
+from deployments.cluster_status import ReplicaLoad, StatusReporter
+from deployments.metrics import SpeechMetrics
 
 
 class _ModelCall:
@@ -54,13 +56,22 @@ class TextAudioDeployment:
     def __init__(self, model: DeploymentHandle, settings: Settings) -> None:
         self._model = model
         self.pipeline = SpeechPipeline(settings, self._submit)
+        self._metrics = SpeechMetrics()
+        self._load = ReplicaLoad()
+        self._reporter = StatusReporter(self._load)
 
     def _submit(self, item: SynthesisRequest) -> _ModelCall:
         return _ModelCall(self._model.synthesize.remote(item))
 
     async def render(self, job: SpeechJob) -> RenderedSpeech:
-        return await self.pipeline.render(job)
+        with self._load.track():
+            rendered = await self.pipeline.render(job)
+        self._metrics.record("file", rendered.audio_s, rendered.timings)
+        return rendered
 
     async def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
-        async for piece in self.pipeline.stream(job):
-            yield piece
+        with self._load.track():
+            async for piece in self.pipeline.stream(job):
+                if piece.final and piece.timings is not None:
+                    self._metrics.record("stream", piece.audio_s, piece.timings)
+                yield piece

@@ -34,8 +34,9 @@ def free_port() -> int:
 class ServeApp:
     """A running application and how to reach it."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, metrics_url: str | None = None) -> None:
         self.base_url = base_url
+        self.metrics_url = metrics_url
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=60.0, **kw)
@@ -45,17 +46,24 @@ class ServeApp:
 
 
 def start_app(
-    settings: dict[str, Any] | None = None, num_cpus: int = 4, **build_args: Any
+    settings: dict[str, Any] | None = None, num_cpus: int = 4, metrics: bool = False,
+    **build_args: Any,
 ) -> Iterator[ServeApp]:
-    """Start Ray and Serve, deploy the app, wait for /health, yield, then shut all down."""
+    """Start Ray and Serve, deploy the app, wait for /health, yield, then shut all down.
+
+    `metrics=True` fixes a free Prometheus export port, so `ServeApp.metrics_url` works.
+    """
     port = free_port()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    metrics_port = free_port() if metrics else None
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             _metrics_export_port=metrics_port)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         args = {"engine": "simulated", "dotenv_path": None, "settings": settings or {}}
         args.update(build_args)
         serve.run(build_app(args), name="chatterbox", route_prefix="/", blocking=False)
-        app = ServeApp(f"http://127.0.0.1:{port}")
+        app = ServeApp(f"http://127.0.0.1:{port}",
+                       metrics_port and f"http://127.0.0.1:{metrics_port}/metrics")
         deadline = time.monotonic() + 90
         while True:
             try:
