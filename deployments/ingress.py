@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.concurrency import run_in_threadpool
 
 from chatterbox_serve.config import Settings
@@ -241,7 +241,7 @@ async def _sse(pieces: AsyncIterator[AudioPiece], rid: str) -> AsyncIterator[byt
 class ServeSpeechBackend:
     """`SpeechBackend` over the audio and model deployment handles."""
 
-    def __init__(self, text_audio: DeploymentHandle, model: DeploymentHandle) -> None:
+    def __init__(self, text_audio: DeploymentHandle[Any], model: DeploymentHandle[Any]) -> None:
         self._audio = text_audio
         self._streaming = text_audio.options(stream=True)
         self._model = model
@@ -251,7 +251,10 @@ class ServeSpeechBackend:
         return result
 
     def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
-        return self._streaming.stream.remote(job).__aiter__()  # type: ignore[no-any-return]
+        response = self._streaming.stream.remote(job)
+        assert isinstance(response, DeploymentResponseGenerator)
+        pieces: AsyncIterator[AudioPiece] = response.__aiter__()
+        return pieces
 
     async def health(self) -> dict[str, Any]:
         info: dict[str, Any] = await self._model.info.remote()
@@ -277,7 +280,7 @@ class SpeechIngress:
         }
 
     def __init__(
-        self, text_audio: DeploymentHandle, model: DeploymentHandle, settings: Settings,
+        self, text_audio: DeploymentHandle[Any], model: DeploymentHandle[Any], settings: Settings,
         engine_name: str,
     ) -> None:
         self._backend = ServeSpeechBackend(text_audio, model)

@@ -19,7 +19,7 @@ from deployments.metrics import SpeechMetrics
 class _ModelCall:
     """A model handle call that reports Serve back-pressure as `EngineOverloadedError`."""
 
-    def __init__(self, response: DeploymentResponse) -> None:
+    def __init__(self, response: DeploymentResponse[SynthesisResult]) -> None:
         self._response = response
 
     def __await__(self) -> Generator[Any, None, SynthesisResult]:
@@ -33,7 +33,7 @@ class _ModelCall:
         return result
 
     def cancel(self) -> None:
-        self._response.cancel()
+        self._response.cancel()  # type: ignore[no-untyped-call]
 
 
 class TextAudioDeployment:
@@ -53,7 +53,7 @@ class TextAudioDeployment:
             "graceful_shutdown_timeout_s": 30, "graceful_shutdown_wait_loop_s": 2,
         }
 
-    def __init__(self, model: DeploymentHandle, settings: Settings) -> None:
+    def __init__(self, model: DeploymentHandle[Any], settings: Settings) -> None:
         self._model = model
         self.pipeline = SpeechPipeline(settings, self._submit)
         self._metrics = SpeechMetrics()
@@ -61,7 +61,9 @@ class TextAudioDeployment:
         self._reporter = StatusReporter(self._load)
 
     def _submit(self, item: SynthesisRequest) -> _ModelCall:
-        return _ModelCall(self._model.synthesize.remote(item))
+        response = self._model.synthesize.remote(item)
+        assert isinstance(response, DeploymentResponse)
+        return _ModelCall(response)
 
     async def render(self, job: SpeechJob) -> RenderedSpeech:
         with self._load.track():
