@@ -16,6 +16,10 @@ import pytest
 
 from chatterbox_serve.engines.s3gen_batch import S3GenBatchPolicy, plan_batches
 
+# Both in absolute units; docs/S3GEN.md says why. Observed on CPU: about 1e-5 on mels
+# (values up to ~6) and 1e-7 on waveforms. Padding leaks planted on purpose gave 4e-2
+# (look-ahead reading padded frames, on mels) and 5e-3 to 3e-2 (vocoder, on waveforms).
+MEL_TOLERANCE = 1e-3
 WAVEFORM_TOLERANCE = 1e-3
 
 
@@ -81,6 +85,24 @@ def test_batched_equals_sequential_for_mixed_lengths_and_voices(s3gen: Any) -> N
         assert wav.shape == want.shape == (1, 480 * 2 * len(tok))
         assert want.abs().max() > 0.01  # real audio, not silence that trivially matches
         assert (wav - want).abs().max().item() <= WAVEFORM_TOLERANCE
+
+
+def test_batched_mels_equal_sequential_mels(s3gen: Any) -> None:
+    """The flow stage alone: catches padding leaks the random-weight vocoder would shrink."""
+    import torch
+
+    from chatterbox_serve.engines.s3gen_flow import flow_mels
+
+    gen = torch.Generator().manual_seed(3)
+    voices = [_ref_dict(gen, 6), _ref_dict(gen, 10)]
+    tokens = [torch.randint(0, 6561, (n,), generator=gen) for n in (5, 13, 8)]
+    refs = [voices[1], voices[0], voices[1]]
+    with torch.inference_mode():
+        got = flow_mels(s3gen.flow, tokens, refs, 2)
+        for tok, ref, mel in zip(tokens, refs, got, strict=True):
+            want = s3gen.flow_inference(tok, ref_dict=dict(ref), n_timesteps=2, finalize=True)
+            assert mel.shape == want.shape[1:] == (80, 2 * len(tok))
+            assert (mel - want[0]).abs().max().item() <= MEL_TOLERANCE
 
 
 def test_runner_returns_items_in_input_order_across_buckets(s3gen: Any) -> None:
