@@ -115,7 +115,7 @@ def _sine_source(
     uv = (f0 > gen.voiced_threshold).to(torch.float32)
     noise_amp = uv * gen.noise_std + (1 - uv) * gen.sine_amp / 3
     sine = gen.sine_amp * torch.sin(theta + phase) * uv + noise_amp * noise
-    merged = hift.m_source.l_tanh(hift.m_source.l_linear(sine.transpose(1, 2)))
+    merged: torch.Tensor = hift.m_source.l_tanh(hift.m_source.l_linear(sine.transpose(1, 2)))
     return merged[:, :, 0]
 
 
