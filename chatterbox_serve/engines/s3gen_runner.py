@@ -8,8 +8,14 @@ engine knowing which runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+from chatterbox_serve.config import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class S3GenRunner(Protocol):
@@ -45,3 +51,26 @@ class SequentialS3GenRunner:
             )
             wavs.append(wav)
         return wavs
+
+
+RunnerFactory = Callable[[Any], S3GenRunner]
+
+
+def runner_factory(settings: Settings) -> RunnerFactory:
+    """The S3Gen stage the settings ask for: batched by default (issue 8), or sequential."""
+    e = settings.engine
+    if not e.s3gen_batched:
+        return SequentialS3GenRunner
+    from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner, S3GenBatchPolicy
+
+    if e.s3gen_fp16:
+        logger.warning(
+            "VLLM_S3GEN_FP16 applies to chatterbox-vllm's one-at-a-time S3Gen only; the "
+            "batched runner ignores it. Use CHATTERBOX_S3GEN_PRECISION=bf16 instead."
+        )
+    policy = S3GenBatchPolicy(
+        max_batch_size=e.s3gen_batch_size,
+        max_length_ratio=e.s3gen_max_length_ratio,
+        precision=e.s3gen_precision,
+    )
+    return functools.partial(BatchedS3GenRunner, policy=policy)

@@ -37,7 +37,7 @@ from chatterbox_serve.engines.base import (
     SynthesisResult,
     TTSEngine,
 )
-from chatterbox_serve.engines.s3gen_runner import S3GenRunner, SequentialS3GenRunner
+from chatterbox_serve.engines.s3gen_runner import RunnerFactory, S3GenRunner, runner_factory
 from chatterbox_serve.engines.t3_tokenizer import T3TextTokenizer
 from chatterbox_serve.engines.vllm_conditionals import (
     ConditionalsCache,
@@ -69,7 +69,6 @@ class _Prompt:
 
 
 ModelLoader = Callable[[Settings], LoadedModel]
-RunnerFactory = Callable[[Any], S3GenRunner]
 T = TypeVar("T")
 
 
@@ -85,12 +84,12 @@ class VLLMEngine(TTSEngine):
         settings: Settings,
         *,
         loader: ModelLoader = load_model,
-        s3gen_runner: RunnerFactory = SequentialS3GenRunner,
+        s3gen_runner: RunnerFactory | None = None,
     ) -> None:
         self.settings = settings
         self.multilingual = settings.engine.use_multilingual_model
         self._loader = loader
-        self._runner_factory = s3gen_runner
+        self._runner_factory = s3gen_runner or runner_factory(settings)
         self._model: LoadedModel | None = None
         self._tokenizer: T3TextTokenizer | None = None
         self._runner: S3GenRunner | None = None

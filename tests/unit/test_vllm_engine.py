@@ -333,3 +333,13 @@ async def test_a_failed_start_releases_the_model(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="no runner"):
         await engine.start()
     assert tts.shut_down
+
+
+
+async def test_engine_uses_the_batched_s3gen_runner_by_default(tmp_path: Path) -> None:
+    engine, _ = _engine(tmp_path, runner=None)
+    await engine.start()
+    try:
+        assert engine.info()["s3gen_runner"] == "BatchedS3GenRunner"
+    finally:
+        await engine.shutdown()

@@ -1,0 +1,34 @@
+"""Which S3Gen stage the vLLM engine gets from settings: batched by default (issue 8)."""
+
+from __future__ import annotations
+
+import logging
+
+from chatterbox_serve.config import load_settings
+from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner
+from chatterbox_serve.engines.s3gen_runner import SequentialS3GenRunner, runner_factory
+
+
+class _FakeS3Gen:
+    """Stands in for chatterbox-vllm's S3Gen; construction only, nothing runs."""
+
+
+def test_batched_runner_is_the_default_with_the_configured_policy():
+    settings = load_settings({"CHATTERBOX_S3GEN_BATCH_SIZE": "32",
+                              "CHATTERBOX_S3GEN_PRECISION": "bf16"}, dotenv_path=None)
+    runner = runner_factory(settings)(_FakeS3Gen())
+    assert isinstance(runner, BatchedS3GenRunner)
+    assert runner.policy.max_batch_size == 32 and runner.policy.precision == "bf16"
+    assert runner.policy.max_length_ratio == 1.5
+
+
+def test_sequential_runner_when_batching_is_off():
+    settings = load_settings({"CHATTERBOX_S3GEN_BATCHED": "false"}, dotenv_path=None)
+    assert isinstance(runner_factory(settings)(_FakeS3Gen()), SequentialS3GenRunner)
+
+
+def test_fp16_flag_with_batched_runner_warns(caplog):
+    settings = load_settings({"VLLM_S3GEN_FP16": "true"}, dotenv_path=None)
+    with caplog.at_level(logging.WARNING):
+        runner_factory(settings)
+    assert "CHATTERBOX_S3GEN_PRECISION=bf16" in caplog.text
