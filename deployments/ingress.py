@@ -31,6 +31,7 @@ from chatterbox_serve.protocol import (
     sse_event,
 )
 from chatterbox_serve.voices import EmptyVoiceLibrary, VoiceLookup, resolve_voice
+from deployments.auth import install_auth
 from deployments.http import (
     REQUEST_ID_HEADER,
     BodyLimitMiddleware,
@@ -52,6 +53,7 @@ def build_api(
     app = FastAPI(title="chatterbox-serve", version="0.1.0")
     library = voices or EmptyVoiceLibrary()
     install_error_handlers(app)
+    install_auth(app, settings)  # inside CORS, so a 401 still carries CORS headers
     app.add_middleware(
         CORSMiddleware, allow_origins=[o.strip() for o in settings.server.cors_origins.split(",")],
         allow_methods=["*"], allow_headers=["*"], expose_headers=["*"],
