@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -29,6 +29,11 @@ class AppArgs(BaseModel):
         default_factory=dict, description="Settings by env var name; the environment wins."
     )
     dotenv_path: str | None = Field(".env", description="A .env file to read, if present.")
+    deployment_options: dict[Literal["model", "audio", "ingress"], dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-deployment Serve options merged over the defaults (tests, tuning); "
+        "a serve_config.yaml `deployments:` entry still wins over both.",
+    )
 
 
 def build_settings(args: AppArgs) -> Settings:
@@ -47,6 +52,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     model_opts = SpeechModelDeployment.get_deployment_options(settings, needs_gpu)
     audio_opts = TextAudioDeployment.get_deployment_options(settings)
     ingress_opts = SpeechIngress.get_deployment_options(settings)
+    overrides = app_args.deployment_options
+    model_opts.update(overrides.get("model", {}))
+    audio_opts.update(overrides.get("audio", {}))
+    ingress_opts.update(overrides.get("ingress", {}))
     logger.info("Deployment defaults: model=%s audio=%s ingress=%s",
                 model_opts, audio_opts, ingress_opts)
     model = serve.deployment(SpeechModelDeployment).options(**model_opts).bind(settings)
