@@ -70,7 +70,10 @@ class ProxyErrorEnvelope:
 
         await self.app(scope, receive, rewriting_send)
         if not started:  # the app ended without answering: an ingress replica died
-            for out in _envelope(500, {}):
+            # Ray's request-id middleware, inside this one, wrote the id into the scope.
+            ids = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            known = {"x-request-id": ids["x-request-id"]} if "x-request-id" in ids else {}
+            for out in _envelope(500, known):
                 await send(out)
 
 

@@ -10,7 +10,6 @@ replica restarts.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,10 +19,10 @@ import pytest
 from ray import serve
 
 from deployments.builder import build_app
-from deployments.proxy_errors import CALLBACK_ENV, CALLBACK_PATH
 from deployments.replicas import list_replicas
 from tests.conftest import probe
 from tests.serve.conftest import ServeApp, start_app
+from tests.serve.proxy_env import proxy_envelopes
 
 ENGINE_S = 1.0  # each engine call costs this, so accepted requests take >= 1 s
 SINGLE = {"max_replicas": 1, "min_replicas": 1, "initial_replicas": 1}
@@ -51,11 +50,7 @@ TEXT = "Overload test sentence."
 
 @pytest.fixture(scope="module")
 def apps() -> Iterator[ServeApp]:
-    # The proxy callback is read from the environment of the Ray processes started below.
-    saved = {k: os.environ.get(k) for k in (CALLBACK_ENV, "PYTHONPATH")}
-    os.environ[CALLBACK_ENV] = CALLBACK_PATH
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), saved["PYTHONPATH"]]))
-    try:
+    with proxy_envelopes():
         for app in start_app(settings=SETTINGS, deployment_options=TIGHT_MODEL):
             narrow = build_app(
                 {
@@ -67,12 +62,6 @@ def apps() -> Iterator[ServeApp]:
             )
             serve.run(narrow, name="narrow", route_prefix="/narrow")
             yield app
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 async def _burst(app: ServeApp, path: str, n: int) -> list[tuple[httpx.Response, float]]:

@@ -66,9 +66,15 @@ async def test_plain_text_errors_become_envelopes(status, extra, code, retry_aft
 
 
 async def test_an_app_that_never_answers_gets_a_500_envelope() -> None:
+    async def died_after_tagging(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["headers"] = [*scope["headers"], (b"x-request-id", b"rid-9")]  # as Ray's does
+
     r = await _call(_died)
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "server_error"
+    tagged = await _call(died_after_tagging)
+    assert "rid-9" in tagged.json()["error"]["message"]
+    assert tagged.headers["x-request-id"] == "rid-9"
 
 
 async def test_app_json_errors_and_audio_pass_through_untouched() -> None:
