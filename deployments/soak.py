@@ -103,6 +103,8 @@ async def _send(client: httpx.AsyncClient, plan: Planned, tally: Tally) -> None:
         ok, detail = False, f"{plan.kind}: {type(exc).__name__} {exc}"
     tally.latencies_s.append(time.monotonic() - began)
     tally.by_kind[plan.kind] += 1
+    if len(tally.latencies_s) % 250 == 0:
+        logger.info("soak: %d done, %d unexpected", len(tally.latencies_s), len(tally.unexpected))
     if not ok:
         tally.unexpected.append(detail)
     elif plan.expect != 200:
