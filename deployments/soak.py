@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
 import socket
 import sys
@@ -201,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ENV=VALUE",
         help="setting for the local app (default CHATTERBOX_SIM_BASE_S=0.1)",
     )
+    parser.add_argument("--step", type=int, default=250, help="requests between snapshots")
+    parser.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=None,
+        help="set MALLOC_ARENA_MAX for a local cluster's processes",
+    )
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -212,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address=args.address or "auto", log_to_driver=False)
         url = args.url
     else:
+        if args.malloc_arena_max:  # inherited by the raylet and every replica it starts
+            os.environ["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
         settings = {"CHATTERBOX_SIM_BASE_S": "0.1"}
         settings.update(dict(s.split("=", 1) for s in args.setting))
         url = _start_local(settings)
@@ -222,10 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     asyncio.run(run_requests(url, plans[: args.warmup], args.concurrency, tally))
     phases["after_warmup"] = memory_snapshot(args.app)
-    asyncio.run(run_requests(url, plans[args.warmup :], args.concurrency, tally))
+    timeline = [phases["after_warmup"]]
+    for start in range(args.warmup, len(plans), args.step):
+        asyncio.run(run_requests(url, plans[start : start + args.step], args.concurrency, tally))
+        timeline.append(memory_snapshot(args.app))
     time.sleep(2.0)  # let replicas finish releasing per-request buffers
     phases["end"] = memory_snapshot(args.app)
     result = report(phases, tally, time.monotonic() - began, len(plans))
+    result["timeline_mib"] = {
+        name: [round(snap.get(name, 0) / 2**20, 1) for snap in timeline]
+        for name in sorted(set().union(*timeline))
+    }
+    result["timeline_step_requests"] = args.step
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
