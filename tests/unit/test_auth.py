@@ -141,3 +141,18 @@ async def test_rejected_keys_are_not_logged(serve_log: pytest.LogCaptureFixture)
         r = await c.get("/v1/models", headers={"Authorization": "Bearer sk-alpha-typo"})
     assert r.status_code == 401 and serve_log.records
     assert "sk-alpha" not in serve_log.text
+
+
+async def test_the_key_is_checked_before_any_body_is_read() -> None:
+    env = {"API_KEYS": KEYS, "CHATTERBOX_MAX_JSON_BODY_BYTES": "1024"}
+    async with _client(env) as c:
+        anonymous = await c.post(
+            "/v1/audio/speech", content=b"x" * 4096, headers={"content-type": "application/json"}
+        )
+        keyed = await c.post(
+            "/v1/audio/speech",
+            content=b"x" * 4096,
+            headers={"content-type": "application/json", "Authorization": "Bearer sk-alpha"},
+        )
+    assert anonymous.status_code == 401  # an unauthenticated body is never buffered
+    assert keyed.status_code == 413
