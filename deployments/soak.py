@@ -249,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             f.write(text + "\n")
+    if not args.url:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
     return 0 if result["unexpected_errors"] == 0 and result["memory_target_met"] else 1
 
 
