@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +262,12 @@ class ServerConfig(_Section):
         description="Longest accepted `instructions` field.",
         json_schema_extra=_env("CHATTERBOX_MAX_INSTRUCTIONS_LENGTH"),
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys, or the path of a file holding them (one per "
+        "line, e.g. a mounted Kubernetes Secret); unset means the API is open.",
+        json_schema_extra=_env("API_KEYS"),
+    )
 
 
 class SimulatedEngineConfig(_Section):
@@ -320,8 +326,19 @@ class Settings(_Section):
     simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
 
     def env_view(self) -> dict[str, Any]:
-        """Effective settings keyed by environment variable name, for `/config`."""
-        return {env: getattr(getattr(self, section), field) for env, section, field in _fields()}
+        """Effective settings keyed by environment variable name, for `/config`.
+
+        Secrets show only whether they are set, never their value.
+        """
+        view: dict[str, Any] = {}
+        for env, section, field in _fields():
+            value = getattr(getattr(self, section), field)
+            view[env] = ("<redacted>" if value is not None else None) if env in _SECRETS else value
+        return view
+
+
+# Settings whose values never leave the process: not in /config, not in logs.
+_SECRETS = frozenset({"API_KEYS"})
 
 
 def _fields() -> Iterator[tuple[str, str, str]]:
@@ -400,6 +417,7 @@ def load_settings(
         first = exc.errors()[0]
         section, field = str(first["loc"][0]), str(first["loc"][1])
         env = next(e for e, s, f in _fields() if (s, f) == (section, field))
+        shown = "<redacted>" if env in _SECRETS else repr(merged[env])
         raise ConfigError(
-            f"Invalid {env}={merged[env]!r}: {first['msg']} ({_allowed(section, field)})"
+            f"Invalid {env}={shown}: {first['msg']} ({_allowed(section, field)})"
         ) from None

@@ -88,7 +88,9 @@ class BodyLimitMiddleware:
 
     Multipart uploads get the upload limit plus room for the form fields; every other
     body gets the JSON limit. A declared Content-Length over the limit is refused
-    before any of the body is read.
+    before any of the body is read. A body sent without a length (chunked) is read
+    here, up to the limit, and replayed to the app: raising from inside the app's
+    `receive` would reach FastAPI's body parser, which turns any error into a 400.
     """
 
     def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
@@ -97,7 +99,7 @@ class BodyLimitMiddleware:
         self.upload_limit = upload_limit + 256 * 1024
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
@@ -107,18 +109,30 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(scope, receive, send, limit)
             return
+        parts: list[bytes] = []
         seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLargeError(_too_large(limit))
-            return message
+            if message["type"] != "http.request":  # client gone before the body ended
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > limit:
+                await self._reject(scope, receive, send, limit)
+                return
+            parts.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+            return await receive()  # later calls wait for the disconnect, as streaming needs
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(PayloadTooLargeError(_too_large(limit)), None)

@@ -33,6 +33,7 @@ from chatterbox_serve.protocol import (
 )
 from chatterbox_serve.voice_library import VoiceLibrary, build_voice_library
 from chatterbox_serve.voices import EmptyVoiceLibrary, ResolvedVoice, VoiceLookup, resolve_voice
+from deployments.auth import install_auth
 from deployments.cluster_status import (
     ClusterStatus,
     LoadTrackingMiddleware,
@@ -66,13 +67,16 @@ def build_api(
     app = FastAPI(title="chatterbox-serve", version="0.1.0")
     library = voices or EmptyVoiceLibrary()
     install_error_handlers(app)
-    app.add_middleware(
-        CORSMiddleware, allow_origins=[o.strip() for o in settings.server.cors_origins.split(",")],
-        allow_methods=["*"], allow_headers=["*"], expose_headers=["*"],
-    )
+    # The last middleware added runs first: CORS, then the API key, then the body limit,
+    # so no body is read for an unauthenticated caller and every error has CORS headers.
     app.add_middleware(
         BodyLimitMiddleware, json_limit=settings.server.max_json_body_bytes,
         upload_limit=settings.server.max_upload_bytes,
+    )
+    install_auth(app, settings)
+    app.add_middleware(
+        CORSMiddleware, allow_origins=[o.strip() for o in settings.server.cors_origins.split(",")],
+        allow_methods=["*"], allow_headers=["*"], expose_headers=["*"],
     )
 
     @app.middleware("http")
