@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Generator
 from typing import Any
 
+import numpy as np
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
+from chatterbox_serve.audio import change_speed
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import EngineOverloadedError
 from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechJob, SpeechPipeline
 from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import SpeechMetrics
+
+
+def _warm_up_speed_change() -> None:
+    change_speed(np.zeros(4800, dtype=np.float32), 1.25)
 
 
 class _ModelCall:
@@ -59,6 +66,8 @@ class TextAudioDeployment:
         self._metrics = SpeechMetrics()
         self._load = ReplicaLoad()
         self._reporter = StatusReporter(self._load)
+        # librosa's import and JIT take seconds; pay them now, off the request path.
+        threading.Thread(target=_warm_up_speed_change, daemon=True).start()
 
     def _submit(self, item: SynthesisRequest) -> _ModelCall:
         response = self._model.synthesize.remote(item)
