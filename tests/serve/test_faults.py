@@ -8,6 +8,8 @@ Each test is bounded by its timeout; every failure a client sees is a JSON envel
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +20,7 @@ from ray import serve
 
 from chatterbox_serve.chunking import split_text
 from deployments.replicas import kill_replica, list_replicas, wait_for_replacement
-from tests.conftest import probe
+from tests.conftest import SHARED, probe
 from tests.serve.conftest import ServeApp, start_app
 from tests.serve.proxy_env import proxy_envelopes
 
@@ -26,7 +28,10 @@ APP = "chatterbox"
 MODEL, AUDIO, INGRESS = "SpeechModelDeployment", "TextAudioDeployment", "SpeechIngress"
 MARKER = "<<simulate-engine-failure>>"
 SINGLE = {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}
+VOICE_DIR = tempfile.mkdtemp(prefix="faults-voices-")
+VOICE_SAMPLE = SHARED / "data/voices/chatterbox-sample-02.mp3"
 SETTINGS = {
+    "VOICE_LIBRARY_DIR": VOICE_DIR,
     "VLLM_MAX_BATCH_SIZE": "4",
     "MAX_CHUNK_LENGTH": "40",
     "CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH": "20",
@@ -48,7 +53,23 @@ MEDIUM = " ".join(f"Line {i} of a tale." for i in range(8))
 @pytest.fixture(scope="module")
 def app() -> Iterator[ServeApp]:
     with proxy_envelopes():
-        yield from start_app(settings=SETTINGS, deployments=OPTIONS)
+        for running in start_app(settings=SETTINGS, deployments=OPTIONS):
+            with running.client() as c:
+                r = c.post("/voices", data={"voice_name": "survivor", "language": "en"},
+                           files={"voice_file": ("s.mp3", VOICE_SAMPLE.read_bytes())})
+                assert r.status_code == 201, r.text
+            yield running
+
+
+def _assert_voice_intact(app: ServeApp) -> None:
+    """The voice stored before the faults is still listed, byte-identical and usable."""
+    with app.client() as c:
+        item = c.get("/voices/survivor").json()
+        assert item["sha256"] == hashlib.sha256(VOICE_SAMPLE.read_bytes()).hexdigest()
+        download = c.get("/voices/survivor/download")
+        assert download.content == VOICE_SAMPLE.read_bytes()
+        r = c.post("/v1/audio/speech", json={"input": "Still here.", "voice": "survivor"})
+        assert r.status_code == 200
 
 
 def _model_stats() -> dict[str, Any]:
@@ -154,6 +175,7 @@ def _in_flight_then_kill(app: ServeApp, deployment: str, n: int = 6) -> list[Any
     fresh = wait_for_replacement(APP, deployment, victim)
     assert fresh.pid != victim.pid
     _eventually_ok(app)
+    _assert_voice_intact(app)
     codes = sorted(r.status_code for r in results)
     print(f"kill {deployment}: {codes} in {elapsed:.1f} s, replaced by {fresh.replica_id}")
     return results
