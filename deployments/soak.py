@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import random
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -169,6 +172,32 @@ def report(
     }
 
 
+def upload_voices(url: str, files: list[Path]) -> dict[str, str]:
+    """Store each file as `soak-voice-<i>`; returns name -> sha256 of the bytes sent."""
+    stored: dict[str, str] = {}
+    with httpx.Client(base_url=url, timeout=60.0) as c:
+        for i, path in enumerate(files):
+            name, data = f"soak-voice-{i}", path.read_bytes()
+            r = c.post("/voices", data={"voice_name": name},
+                       files={"voice_file": (path.name, data)})
+            if r.status_code != 201:
+                raise SystemExit(f"could not store {path}: {r.status_code} {r.text}")
+            stored[name] = hashlib.sha256(data).hexdigest()
+    return stored
+
+
+def count_lost_voices(url: str, stored: dict[str, str]) -> int:
+    """Stored voices that are gone, changed, or no longer byte-identical on download."""
+    lost = 0
+    with httpx.Client(base_url=url, timeout=60.0) as c:
+        for name, digest in stored.items():
+            download = c.get(f"/voices/{name}/download")
+            intact = hashlib.sha256(download.content).hexdigest() == digest
+            if download.status_code != 200 or not intact:
+                lost += 1
+    return lost
+
+
 def _start_local(settings: dict[str, str]) -> str:
     """Start a local Ray cluster and the app with the simulated engine; return its URL."""
     import ray
@@ -196,6 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--voices", default="default,alloy,nova,echo")
     parser.add_argument(
+        "--voice-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="upload this reference audio as a library voice before the run, use it in "
+        "the mix, and check after the run that it is intact (repeatable)",
+    )
+    parser.add_argument(
         "--setting",
         action="append",
         default=[],
@@ -222,10 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.malloc_arena_max:  # inherited by the raylet and every replica it starts
             os.environ["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
-        settings = {"CHATTERBOX_SIM_BASE_S": "0.1"}
+        settings = {"CHATTERBOX_SIM_BASE_S": "0.1",
+                    "VOICE_LIBRARY_DIR": tempfile.mkdtemp(prefix="soak-voices-")}
         settings.update(dict(s.split("=", 1) for s in args.setting))
         url = _start_local(settings)
-    plans = plan_requests(args.warmup + args.requests, args.voices.split(","))
+    stored = upload_voices(url, [Path(p) for p in args.voice_file])
+    plans = plan_requests(args.warmup + args.requests, args.voices.split(",") + list(stored))
     tally = Tally()
     phases = {"before": memory_snapshot(args.app)}
     logger.info("soak: %d warm-up + %d requests against %s", args.warmup, args.requests, url)
@@ -244,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in sorted(set().union(*timeline))
     }
     result["timeline_step_requests"] = args.step
+    result["stored_voices"] = len(stored)
+    result["voices_lost"] = count_lost_voices(url, stored)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
@@ -255,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
 
         serve.shutdown()
         ray.shutdown()
-    return 0 if result["unexpected_errors"] == 0 and result["memory_target_met"] else 1
+    ok = result["unexpected_errors"] == 0 and result["memory_target_met"]
+    return 0 if ok and result["voices_lost"] == 0 else 1
 
 
 __all__ = ["Planned", "Tally", "main", "plan_requests", "report"]
