@@ -6,7 +6,7 @@ every row attends over the batch's longest length (attention is quadratic, so a 
 of lengths 460 to 1100 frames does about 1.8x the work of its items alone), and a float
 bias keeps scaled-dot-product attention off its flash kernels. `packed_attention`
 swaps in `LengthAttention` for the duration of one solve; it computes each row over its
-own frames only, with no bias:
+own frames only, with no bias (measured per backend and precision in docs/S3GEN.md):
 
 - `"packed"`: the valid frames of all rows are packed into one jagged nested tensor
   (no padded frame reaches the projections or the attention kernel);
@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-AttentionBackend = Literal["bias", "packed", "flex"]
+AttentionBackend = Literal["auto", "bias", "packed", "flex"]
 
 _compiled_flex: Callable[..., torch.Tensor] | None = None
 
@@ -136,6 +136,22 @@ def _flex_attention(device: torch.device) -> Callable[..., torch.Tensor]:
     return _compiled_flex
 
 
+def resolve_attention(
+    backend: AttentionBackend, precision: str, device: torch.device
+) -> AttentionBackend:
+    """The backend "auto" stands for: the fastest one measured on the H200 (docs/S3GEN.md).
+
+    In float32 Triton's flex kernel is 3x slower than the fused float32 kernel SDPA has
+    for jagged inputs, so "packed"; in tf32 and bf16 flex is the fastest. Flex is
+    compiled only on CUDA, so elsewhere "packed".
+    """
+    if backend != "auto":
+        return backend
+    if device.type == "cuda" and precision in ("tf32", "bf16"):
+        return "flex"
+    return "packed"
+
+
 @contextlib.contextmanager
 def packed_attention(
     estimator: torch.nn.Module,
@@ -148,6 +164,8 @@ def packed_attention(
     `lengths` holds each row's valid frames (rows in estimator batch order). Not safe
     while another thread runs the same estimator: the processors are module state.
     """
+    if backend == "auto":
+        raise ValueError("resolve 'auto' first (resolve_attention)")
     if backend == "bias":
         yield
         return

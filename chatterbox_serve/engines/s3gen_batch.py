@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Precision = Literal["fp32", "tf32", "bf16"]
-AttentionBackend = Literal["bias", "packed", "flex"]
+AttentionBackend = Literal["auto", "bias", "packed", "flex"]
 
 __all__ = ["BatchedS3GenRunner", "S3GenBatchPolicy", "plan_batches", "run_sequential"]
 
@@ -36,14 +36,15 @@ class S3GenBatchPolicy:
             or "bf16" autocast). The encoder and the vocoder always run in float32.
         attention: how the estimator's self-attention handles padding: "packed" (each
             item over its own frames, jagged), "flex" (compiled flex_attention with a
-            key-length block mask), or "bias" (chatterbox-vllm's own float bias over
-            the padded batch). See `s3gen_attention`.
+            key-length block mask), "bias" (chatterbox-vllm's own float bias over the
+            padded batch), or "auto" (packed in fp32, flex in tf32 and bf16 on CUDA,
+            the fastest measured). See `s3gen_attention`.
     """
 
     max_batch_size: int = 64
     max_length_ratio: float = 1.5
     precision: Precision = "fp32"
-    attention: AttentionBackend = "packed"
+    attention: AttentionBackend = "auto"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

@@ -26,7 +26,11 @@ import torch
 import torch.nn.functional as F
 from chatterbox_vllm.models.s3gen.utils.mask import add_optional_chunk_mask, make_pad_mask
 
-from chatterbox_serve.engines.s3gen_attention import AttentionBackend, packed_attention
+from chatterbox_serve.engines.s3gen_attention import (
+    AttentionBackend,
+    packed_attention,
+    resolve_attention,
+)
 
 Precision = Literal["fp32", "tf32", "bf16"]
 
@@ -42,7 +46,7 @@ def flow_mels(
     ref_dicts: Sequence[dict[str, Any]],
     n_timesteps: int,
     precision: Precision = "fp32",
-    attention: AttentionBackend = "packed",
+    attention: AttentionBackend = "auto",
 ) -> list[torch.Tensor]:
     """Mel spectrograms (80, n_i) of the generated part of each item, prompt removed."""
     device = flow.input_embedding.weight.device
@@ -90,7 +94,7 @@ def flow_mels(
         cond=cond,
         n_timesteps=n_timesteps,
         precision=precision,
-        attention=attention,
+        attention=resolve_attention(attention, precision, device),
         lengths=mel_len_t,
     )
     return [feat[i, :, prompt_lens[i] : mel_lens[i]] for i in range(batch)]
