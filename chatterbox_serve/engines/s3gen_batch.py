@@ -37,8 +37,8 @@ class S3GenBatchPolicy:
         attention: how the estimator's self-attention handles padding: "packed" (each
             item over its own frames, jagged), "flex" (compiled flex_attention with a
             key-length block mask), "bias" (chatterbox-vllm's own float bias over the
-            padded batch), or "auto" (packed in fp32, flex in tf32 and bf16 on CUDA,
-            the fastest measured). See `s3gen_attention`.
+            padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
+            measured). See `s3gen_attention`.
     """
 
     max_batch_size: int = 64
