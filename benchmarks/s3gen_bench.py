@@ -33,12 +33,14 @@ def main() -> None:
     parser.add_argument("--steps", default="10,5")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--length-ratio", type=float, default=float("inf"))
+    parser.add_argument("--attention", default="auto", help="auto, bias, packed or flex")
     parser.add_argument("--device", default="cuda", help="cpu only to smoke-test the script")
     parser.add_argument("--min-tokens", type=int, default=80)
     parser.add_argument("--max-tokens", type=int, default=300)
     args = parser.parse_args()
 
     torch, s3gen = _load_s3gen(args.device)
+    from chatterbox_serve.engines.s3gen_attention import resolve_attention
     from chatterbox_serve.engines.s3gen_batch import (
         BatchedS3GenRunner,
         S3GenBatchPolicy,
@@ -52,7 +54,9 @@ def main() -> None:
     small = items[:: max(1, args.items // args.small_items)][: args.small_items]
 
     def measure(fn: Callable[[], list[Any]], work: list[tuple[Any, Any]]) -> dict[str, Any]:
-        fn()  # warm-up: allocator, cuDNN/cuBLAS algorithm choice
+        start = time.perf_counter()
+        fn()  # warm-up: allocator, cuDNN/cuBLAS algorithm choice, flex compilation
+        warmup_s = time.perf_counter() - start
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -69,6 +73,7 @@ def main() -> None:
             "wall_s": [round(w, 4) for w in walls],
             "audio_s_per_s": round(audio_s / wall, 2),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0, 2),
+            "warmup_s": round(warmup_s, 2),
         }
 
     results: dict[str, Any] = {
@@ -100,11 +105,19 @@ def main() -> None:
             for bs in [int(b) for b in args.batch_sizes.split(",")]:
                 work = small if bs <= 4 else items
                 tokens, refs = zip(*work, strict=True)
-                policy = S3GenBatchPolicy(bs, args.length_ratio, precision)  # type: ignore[arg-type]
+                policy = S3GenBatchPolicy(bs, args.length_ratio, precision, args.attention)  # type: ignore[arg-type]
                 runner = BatchedS3GenRunner(s3gen, policy)
                 row = measure(lambda r=runner, t=tokens, f=refs, n=steps: r.run(t, f, n), work)
+                attention = resolve_attention(args.attention, precision, device)  # type: ignore[arg-type]
                 results["runs"].append(
-                    {"path": "batched", "precision": precision, "steps": steps, "batch": bs, **row}
+                    {
+                        "path": "batched",
+                        "precision": precision,
+                        "attention": attention,
+                        "steps": steps,
+                        "batch": bs,
+                        **row,
+                    }
                 )
                 _log(results["runs"][-1])
                 _save(args.out, results)  # partial results survive a timeout
@@ -206,13 +219,13 @@ def _log(row: dict[str, Any]) -> None:
 def _print_table(results: dict[str, Any]) -> None:
     runs = results["runs"]
     seq = {r["steps"]: r["audio_s_per_s"] for r in runs if r["path"] == "sequential"}
-    print("| steps | path | precision | batch | audio-s/s | x sequential | peak GiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| steps | path | precision | attention | batch | audio-s/s | x sequential | peak GiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in runs:
         ratio = r["audio_s_per_s"] / seq[r["steps"]]
-        batch = r.get("batch", 1)
+        batch, attention = r.get("batch", 1), r.get("attention", "-")
         print(
-            f"| {r['steps']} | {r['path']} | {r['precision']} | {batch} | "
+            f"| {r['steps']} | {r['path']} | {r['precision']} | {attention} | {batch} | "
             f"{r['audio_s_per_s']:.1f} | {ratio:.1f} | {r['peak_gib']:.2f} |"
         )
     print(json.dumps({"quality": results["quality"], "equality": results["equality_gpu_fp32"]}))

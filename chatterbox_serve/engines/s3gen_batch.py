@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Precision = Literal["fp32", "tf32", "bf16"]
+AttentionBackend = Literal["auto", "bias", "packed", "flex"]
 
 __all__ = ["BatchedS3GenRunner", "S3GenBatchPolicy", "plan_batches", "run_sequential"]
 
@@ -33,11 +34,17 @@ class S3GenBatchPolicy:
             compute spent on padding. `inf` disables length bucketing.
         precision: the CFM estimator's arithmetic ("fp32" = PyTorch defaults, "tf32",
             or "bf16" autocast). The encoder and the vocoder always run in float32.
+        attention: how the estimator's self-attention handles padding: "packed" (each
+            item over its own frames, jagged), "flex" (compiled flex_attention with a
+            key-length block mask), "bias" (chatterbox-vllm's own float bias over the
+            padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
+            measured). See `s3gen_attention`.
     """
 
     max_batch_size: int = 64
     max_length_ratio: float = 1.5
     precision: Precision = "fp32"
+    attention: AttentionBackend = "auto"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -118,7 +125,12 @@ class BatchedS3GenRunner:
         from chatterbox_serve.engines.s3gen_vocoder import vocode
 
         mels = flow_mels(
-            self.s3gen.flow, speech_tokens, ref_dicts, n_timesteps, self.policy.precision
+            self.s3gen.flow,
+            speech_tokens,
+            ref_dicts,
+            n_timesteps,
+            self.policy.precision,
+            self.policy.attention,
         )
         wavs = vocode(self.s3gen.mel2wav, mels, seeds)
         fade = self.s3gen.trim_fade

@@ -26,7 +26,18 @@ import torch
 import torch.nn.functional as F
 from chatterbox_vllm.models.s3gen.utils.mask import add_optional_chunk_mask, make_pad_mask
 
+from chatterbox_serve.engines.s3gen_attention import (
+    AttentionBackend,
+    packed_attention,
+    resolve_attention,
+)
+
 Precision = Literal["fp32", "tf32", "bf16"]
+
+# The encoder's relative-position attention materialises (rows, 8, T, 2T - 1) scores
+# several times over: about 15 GiB for 64 items of 1,100 frames. It runs once per batch,
+# so running it a few items at a time costs little time and caps that memory.
+ENCODER_CHUNK = 8
 
 
 def flow_mels(
@@ -35,6 +46,7 @@ def flow_mels(
     ref_dicts: Sequence[dict[str, Any]],
     n_timesteps: int,
     precision: Precision = "fp32",
+    attention: AttentionBackend = "auto",
 ) -> list[torch.Tensor]:
     """Mel spectrograms (80, n_i) of the generated part of each item, prompt removed."""
     device = flow.input_embedding.weight.device
@@ -52,7 +64,14 @@ def flow_mels(
     token_mask = (~make_pad_mask(token_lens, tokens.shape[1])).unsqueeze(-1).to(spks)
     vocab = flow.input_embedding.num_embeddings
     x = flow.input_embedding(torch.clamp(tokens, min=0, max=vocab - 1)) * token_mask
-    h = flow.encoder_proj(encode(flow.encoder, x, token_lens))
+    h = torch.cat(
+        [
+            flow.encoder_proj(
+                encode(flow.encoder, x[i : i + ENCODER_CHUNK], token_lens[i : i + ENCODER_CHUNK])
+            )
+            for i in range(0, x.shape[0], ENCODER_CHUNK)
+        ]
+    )
 
     mel_lens = [2 * int(n) for n in token_lens.tolist()]
     prompt_lens = [int(ref["prompt_feat"].shape[1]) for ref in refs]
@@ -63,7 +82,8 @@ def flow_mels(
     for i, ref in enumerate(refs):
         cond[i, :, : prompt_lens[i]] = ref["prompt_feat"][0].transpose(0, 1)
         noise[i, :, : mel_lens[i]] = rand_noise[0, :, : mel_lens[i]].to(device)
-    mel_mask = (~make_pad_mask(torch.tensor(mel_lens, device=device), frames)).unsqueeze(1).to(h)
+    mel_len_t = torch.tensor(mel_lens, device=device)
+    mel_mask = (~make_pad_mask(mel_len_t, frames)).unsqueeze(1).to(h)
 
     feat = solve_euler(
         flow.decoder,
@@ -74,6 +94,8 @@ def flow_mels(
         cond=cond,
         n_timesteps=n_timesteps,
         precision=precision,
+        attention=resolve_attention(attention, precision, device),
+        lengths=mel_len_t,
     )
     return [feat[i, :, prompt_lens[i] : mel_lens[i]] for i in range(batch)]
 
@@ -116,22 +138,40 @@ def solve_euler(
     cond: torch.Tensor,
     n_timesteps: int,
     precision: Precision,
+    attention: AttentionBackend = "bias",
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The CFM Euler solver of `ConditionalCFM.solve_euler`, for B items at once.
 
     Classifier-free guidance doubles the batch: rows [0, B) are conditioned, rows
     [B, 2B) see zero `mu`, `spks` and `cond`. The state `x` stays float32 whatever the
-    estimator's precision.
+    estimator's precision. `attention` other than "bias" needs `lengths` (B,), each
+    item's valid frames (`s3gen_attention`).
     """
     t_span = torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype)
     if decoder.t_scheduler == "cosine":
         t_span = 1 - torch.cos(t_span * 0.5 * torch.pi)
-    t, dt = t_span[0], t_span[1] - t_span[0]
-    batch = x.shape[0]
     mask_in = torch.cat([mask, mask])
     mu_in = torch.cat([mu, torch.zeros_like(mu)])
     spks_in = torch.cat([spks, torch.zeros_like(spks)])
     cond_in = torch.cat([cond, torch.zeros_like(cond)])
+    row_lengths = None if lengths is None else torch.cat([lengths, lengths])
+    with packed_attention(decoder.estimator, row_lengths, x.shape[-1], attention):
+        return _euler_steps(decoder, x, t_span, mask_in, mu_in, spks_in, cond_in, precision)
+
+
+def _euler_steps(
+    decoder: Any,
+    x: torch.Tensor,
+    t_span: torch.Tensor,
+    mask_in: torch.Tensor,
+    mu_in: torch.Tensor,
+    spks_in: torch.Tensor,
+    cond_in: torch.Tensor,
+    precision: Precision,
+) -> torch.Tensor:
+    batch = x.shape[0]
+    t, dt = t_span[0], t_span[1] - t_span[0]
     rate = decoder.inference_cfg_rate
     for step in range(1, len(t_span)):
         t_in = t.expand(2 * batch)

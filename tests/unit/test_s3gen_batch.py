@@ -87,8 +87,12 @@ def test_batched_equals_sequential_for_mixed_lengths_and_voices(s3gen: Any) -> N
         assert (wav - want).abs().max().item() <= WAVEFORM_TOLERANCE
 
 
-def test_batched_mels_equal_sequential_mels(s3gen: Any) -> None:
-    """The flow stage alone: catches padding leaks the random-weight vocoder would shrink."""
+@pytest.mark.parametrize("attention", ["packed", "flex", "bias"])
+def test_batched_mels_equal_sequential_mels(s3gen: Any, attention: str) -> None:
+    """The flow stage alone: catches padding leaks the random-weight vocoder would shrink.
+
+    Run for each way of handling padding in the estimator's attention (s3gen_attention).
+    """
     import torch
 
     from chatterbox_serve.engines.s3gen_flow import flow_mels
@@ -98,7 +102,7 @@ def test_batched_mels_equal_sequential_mels(s3gen: Any) -> None:
     tokens = [torch.randint(0, 6561, (n,), generator=gen) for n in (5, 13, 8)]
     refs = [voices[1], voices[0], voices[1]]
     with torch.inference_mode():
-        got = flow_mels(s3gen.flow, tokens, refs, 2)
+        got = flow_mels(s3gen.flow, tokens, refs, 2, attention=attention)  # type: ignore[arg-type]
         for tok, ref, mel in zip(tokens, refs, got, strict=True):
             want = s3gen.flow_inference(tok, ref_dict=dict(ref), n_timesteps=2, finalize=True)
             assert mel.shape == want.shape[1:] == (80, 2 * len(tok))
