@@ -28,16 +28,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"| {name} engine alone | - | - | - | {cap:.1f} | 1.00 | | | | "
             f"{engine['capacity'][name]['batch_size']} | 1.00 | | | | |"
         )
-        for lv in levels:
-            lat, st, b = lv["latency"], lv["stages"], lv["batching"]
-            lines.append(
-                f"| {name} | {lv['concurrency']} | {lv['requests']} | {lv['errors']} | "
-                f"{lv['throughput_audio_s_per_s']:.1f} | {lv['ratio_to_engine_capacity']:.2f} | "
-                f"{lat['p50_s']:.3f} | {lat['p95_s']:.3f} | {lat['p99_s']:.3f} | "
-                f"{b['mean_items_per_call']:.1f} | {b['busy_fraction']:.2f} | "
-                f"{st['ingress_s'] * 1000:.1f} | {st['queue_s'] * 1000:.1f} | "
-                f"{st['engine_s'] * 1000:.1f} | {st['encode_s'] * 1000:.1f} |"
-            )
+        lines += [_row(f"{name}, {lv['response_format']}", lv) for lv in levels]
         base = report["baseline"][name]
         lines.append(
             f"| {name} baseline (1 at a time) | 1 | {base['requests']} | 0 | "
@@ -45,6 +36,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{base['latency']['p50_s']:.3f} | {base['latency']['p95_s']:.3f} | "
             f"{base['latency']['p99_s']:.3f} | {base['mean_batch']:.1f} | | | | | |"
         )
+    lines += [_row("short, pcm (control)", lv) for lv in report["control"]["short"]]
     lt = report["long_text"]
     lines += [
         "",
@@ -70,6 +62,18 @@ def format_table(report: dict[str, Any]) -> str:
             f"{'yes' if t['met'] else 'NO'} |"
         )
     return "\n".join(lines)
+
+
+def _row(label: str, lv: dict[str, Any]) -> str:
+    lat, st, b = lv["latency"], lv["stages"], lv["batching"]
+    return (
+        f"| {label} | {lv['concurrency']} | {lv['requests']} | {lv['errors']} | "
+        f"{lv['throughput_audio_s_per_s']:.1f} | {lv['ratio_to_engine_capacity']:.2f} | "
+        f"{lat['p50_s']:.3f} | {lat['p95_s']:.3f} | {lat['p99_s']:.3f} | "
+        f"{b['mean_items_per_call']:.1f} | {b['busy_fraction']:.2f} | "
+        f"{st['ingress_s'] * 1000:.1f} | {st['queue_s'] * 1000:.1f} | "
+        f"{st['engine_s'] * 1000:.1f} | {st['encode_s'] * 1000:.1f} |"
+    )
 
 
 def write_json(report: dict[str, Any], out_dir: Path) -> Path:

@@ -37,7 +37,11 @@ def _planned_steps(opts: BenchOptions, workloads: dict[str, Workload]) -> int:
     pieces = len(workloads["long"].requests)
     ttfb = 2 * len(STREAM_FORMATS) * opts.ttfb_samples
     baseline = pieces + opts.min_short_requests
-    return 3 + short + long + pieces + ttfb + baseline  # 3 = encoding, capacity, warm-up
+    control = sum(
+        c * short_requests_per_worker(opts, c)
+        for c in {min(opts.concurrency), max(opts.concurrency)}
+    )
+    return 3 + short + long + control + pieces + ttfb + baseline  # 3 = encoding, capacity, warm-up
 
 
 def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
@@ -69,6 +73,7 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
                 await _warm_up(client, workloads, opts.response_format)
                 bar.update()
                 report["served"] = await _served(opts, client, stats, workloads, report, bar)
+                report["control"] = await _control(opts, client, stats, workloads, report, bar)
                 bar.set_postfix_str("long text")
                 report["long_text"] = await _long_text(opts, client, workloads, report, bar)
                 bar.set_postfix_str("time to first audio")
@@ -150,17 +155,56 @@ async def _served(
     served: dict[str, list[dict[str, Any]]] = {}
     for name, workload in workloads.items():
         capacity = report["engine"]["capacity"][name]["audio_s_per_s"]
-        levels = []
-        for c in opts.concurrency:
-            bar.set_postfix_str(f"{name} c={c}")
-            per_worker = short_requests_per_worker(opts, c) if name == "short" else opts.long_rounds
-            await stats.reset()
-            samples, wall = await closed_loop(
-                client, workload.text_for, c, per_worker, opts.response_format, bar.update
-            )
-            levels.append(level_summary(name, c, samples, wall, await stats.read(), capacity))
-        served[name] = levels
+        served[name] = [
+            await _level(opts, client, stats, workload, c, opts.response_format, capacity, bar)
+            for c in opts.concurrency
+        ]
     return served
+
+
+async def _control(
+    opts: BenchOptions,
+    client: Any,
+    stats: ModelStats,
+    workloads: dict[str, Workload],
+    report: dict[str, Any],
+    bar: tqdm,
+) -> dict[str, Any]:
+    """Short requests as raw PCM at the lowest and highest concurrency: no encoding cost.
+
+    Set beside the main rows, this separates what the serving layer costs from what the
+    codec costs on this machine's cores.
+    """
+    capacity = report["engine"]["capacity"]["short"]["audio_s_per_s"]
+    levels = [
+        await _level(opts, client, stats, workloads["short"], c, "pcm", capacity, bar)
+        for c in sorted({min(opts.concurrency), max(opts.concurrency)})
+    ]
+    return {"response_format": "pcm", "short": levels}
+
+
+async def _level(
+    opts: BenchOptions,
+    client: Any,
+    stats: ModelStats,
+    workload: Workload,
+    concurrency: int,
+    fmt: str,
+    capacity: float,
+    bar: tqdm,
+) -> dict[str, Any]:
+    bar.set_postfix_str(f"{workload.name} {fmt} c={concurrency}")
+    per_worker = (
+        short_requests_per_worker(opts, concurrency)
+        if workload.name == "short"
+        else opts.long_rounds
+    )
+    await stats.reset()
+    samples, wall = await closed_loop(
+        client, workload.text_for, concurrency, per_worker, fmt, bar.update
+    )
+    summary = level_summary(workload.name, concurrency, samples, wall, await stats.read(), capacity)
+    return {**summary, "response_format": fmt}
 
 
 async def _long_text(

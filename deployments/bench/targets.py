@@ -64,6 +64,23 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "ms",
                 )
             )
+    pcm = report["control"]["short"]
+    targets += [
+        _target(
+            f"control, pcm: added latency at c={pcm[0]['concurrency']} (no encoding)",
+            (pcm[0]["latency"]["p50_s"] - engine["single_call_s"]["short"]) * 1000,
+            15,
+            False,
+            "ms",
+        ),
+        _target(
+            f"control, pcm: served throughput at c={pcm[-1]['concurrency']} / engine capacity",
+            pcm[-1]["ratio_to_engine_capacity"],
+            0.90,
+            True,
+            "ratio",
+        ),
+    ]
     targets += [
         _target(
             "long text wall time, baseline / served", report["long_text"]["speedup"], 5.0, True, "x"

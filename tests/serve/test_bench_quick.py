@@ -47,6 +47,7 @@ def test_quick_benchmark_writes_every_field(tmp_path, capsys):
         "engine",
         "baseline",
         "served",
+        "control",
         "long_text",
         "ttfb",
         "targets",
@@ -68,7 +69,9 @@ def test_quick_benchmark_writes_every_field(tmp_path, capsys):
             assert report["ttfb"][workload][fmt]["errors"] == 0
             assert report["ttfb"][workload][fmt]["ttfb_p50_s"] > 0
         assert report["baseline"][workload]["mean_batch"] == 1.0
+    assert [lv["response_format"] for lv in report["control"]["short"]] == ["pcm", "pcm"]
+    assert all(lv["errors"] == 0 for lv in report["control"]["short"])
     assert report["long_text"]["errors"] == 0 and report["long_text"]["speedup"] > 0
-    assert len(report["targets"]) == 10
+    assert len(report["targets"]) == 12
     assert all({"name", "value", "target", "met"} <= set(t) for t in report["targets"])
-    assert "| short | 4 |" in capsys.readouterr().out
+    assert "| short, mp3 | 4 |" in capsys.readouterr().out
