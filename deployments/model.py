@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -31,7 +32,7 @@ class SpeechModelDeployment:
                 "min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
                 "target_ongoing_requests": 2 * batch,
             },
-            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.01},
+            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.002},
             "health_check_period_s": 10, "health_check_timeout_s": 30,
             "graceful_shutdown_timeout_s": 60, "graceful_shutdown_wait_loop_s": 2,
         }
@@ -41,12 +42,18 @@ class SpeechModelDeployment:
         self.engine = build_engine(settings)
         await self.engine.start()
         self._user_config: dict[str, Any] = {}
+        # Set while no engine call runs. `@serve.batch` forms the next batch as soon as
+        # items arrive, even while the engine is busy, so under load it queued many
+        # one- or two-item batches (issue 5: mean 2.0 items per call at 64 clients).
+        # Holding new items here until the engine is free lets them form one full batch.
+        self._engine_idle = asyncio.Event()
+        self._engine_idle.set()
         logger.info("Model replica ready with engine %s", self.engine.name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply `max_batch_size` and `batch_wait_timeout_s` from `user_config` at runtime."""
         size = int(user_config.get("max_batch_size", self.settings.engine.max_batch_size))
-        wait = float(user_config.get("batch_wait_timeout_s", 0.01))
+        wait = float(user_config.get("batch_wait_timeout_s", 0.002))
         if size < 1 or wait < 0:
             raise ValueError(f"invalid user_config {user_config!r}")
         self._batch.set_max_batch_size(size)
@@ -56,7 +63,9 @@ class SpeechModelDeployment:
 
     async def synthesize(self, item: SynthesisRequest) -> SynthesisResult:
         """Synthesise one item as part of whatever batch it lands in."""
-        outcome = await self._batch((item, time.monotonic()))
+        arrived = time.monotonic()
+        await self._engine_idle.wait()
+        outcome = await self._batch((item, arrived))
         if isinstance(outcome, ChatterboxError):
             raise outcome
         return outcome
@@ -67,11 +76,14 @@ class SpeechModelDeployment:
         # in the batch, not just the one with the bad item.
         started = time.monotonic()
         items = [item for item, _ in entries]
+        self._engine_idle.clear()
         try:
             outcomes = await self.engine.synthesize(items)
         except Exception:
             logger.exception("Engine call over %d items failed", len(items))
             return [EngineError("engine call failed") for _ in items]
+        finally:
+            self._engine_idle.set()
         return [
             replace(o, queue_wait_s=started - arrived) if isinstance(o, SynthesisResult) else o
             for o, (_, arrived) in zip(outcomes, entries)
