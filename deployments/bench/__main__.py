@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from deployments.bench.report import format_table, write_json, write_plot
 from deployments.bench.runner import run_benchmark
 
 
-def parse_args(argv: list[str] | None = None) -> BenchOptions:
+def parse_args(argv: list[str] | None = None) -> tuple[BenchOptions, Path | None]:
     parser = argparse.ArgumentParser(
         prog="python -m deployments.bench",
         description="Benchmark the served app (simulated engine) against the engine alone "
@@ -45,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         help="VLLM_MAX_BATCH_SIZE for the run (default 16, as serve_config.yaml).",
     )
     parser.add_argument("--num-cpus", type=int, help="CPUs Ray may use (default 2).")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="Redraw the table and plot from an earlier run's bench.json; measure nothing.",
+    )
     args = parser.parse_args(argv)
     overrides: dict[str, object] = {"out_dir": args.out, "long_text_path": args.long_text}
     for key, value in (
@@ -54,11 +60,17 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     ):
         if value is not None:
             overrides[key] = value
-    return BenchOptions.quick_run(**overrides) if args.quick else BenchOptions(**overrides)
+    opts = BenchOptions.quick_run(**overrides) if args.quick else BenchOptions(**overrides)
+    return opts, args.from_json
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
+    opts, from_json = parse_args(argv)
+    if from_json is not None:
+        report = json.loads(from_json.read_text(encoding="utf-8"))
+        print(format_table(report))
+        print(f"\nwrote {write_plot(report, opts.out_dir)}")
+        return 0
     report = run_benchmark(opts)
     print(format_table(report))
     print(f"\nwrote {write_json(report, opts.out_dir)} and {write_plot(report, opts.out_dir)}")

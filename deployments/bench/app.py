@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -67,6 +68,9 @@ def _pin(app: Application, done: dict[int, Application]) -> Application:
 def serve_app(settings: dict[str, Any], num_cpus: int) -> Iterator[RunningApp]:
     """Start Ray and Serve on a free port, deploy the app, wait for /health, then shut down."""
     port = free_port()
+    # Ray runs its workers at nice 15. The load generator runs in this process at nice 0,
+    # so on a small shared machine it would starve the server it measures.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,

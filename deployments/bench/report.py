@@ -89,6 +89,7 @@ def write_plot(report: dict[str, Any], out_dir: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
@@ -113,6 +114,15 @@ def write_plot(report: dict[str, Any], out_dir: Path) -> Path:
             ls=":",
             label=f"{name}: one at a time",
         )
+    pcm = report["control"]["short"]
+    ax.plot(
+        [lv["concurrency"] for lv in pcm],
+        [lv["throughput_audio_s_per_s"] for lv in pcm],
+        "x",
+        color=colors["short"],
+        ms=9,
+        label="short: served as pcm (no encoding)",
+    )
     ax.set(
         xscale="log",
         yscale="log",
@@ -145,6 +155,11 @@ def write_plot(report: dict[str, Any], out_dir: Path) -> Path:
         ylabel="seconds, end to end",
         title="Latency",
     )
+    concurrency = [lv["concurrency"] for lv in report["served"]["short"]]
+    for axis in axes[:2]:
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xticks(concurrency)
     ax.legend(fontsize=7)
     ax = axes[2]
     names = list(report["ttfb"])
