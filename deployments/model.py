@@ -14,6 +14,7 @@ from chatterbox_serve.config import Settings
 from chatterbox_serve.engines import build_engine
 from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import ChatterboxError, EngineError
+from deployments.admission import BatchGate, Ticket
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,12 +43,8 @@ class SpeechModelDeployment:
         self.engine = build_engine(settings)
         await self.engine.start()
         self._user_config: dict[str, Any] = {}
-        # Set while no engine call runs. `@serve.batch` forms the next batch as soon as
-        # items arrive, even while the engine is busy, so under load it queued many
-        # one- or two-item batches (issue 5: mean 2.0 items per call at 64 clients).
-        # Holding new items here until the engine is free lets them form one full batch.
-        self._engine_idle = asyncio.Event()
-        self._engine_idle.set()
+        # Items join the batch queue only while the engine is idle (deployments/admission.py).
+        self._gate = BatchGate(settings.engine.max_batch_size)
         logger.info("Model replica ready with engine %s", self.engine.name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -57,6 +54,7 @@ class SpeechModelDeployment:
         if size < 1 or wait < 0:
             raise ValueError(f"invalid user_config {user_config!r}")
         self._batch.set_max_batch_size(size)
+        self._gate.limit = size
         self._batch.set_batch_wait_timeout_s(wait)
         self._user_config = {"max_batch_size": size, "batch_wait_timeout_s": wait}
         logger.info("Batching set to %s", self._user_config)
@@ -64,29 +62,35 @@ class SpeechModelDeployment:
     async def synthesize(self, item: SynthesisRequest) -> SynthesisResult:
         """Synthesise one item as part of whatever batch it lands in."""
         arrived = time.monotonic()
-        await self._engine_idle.wait()
-        outcome = await self._batch((item, arrived))
+        ticket = await self._gate.enter()
+        try:
+            outcome = await self._batch((item, arrived, ticket))
+        except asyncio.CancelledError:
+            self._gate.abandon(ticket)
+            raise
         if isinstance(outcome, ChatterboxError):
             raise outcome
         return outcome
 
     @serve.batch(max_batch_size=10, batch_wait_timeout_s=0.01)
-    async def _batch(self, entries: list[tuple[SynthesisRequest, float]]) -> list[SynthesisOutcome]:
+    async def _batch(
+        self, entries: list[tuple[SynthesisRequest, float, Ticket]]
+    ) -> list[SynthesisOutcome]:
         # One slot per caller, never a raise: a raise here would fail every request
         # in the batch, not just the one with the bad item.
         started = time.monotonic()
-        items = [item for item, _ in entries]
-        self._engine_idle.clear()
+        items = [item for item, _, _ in entries]
+        self._gate.started(ticket for _, _, ticket in entries)
         try:
             outcomes = await self.engine.synthesize(items)
         except Exception:
             logger.exception("Engine call over %d items failed", len(items))
             return [EngineError("engine call failed") for _ in items]
         finally:
-            self._engine_idle.set()
+            self._gate.finished()
         return [
             replace(o, queue_wait_s=started - arrived) if isinstance(o, SynthesisResult) else o
-            for o, (_, arrived) in zip(outcomes, entries)
+            for o, (_, arrived, _) in zip(outcomes, entries)
         ]
 
     async def check_health(self) -> None:
