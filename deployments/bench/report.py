@@ -42,7 +42,9 @@ def format_table(report: dict[str, Any]) -> str:
         "",
         f"Long text ({lt['characters']} chars, {lt['pieces']} requests, {lt['chunks']} chunks): "
         f"baseline {lt['baseline_wall_s']:.2f} s, served {lt['served_wall_s']:.2f} s, "
-        f"speed-up {lt['speedup']:.1f}x.",
+        f"speed-up {lt['speedup']:.1f}x ({report['meta']['options']['response_format']}); as pcm: "
+        f"baseline {lt['pcm_baseline_wall_s']:.2f} s, served {lt['pcm_served_wall_s']:.2f} s, "
+        f"speed-up {lt['pcm_speedup']:.1f}x.",
         "",
         "| time to first audio, c=1 | first-chunk engine s | audio TTFB s | sse TTFB s |",
         "|---|---|---|---|",

@@ -36,12 +36,14 @@ def _planned_steps(opts: BenchOptions, workloads: dict[str, Workload]) -> int:
     long = sum(c * opts.long_rounds for c in opts.concurrency)
     pieces = len(workloads["long"].requests)
     ttfb = 2 * len(STREAM_FORMATS) * opts.ttfb_samples
-    baseline = pieces + opts.min_short_requests
+    baseline = 2 * pieces + opts.min_short_requests
     control = sum(
         c * short_requests_per_worker(opts, c)
         for c in {min(opts.concurrency), max(opts.concurrency)}
     )
-    return 3 + short + long + control + pieces + ttfb + baseline  # 3 = encoding, capacity, warm-up
+    return (
+        3 + short + long + control + 2 * pieces + ttfb + baseline
+    )  # 3 = encoding, capacity, warm-up
 
 
 def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
@@ -131,9 +133,10 @@ async def _baseline(
     )
     short_texts = [workloads["short"].requests[0]] * opts.min_short_requests
     short = await run_sequential(settings, short_texts, opts.response_format, tick)
-    for figures in (long, short):
+    pcm_long = await run_sequential(settings, list(workloads["long"].requests), "pcm", tick)
+    for figures in (long, short, pcm_long):
         figures["latency"] = latency_summary(figures.pop("latencies_s"))
-    return {"long": long, "short": short}
+    return {"long": long, "short": short, "pcm_long": pcm_long}
 
 
 async def _warm_up(client: Any, workloads: dict[str, Workload], fmt: str) -> None:
@@ -214,21 +217,30 @@ async def _long_text(
     report: dict[str, Any],
     bar: tqdm,
 ) -> dict[str, Any]:
-    """The whole long text at once: its pieces sent together, as a client would send them."""
+    """The whole long text at once: its pieces sent together, as a client would send them.
+
+    Also as pcm against a pcm baseline: the control that shows what encoding costs here.
+    """
     pieces = workloads["long"].requests
-    samples, wall = await closed_loop(
-        client, lambda i: pieces[i], len(pieces), 1, opts.response_format, bar.update
-    )
-    baseline_wall = report["baseline"]["long"]["wall_s"]
-    return {
+    out: dict[str, Any] = {
         "pieces": len(pieces),
         "characters": sum(len(p) for p in pieces),
         "chunks": len(workloads["long"].chunks),
-        "served_wall_s": wall,
-        "baseline_wall_s": baseline_wall,
-        "speedup": baseline_wall / wall,
-        "errors": sum(s.status != 200 for s in samples),
     }
+    for fmt, key in ((opts.response_format, ""), ("pcm", "pcm_")):
+        samples, wall = await closed_loop(
+            client, lambda i: pieces[i], len(pieces), 1, fmt, bar.update
+        )
+        baseline_wall = report["baseline"][f"{key}long"]["wall_s"]
+        out.update(
+            {
+                f"{key}served_wall_s": wall,
+                f"{key}baseline_wall_s": baseline_wall,
+                f"{key}speedup": baseline_wall / wall,
+                f"{key}errors": sum(s.status != 200 for s in samples),
+            }
+        )
+    return out
 
 
 async def _ttfb(

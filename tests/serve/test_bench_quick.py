@@ -72,6 +72,7 @@ def test_quick_benchmark_writes_every_field(tmp_path, capsys):
     assert [lv["response_format"] for lv in report["control"]["short"]] == ["pcm", "pcm"]
     assert all(lv["errors"] == 0 for lv in report["control"]["short"])
     assert report["long_text"]["errors"] == 0 and report["long_text"]["speedup"] > 0
-    assert len(report["targets"]) == 12
+    assert report["long_text"]["pcm_errors"] == 0 and report["long_text"]["pcm_speedup"] > 0
+    assert len(report["targets"]) == 13
     assert all({"name", "value", "target", "met"} <= set(t) for t in report["targets"])
     assert "| short, mp3 | 4 |" in capsys.readouterr().out
