@@ -27,13 +27,13 @@ class SpeechModelDeployment:
         batch = settings.engine.max_batch_size
         return {
             "ray_actor_options": {"num_gpus": 1 if needs_gpu else 0, "num_cpus": 1 if needs_gpu else 0.5},
-            "max_ongoing_requests": 4 * batch,
+            "max_ongoing_requests": 16 * batch,
             "max_queued_requests": 64 * batch,
             "autoscaling_config": {
                 "min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
                 "target_ongoing_requests": 2 * batch,
             },
-            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.002},
+            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.0},
             "health_check_period_s": 10, "health_check_timeout_s": 30,
             "graceful_shutdown_timeout_s": 60, "graceful_shutdown_wait_loop_s": 2,
         }
@@ -50,7 +50,7 @@ class SpeechModelDeployment:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply `max_batch_size` and `batch_wait_timeout_s` from `user_config` at runtime."""
         size = int(user_config.get("max_batch_size", self.settings.engine.max_batch_size))
-        wait = float(user_config.get("batch_wait_timeout_s", 0.002))
+        wait = float(user_config.get("batch_wait_timeout_s", 0.0))
         if size < 1 or wait < 0:
             raise ValueError(f"invalid user_config {user_config!r}")
         self._batch.set_max_batch_size(size)

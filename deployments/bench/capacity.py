@@ -47,9 +47,11 @@ async def measure_capacity(
     }
 
 
-async def engine_time_alone(settings: Settings, text: str) -> float:
-    """Wall time of one engine call carrying only `text` (batch of one)."""
+def engine_time_alone(settings: Settings, text: str) -> float:
+    """Seconds one engine call carrying only `text` (a batch of one) takes.
+
+    This is the cost model's own figure: the simulated engine sleeps exactly this long,
+    so reading it off the model keeps scheduler noise out of the reference.
+    """
     engine = SimulatedEngine(settings.simulated)
-    began = time.monotonic()
-    await engine.synthesize([replace(_template(), text=text)])
-    return time.monotonic() - began
+    return engine.cost_s([replace(_template(), text=text)])

@@ -116,8 +116,8 @@ async def _engine_figures(
             name: await measure_capacity(settings, w.chunks, calls) for name, w in workloads.items()
         },
         "single_call_s": {
-            "short": await engine_time_alone(settings, short_text),
-            "long_first_stream_chunk": await engine_time_alone(settings, first_long),
+            "short": engine_time_alone(settings, short_text),
+            "long_first_stream_chunk": engine_time_alone(settings, first_long),
         },
         "chunks_per_request": {
             name: len(w.chunks) / len(w.requests) for name, w in workloads.items()
