@@ -27,7 +27,7 @@ class SpeechModelDeployment:
         batch = settings.engine.max_batch_size
         return {
             "ray_actor_options": {"num_gpus": 1 if needs_gpu else 0, "num_cpus": 1 if needs_gpu else 0.5},
-            "max_ongoing_requests": 16 * batch,
+            "max_ongoing_requests": 64 * batch,
             "max_queued_requests": 64 * batch,
             "autoscaling_config": {
                 "min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
