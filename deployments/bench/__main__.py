@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from deployments.bench.options import DEFAULT_LONG_TEXT, BenchOptions
 from deployments.bench.report import format_table, write_json, write_plot
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchOptions, Path | None
         help="Redraw the table and plot from an earlier run's bench.json; measure nothing.",
     )
     args = parser.parse_args(argv)
-    overrides: dict[str, object] = {"out_dir": args.out, "long_text_path": args.long_text}
+    overrides: dict[str, Any] = {"out_dir": args.out, "long_text_path": args.long_text}
     for key, value in (
         ("concurrency", args.concurrency),
         ("max_batch_size", args.max_batch_size),

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import ray
@@ -55,7 +55,7 @@ def _pin(app: Application, done: dict[int, Application]) -> Application:
     args = tuple(_pin(a, done) if isinstance(a, Application) else a for a in deployment.init_args)
     kwargs = {
         k: _pin(v, done) if isinstance(v, Application) else v
-        for k, v in deployment.init_kwargs.items()
+        for k, v in cast(dict[str, Any], deployment.init_kwargs).items()
     }
     pinned: Application = deployment.options(num_replicas=1, autoscaling_config=None).bind(
         *args, **kwargs
@@ -85,7 +85,7 @@ def serve_app(settings: dict[str, Any], num_cpus: int) -> Iterator[RunningApp]:
         _wait_healthy(running.base_url, timeout_s=120)
         yield running
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
 
 

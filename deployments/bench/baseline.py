@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.pipeline import LocalBackend
@@ -36,7 +35,7 @@ async def run_sequential(
     audio_s = 0.0
     began = time.monotonic()
     for i, text in enumerate(texts):
-        request = SpeechRequest(input=text, response_format=AudioFormat(fmt))
+        request = SpeechRequest.model_validate({"input": text, "response_format": fmt})
         job = request.to_job(settings, voice, f"baseline-{i}", streaming=False)
         t0 = time.monotonic()
         rendered = await backend.render(job)

@@ -58,7 +58,7 @@ class BenchOptions:
         """Settings overrides by env var name, passed to `build_app` and to the local engine."""
         from chatterbox_serve.config import SimulatedEngineConfig
 
-        sim = SimulatedEngineConfig()
+        sim = SimulatedEngineConfig.model_validate({})
         scaled = {
             "CHATTERBOX_SIM_BASE_S": sim.base_s * self.cost_scale,
             "CHATTERBOX_SIM_PER_ITEM_S": sim.per_item_s * self.cost_scale,
