@@ -130,18 +130,22 @@ class SpeechPipeline:
         began = time.monotonic()
         items = self.plan(job)
         chunked = time.monotonic()
-        pending = [self._submit(item) for item in items]
+        # Streaming: the other chunks go once the first is back, so the first engine call
+        # carries the short first chunk alone instead of a whole batch (issue 5: TTFB).
+        pending = [self._submit(item) for item in (items[:1] if job.streaming else items)]
         audio_cfg = self.settings.audio
         encoder = StreamingEncoder(job.format, mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps)
         stitcher = Stitcher(crossfade_ms=self.settings.audio.crossfade_ms)
         results: list[SynthesisResult] = []
         encode_s, first_audio_s = 0.0, 0.0
         try:
-            for index, call in enumerate(pending):
-                result = await _settle(call, job.request_id, index)
+            for index in range(len(items)):
+                result = await _settle(pending[index], job.request_id, index)
+                if len(pending) < len(items):
+                    pending += [self._submit(item) for item in items[1:]]
                 results.append(result)
                 t0 = time.monotonic()
-                last = index == len(pending) - 1
+                last = index == len(items) - 1
                 data = await asyncio.to_thread(
                     _encode_step, encoder, stitcher, result.audio, job.speed, last
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -13,6 +14,7 @@ from chatterbox_serve.config import Settings
 from chatterbox_serve.engines import build_engine
 from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import ChatterboxError, EngineError
+from deployments.admission import BatchGate, Ticket
 from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import EngineMetrics
 
@@ -29,13 +31,13 @@ class SpeechModelDeployment:
             "ray_actor_options": {
                 "num_gpus": 1 if needs_gpu else 0, "num_cpus": 1 if needs_gpu else 0.5,
             },
-            "max_ongoing_requests": 4 * batch,
+            "max_ongoing_requests": 64 * batch,
             "max_queued_requests": 64 * batch,
             "autoscaling_config": {
                 "min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
                 "target_ongoing_requests": 2 * batch,
             },
-            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.01},
+            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.0},
             "health_check_period_s": 10, "health_check_timeout_s": 30,
             "graceful_shutdown_timeout_s": 60, "graceful_shutdown_wait_loop_s": 2,
         }
@@ -48,33 +50,45 @@ class SpeechModelDeployment:
         self._metrics = EngineMetrics()
         self._load = ReplicaLoad(has_queue=True)
         self._reporter = StatusReporter(self._load)
+        # Items join the batch queue only while the engine is idle (deployments/admission.py).
+        self._gate = BatchGate(settings.engine.max_batch_size)
         logger.info("Model replica ready with engine %s", self.engine.name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply `max_batch_size` and `batch_wait_timeout_s` from `user_config` at runtime."""
         size = int(user_config.get("max_batch_size", self.settings.engine.max_batch_size))
-        wait = float(user_config.get("batch_wait_timeout_s", 0.01))
+        wait = float(user_config.get("batch_wait_timeout_s", 0.0))
         if size < 1 or wait < 0:
             raise ValueError(f"invalid user_config {user_config!r}")
         self._batch.set_max_batch_size(size)
+        self._gate.limit = size
         self._batch.set_batch_wait_timeout_s(wait)
         self._user_config = {"max_batch_size": size, "batch_wait_timeout_s": wait}
         logger.info("Batching set to %s", self._user_config)
 
     async def synthesize(self, item: SynthesisRequest) -> SynthesisResult:
         """Synthesise one item as part of whatever batch it lands in."""
+        arrived = time.monotonic()
         with self._load.track():
-            outcome = await self._batch((item, time.monotonic()))
+            ticket = await self._gate.enter()
+            try:
+                outcome = await self._batch((item, arrived, ticket))
+            except asyncio.CancelledError:
+                self._gate.abandon(ticket)
+                raise
         if isinstance(outcome, ChatterboxError):
             raise outcome
         return outcome
 
     @serve.batch(max_batch_size=10, batch_wait_timeout_s=0.01)
-    async def _batch(self, entries: list[tuple[SynthesisRequest, float]]) -> list[SynthesisOutcome]:
+    async def _batch(
+        self, entries: list[tuple[SynthesisRequest, float, Ticket]]
+    ) -> list[SynthesisOutcome]:
         # One slot per caller, never a raise: a raise here would fail every request
         # in the batch, not just the one with the bad item.
         started = time.monotonic()
-        items = [item for item, _ in entries]
+        items = [item for item, _, _ in entries]
+        self._gate.started(ticket for _, _, ticket in entries)
         try:
             with self._load.running(len(items)):
                 outcomes = await self.engine.synthesize(items)
@@ -82,12 +96,14 @@ class SpeechModelDeployment:
             logger.exception("Engine call over %d items failed", len(items))
             self._metrics.record_error("call", exc)
             return [EngineError("engine call failed") for _ in items]
-        waits = [started - arrived for _, arrived in entries]
+        finally:
+            self._gate.finished()
+        waits = [started - arrived for _, arrived, _ in entries]
         self._metrics.record_call(waits, time.monotonic() - started, outcomes)
         self._metrics.record_cache(self.engine.info())
         return [
             replace(o, queue_wait_s=started - arrived) if isinstance(o, SynthesisResult) else o
-            for o, (_, arrived) in zip(outcomes, entries, strict=False)
+            for o, (_, arrived, _) in zip(outcomes, entries, strict=False)
         ]
 
     async def check_health(self) -> None:

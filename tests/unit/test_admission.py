@@ -1,0 +1,53 @@
+"""BatchGate: items reach the batch queue only while the engine is idle, one batch at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from deployments.admission import BatchGate
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_idle_gate_admits_up_to_one_batch_and_holds_the_rest():
+    gate = BatchGate(limit=3)
+    entered = [asyncio.ensure_future(gate.enter()) for _ in range(5)]
+    await _settle()
+    assert [t.done() for t in entered] == [True, True, True, False, False]
+
+    first = [t.result() for t in entered[:3]]
+    gate.started(first)
+    gate.finished()
+    await _settle()
+    assert all(t.done() for t in entered)
+
+
+async def test_items_arriving_during_an_engine_call_wait_for_it_to_end():
+    gate = BatchGate(limit=4)
+    ticket = await gate.enter()
+    gate.started([ticket])
+    late = asyncio.ensure_future(gate.enter())
+    await _settle()
+    assert not late.done()
+    gate.finished()
+    await _settle()
+    assert late.done()
+
+
+async def test_cancelled_item_frees_its_place_so_the_queue_cannot_stall():
+    gate = BatchGate(limit=1)
+    ticket = await gate.enter()
+    waiting = asyncio.ensure_future(gate.enter())
+    await _settle()
+    assert not waiting.done()
+    gate.abandon(ticket)  # its caller went away before any batch started
+    await _settle()
+    assert waiting.done()
+    gate.abandon(ticket)  # a second release of the same ticket changes nothing
+    held = asyncio.ensure_future(gate.enter())
+    await _settle()
+    assert not held.done()
+    held.cancel()
