@@ -18,7 +18,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from chatterbox_serve.audio import AudioFormat, Stitcher, StreamingEncoder, change_speed
+from chatterbox_serve.audio import (
+    SAMPLE_RATE,
+    AudioFormat,
+    Stitcher,
+    StreamingEncoder,
+    change_speed,
+)
 from chatterbox_serve.chunking import split_text
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, TTSEngine
@@ -144,19 +150,26 @@ class SpeechPipeline:
                 if len(pending) < len(items):
                     pending += [self._submit(item) for item in items[1:]]
                 results.append(result)
-                t0 = time.monotonic()
                 last = index == len(items) - 1
-                data = await asyncio.to_thread(
-                    _encode_step, encoder, stitcher, result.audio, job.speed, last
-                )
-                encode_s += time.monotonic() - t0
-                if last:
-                    timings = _timings(results, chunked - began, encode_s, first_audio_s, began)
-                    yield AudioPiece(data, final=True, usage=_usage(results),
-                                     audio_s=_audio_s(results, job.speed), timings=timings)
-                elif data:
-                    first_audio_s = first_audio_s or time.monotonic() - began
-                    yield AudioPiece(data)
+                t0 = time.monotonic()
+                audio = await asyncio.to_thread(_stitch, stitcher, result.audio, job.speed, last)
+                # The first second of a stream is encoded and sent on its own, so the
+                # first bytes do not wait for the rest of the first chunk (issue 5: TTFB).
+                parts = _split_head(audio) if job.streaming and index == 0 else [audio]
+                for k, part in enumerate(parts):
+                    finish = last and k == len(parts) - 1
+                    data = await asyncio.to_thread(_encode, encoder, part, finish)
+                    encode_s += time.monotonic() - t0
+                    t0 = time.monotonic()
+                    if finish:
+                        timings = _timings(
+                            results, chunked - began, encode_s, first_audio_s, began
+                        )
+                        yield AudioPiece(data, final=True, usage=_usage(results),
+                                         audio_s=_audio_s(results, job.speed), timings=timings)
+                    elif data:
+                        first_audio_s = first_audio_s or time.monotonic() - began
+                        yield AudioPiece(data)
         finally:
             for call in pending:
                 call.cancel()
@@ -172,13 +185,20 @@ class SpeechPipeline:
         return RenderedSpeech(data, job.format, final.usage, final.audio_s, final.timings)
 
 
-def _encode_step(
-    encoder: StreamingEncoder, stitcher: Stitcher, audio: np.ndarray, speed: float, last: bool
-) -> bytes:
-    out = encoder.encode(stitcher.push(change_speed(audio, speed)))
-    if last:
-        out += encoder.encode(stitcher.flush()) + encoder.finish()
-    return out
+def _stitch(stitcher: Stitcher, audio: np.ndarray, speed: float, last: bool) -> np.ndarray:
+    out = stitcher.push(change_speed(audio, speed))
+    return np.concatenate([out, stitcher.flush()]) if last else out
+
+
+def _split_head(audio: np.ndarray, head_samples: int = SAMPLE_RATE) -> list[np.ndarray]:
+    if len(audio) <= 2 * head_samples:
+        return [audio]
+    return [audio[:head_samples], audio[head_samples:]]
+
+
+def _encode(encoder: StreamingEncoder, audio: np.ndarray, finish: bool) -> bytes:
+    out = encoder.encode(audio)
+    return out + encoder.finish() if finish else out
 
 
 async def _settle(call: Cancellable, request_id: str, index: int) -> SynthesisResult:

@@ -112,3 +112,13 @@ def test_pipeline_audio_is_finite():
     rendered = asyncio.run(backend.render(_job()))
     audio, _, _ = decode_audio(rendered.data)
     assert np.isfinite(audio).all()
+
+
+async def test_stream_sends_the_first_second_on_its_own():
+    settings = load_settings({"CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH": "60"}, dotenv_path=None)
+    backend = LocalBackend(settings, SimulatedEngine(FAST))
+    text = "This first sentence is long enough for several seconds of audio. " * 3
+    pieces = [p async for p in backend.stream(_job(text=text, fmt=AudioFormat.PCM,
+                                                   streaming=True))]
+    assert len(pieces[0].data) == 24000 * 2  # one second of s16le, sent before the rest
+    assert len(pieces) >= 3 and pieces[-1].final
