@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
+from ray.serve.deployment import Deployment
 
 from chatterbox_serve.config import EngineName, Settings, load_settings
 from chatterbox_serve.engines import resolve_engine_name
@@ -57,10 +58,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
                     **over.get("SpeechIngress", {})}
     logger.info("Deployment defaults: model=%s audio=%s ingress=%s",
                 model_opts, audio_opts, ingress_opts)
-    model = serve.deployment(SpeechModelDeployment).options(**model_opts).bind(settings)
-    text_audio = serve.deployment(TextAudioDeployment).options(**audio_opts).bind(model, settings)
-    ingress = serve.deployment(SpeechIngress).options(**ingress_opts)
-    return ingress.bind(text_audio, model, settings, engine)
+    model = _deployment(SpeechModelDeployment, model_opts).bind(settings)
+    text_audio = _deployment(TextAudioDeployment, audio_opts).bind(model, settings)
+    return _deployment(SpeechIngress, ingress_opts).bind(text_audio, model, settings, engine)
+
+
+def _deployment(cls: type, options: dict[str, Any]) -> Deployment:
+    deployment = serve.deployment(cls)
+    assert isinstance(deployment, Deployment)
+    return deployment.options(**options)
 
 
 # A module-level application, for `serve build deployments.builder:app`.

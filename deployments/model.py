@@ -42,7 +42,7 @@ class SpeechModelDeployment:
             "graceful_shutdown_timeout_s": 60, "graceful_shutdown_wait_loop_s": 2,
         }
 
-    async def __init__(self, settings: Settings) -> None:
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
         self.settings = settings
         self.engine = build_engine(settings)
         await self.engine.start()
@@ -60,9 +60,9 @@ class SpeechModelDeployment:
         wait = float(user_config.get("batch_wait_timeout_s", 0.0))
         if size < 1 or wait < 0:
             raise ValueError(f"invalid user_config {user_config!r}")
-        self._batch.set_max_batch_size(size)
+        self._batch.set_max_batch_size(size)  # type: ignore[attr-defined]
         self._gate.limit = size
-        self._batch.set_batch_wait_timeout_s(wait)
+        self._batch.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
         self._user_config = {"max_batch_size": size, "batch_wait_timeout_s": wait}
         logger.info("Batching set to %s", self._user_config)
 

@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         import ray
         from ray import serve
 
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
     ok = result["unexpected_errors"] == 0 and result["memory_target_met"]
     return 0 if ok and result["voices_lost"] == 0 else 1

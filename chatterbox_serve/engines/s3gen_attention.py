@@ -176,7 +176,7 @@ def packed_attention(
     modules = [m for m in estimator.modules() if hasattr(m, "processor") and hasattr(m, "to_q")]
     saved = [m.processor for m in modules]
     for module in modules:
-        module.processor = processor
+        module.processor = processor  # type: ignore[assignment]
     try:
         yield
     finally:
