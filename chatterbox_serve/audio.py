@@ -65,9 +65,12 @@ def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
     size = 0xFFFFFFFF if data_bytes is None else data_bytes
     riff = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
     return (
-        b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
+        b"RIFF"
+        + struct.pack("<I", riff)
+        + b"WAVEfmt "
         + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-        + b"data" + struct.pack("<I", size)
+        + b"data"
+        + struct.pack("<I", size)
     )
 
 
@@ -95,7 +98,11 @@ class StreamingEncoder:
     """
 
     def __init__(
-        self, fmt: AudioFormat, sample_rate: int = SAMPLE_RATE, *, total_samples: int | None = None,
+        self,
+        fmt: AudioFormat,
+        sample_rate: int = SAMPLE_RATE,
+        *,
+        total_samples: int | None = None,
         mp3_bitrate_kbps: int = 64,
     ) -> None:
         self.format = fmt
@@ -122,7 +129,9 @@ class StreamingEncoder:
         self._stream = stream
         codec_ctx = stream.codec_context
         self._resampler = av.AudioResampler(
-            format=codec_ctx.format.name, layout="mono", rate=self.sample_rate,
+            format=codec_ctx.format.name,
+            layout="mono",
+            rate=self.sample_rate,
             frame_size=codec_ctx.frame_size or None,
         )
         self._pts = 0

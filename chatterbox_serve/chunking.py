@@ -20,9 +20,7 @@ _CLOSERS = "\"'”’)]}»」』）】"
 _SENTENCE_END = re.compile(
     rf"(?:\.{{3}}|…|[.!?‼⁇⁈⁉])[{re.escape(_CLOSERS)}]*(?=\s)|[。！？][{re.escape(_CLOSERS)}]*"
 )
-_CLAUSE_END = re.compile(
-    rf"[,;:][{re.escape(_CLOSERS)}]*(?=\s)|\s[—–-]{{1,2}}(?=\s)|[，、；：]"
-)
+_CLAUSE_END = re.compile(rf"[,;:][{re.escape(_CLOSERS)}]*(?=\s)|\s[—–-]{{1,2}}(?=\s)|[，、；：]")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e no fig mt inc ltd co jan feb mar apr jun jul "
     "aug sep sept oct nov dec u.s u.k approx dept est vol ed".split()

@@ -86,20 +86,27 @@ class EngineConfig(_Section):
         json_schema_extra=_env("USE_MULTILINGUAL_MODEL"),
     )
     s3gen_batched: bool = Field(
-        True, description="Run S3Gen over whole batches (padded) instead of one item at a time.",
+        True,
+        description="Run S3Gen over whole batches (padded) instead of one item at a time.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_BATCHED"),
     )
     s3gen_batch_size: int = Field(
-        16, ge=1, le=256, description="Most items in one batched S3Gen pass.",
+        16,
+        ge=1,
+        le=256,
+        description="Most items in one batched S3Gen pass.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_BATCH_SIZE"),
     )
     s3gen_max_length_ratio: float = Field(
-        1.5, ge=1.0, le=100.0,
+        1.5,
+        ge=1.0,
+        le=100.0,
         description="Longest/shortest item in one S3Gen batch; longer starts a new batch.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_MAX_LENGTH_RATIO"),
     )
     s3gen_precision: Literal["fp32", "tf32", "bf16"] = Field(
-        "fp32", description="Arithmetic of the batched S3Gen flow estimator.",
+        "fp32",
+        description="Arithmetic of the batched S3Gen flow estimator.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_PRECISION"),
     )
     model_dir: str | None = Field(

@@ -64,8 +64,9 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.input_tokens + other.input_tokens,
-                     self.output_tokens + other.output_tokens)
+        return Usage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,13 @@ class StageTimings:
     batch_sizes: tuple[int, ...] = ()
 
     def as_server_timing(self) -> str:
-        parts = [("chunk", self.chunking_s), ("queue", self.queue_wait_s),
-                 ("engine", self.engine_s), ("encode", self.encode_s), ("total", self.total_s)]
+        parts = [
+            ("chunk", self.chunking_s),
+            ("queue", self.queue_wait_s),
+            ("engine", self.engine_s),
+            ("encode", self.encode_s),
+            ("total", self.total_s),
+        ]
         return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in parts)
 
 
@@ -162,11 +168,14 @@ class SpeechPipeline:
                     encode_s += time.monotonic() - t0
                     t0 = time.monotonic()
                     if finish:
-                        timings = _timings(
-                            results, chunked - began, encode_s, first_audio_s, began
+                        timings = _timings(results, chunked - began, encode_s, first_audio_s, began)
+                        yield AudioPiece(
+                            data,
+                            final=True,
+                            usage=_usage(results),
+                            audio_s=_audio_s(results, job.speed),
+                            timings=timings,
                         )
-                        yield AudioPiece(data, final=True, usage=_usage(results),
-                                         audio_s=_audio_s(results, job.speed), timings=timings)
                     elif data:
                         first_audio_s = first_audio_s or time.monotonic() - began
                         yield AudioPiece(data)
@@ -225,8 +234,11 @@ def _audio_s(results: Sequence[SynthesisResult], speed: float) -> float:
 
 
 def _timings(
-    results: Sequence[SynthesisResult], chunking_s: float, encode_s: float,
-    first_audio_s: float, began: float,
+    results: Sequence[SynthesisResult],
+    chunking_s: float,
+    encode_s: float,
+    first_audio_s: float,
+    began: float,
 ) -> StageTimings:
     total = time.monotonic() - began
     return StageTimings(

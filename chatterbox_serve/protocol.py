@@ -26,8 +26,9 @@ class OpenAIBaseModel(BaseModel):
     @model_validator(mode="after")
     def _log_extra_fields(self) -> OpenAIBaseModel:
         if self.model_extra:
-            logger.info("Ignoring unknown fields in %s: %s", type(self).__name__,
-                        sorted(self.model_extra))
+            logger.info(
+                "Ignoring unknown fields in %s: %s", type(self).__name__, sorted(self.model_extra)
+            )
         return self
 
 
@@ -83,7 +84,8 @@ class SpeechRequest(OpenAIBaseModel):
         if len(text) > limit:
             raise InvalidRequestError(
                 f"'input' is {len(text)} characters; the limit is {limit} (MAX_TOTAL_LENGTH).",
-                param="input", code="input_too_long",
+                param="input",
+                code="input_too_long",
             )
         max_instr = settings.server.max_instructions_length
         if self.instructions is not None and len(self.instructions) > max_instr:
@@ -102,17 +104,25 @@ class SpeechRequest(OpenAIBaseModel):
                 f"CHATTERBOX_CFG_SCALE={cfg} for every request"
             )
         template = SynthesisRequest(
-            text="", language=language, voice=voice.prompt,
+            text="",
+            language=language,
+            voice=voice.prompt,
             exaggeration=_pick(self.exaggeration, g.exaggeration),
             temperature=_pick(self.temperature, g.temperature),
             top_p=_pick(self.top_p, g.top_p),
             min_p=_pick(self.min_p, g.min_p),
             repetition_penalty=_pick(self.repetition_penalty, g.repetition_penalty),
-            seed=self.seed, request_id=request_id,
+            seed=self.seed,
+            request_id=request_id,
         )
         return SpeechJob(
-            request_id=request_id, text=text, format=self.response_format, template=template,
-            speed=self.speed, streaming=streaming, warnings=tuple(warnings),
+            request_id=request_id,
+            text=text,
+            format=self.response_format,
+            template=template,
+            speed=self.speed,
+            streaming=streaming,
+            warnings=tuple(warnings),
         )
 
     def _language(self, settings: Settings, voice: ResolvedVoice) -> str:
@@ -123,7 +133,8 @@ class SpeechRequest(OpenAIBaseModel):
             raise InvalidRequestError(
                 f"Language {raw!r} is not supported by the loaded model; supported: "
                 f"{', '.join(sorted(supported))}.",
-                param="language", code="unsupported_language",
+                param="language",
+                code="unsupported_language",
             )
         return code
 

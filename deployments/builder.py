@@ -50,14 +50,21 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     if engine == "simulated":
         logger.warning("Engine is SIMULATED: responses are synthetic tones, not speech.")
     over = app_args.deployments
-    model_opts = {**SpeechModelDeployment.get_deployment_options(settings, needs_gpu),
-                  **over.get("SpeechModelDeployment", {})}
-    audio_opts = {**TextAudioDeployment.get_deployment_options(settings),
-                  **over.get("TextAudioDeployment", {})}
-    ingress_opts = {**SpeechIngress.get_deployment_options(settings),
-                    **over.get("SpeechIngress", {})}
-    logger.info("Deployment defaults: model=%s audio=%s ingress=%s",
-                model_opts, audio_opts, ingress_opts)
+    model_opts = {
+        **SpeechModelDeployment.get_deployment_options(settings, needs_gpu),
+        **over.get("SpeechModelDeployment", {}),
+    }
+    audio_opts = {
+        **TextAudioDeployment.get_deployment_options(settings),
+        **over.get("TextAudioDeployment", {}),
+    }
+    ingress_opts = {
+        **SpeechIngress.get_deployment_options(settings),
+        **over.get("SpeechIngress", {}),
+    }
+    logger.info(
+        "Deployment defaults: model=%s audio=%s ingress=%s", model_opts, audio_opts, ingress_opts
+    )
     model = _deployment(SpeechModelDeployment, model_opts).bind(settings)
     text_audio = _deployment(TextAudioDeployment, audio_opts).bind(model, settings)
     return _deployment(SpeechIngress, ingress_opts).bind(text_audio, model, settings, engine)

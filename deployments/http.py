@@ -55,8 +55,10 @@ def install_error_handlers(app: FastAPI) -> None:
         elif first.get("type") == "missing":
             message = f"Missing required parameter '{param}'."
         else:
-            message = f"Invalid value for '{param}': {first.get('msg')}." if param else str(
-                first.get("msg")
+            message = (
+                f"Invalid value for '{param}': {first.get('msg')}."
+                if param
+                else str(first.get("msg"))
             )
         from chatterbox_serve.errors import InvalidRequestError
 

@@ -57,8 +57,11 @@ STREAM_PATHS = ("/v1/audio/speech/stream", "/audio/speech/stream", "/tts/stream"
 
 
 def build_api(
-    settings: Settings, backend: SpeechBackend, engine_name: str,
-    voices: VoiceLookup | None = None, status: StatusSource | None = None,
+    settings: Settings,
+    backend: SpeechBackend,
+    engine_name: str,
+    voices: VoiceLookup | None = None,
+    status: StatusSource | None = None,
 ) -> FastAPI:
     """The FastAPI app with every route, error handler and middleware installed.
 
@@ -70,13 +73,17 @@ def build_api(
     # The last middleware added runs first: CORS, then the API key, then the body limit,
     # so no body is read for an unauthenticated caller and every error has CORS headers.
     app.add_middleware(
-        BodyLimitMiddleware, json_limit=settings.server.max_json_body_bytes,
+        BodyLimitMiddleware,
+        json_limit=settings.server.max_json_body_bytes,
         upload_limit=settings.server.max_upload_bytes,
     )
     install_auth(app, settings)
     app.add_middleware(
-        CORSMiddleware, allow_origins=[o.strip() for o in settings.server.cors_origins.split(",")],
-        allow_methods=["*"], allow_headers=["*"], expose_headers=["*"],
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.server.cors_origins.split(",")],
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["*"],
     )
 
     @app.middleware("http")
@@ -88,7 +95,9 @@ def build_api(
         return response
 
     async def speech(
-        body: SpeechRequest, request: Request, force_stream: bool,
+        body: SpeechRequest,
+        request: Request,
+        force_stream: bool,
         voice: ResolvedVoice | None = None,
     ) -> Response:
         rid = request_id_of(request)
@@ -103,10 +112,12 @@ def build_api(
             return _file_response(rendered, headers)
         pieces = await _start_stream(backend, job)
         if stream_format == "sse":
-            return StreamingResponse(_sse(pieces, rid), media_type="text/event-stream",
-                                     headers=headers)
-        return StreamingResponse(_raw(pieces, rid), media_type=job.format.media_type,
-                                 headers=headers)
+            return StreamingResponse(
+                _sse(pieces, rid), media_type="text/event-stream", headers=headers
+            )
+        return StreamingResponse(
+            _raw(pieces, rid), media_type=job.format.media_type, headers=headers
+        )
 
     async def create_speech(body: SpeechRequest, request: Request) -> Response:
         """Speak `input`: a whole file, or streamed when `stream_format` is set."""
@@ -119,15 +130,23 @@ def build_api(
     for paths, endpoint in ((SPEECH_PATHS, create_speech), (STREAM_PATHS, stream_speech)):
         for path in paths:
             app.add_api_route(
-                path, endpoint, methods=["POST"], responses=ERROR_RESPONSES,
-                response_class=Response, include_in_schema=path == paths[0],
+                path,
+                endpoint,
+                methods=["POST"],
+                responses=ERROR_RESPONSES,
+                response_class=Response,
+                include_in_schema=path == paths[0],
             )
 
     if isinstance(library, VoiceLibrary):
         app.include_router(build_voice_router(library, speech))
 
-    served = ["chatterbox-multilingual" if settings.engine.use_multilingual_model
-              else "chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    served = [
+        "chatterbox-multilingual" if settings.engine.use_multilingual_model else "chatterbox",
+        "tts-1",
+        "tts-1-hd",
+        "gpt-4o-mini-tts",
+    ]
 
     @app.get("/v1/models", response_model=ModelList)
     @app.get("/models", response_model=ModelList, include_in_schema=False)
@@ -158,8 +177,10 @@ def build_api(
     @app.get("/v1/languages", include_in_schema=False)
     async def languages() -> dict[str, Any]:
         langs = languages_for(settings.engine.use_multilingual_model)
-        return {"languages": [{"code": c, "name": n} for c, n in langs.items()],
-                "count": len(langs)}
+        return {
+            "languages": [{"code": c, "name": n} for c, n in langs.items()],
+            "count": len(langs),
+        }
 
     if status is not None:
         cluster = status
@@ -232,9 +253,16 @@ async def _sse(pieces: AsyncIterator[AudioPiece], rid: str) -> AsyncIterator[byt
                 yield sse_event({"type": "speech.audio.delta", "audio": audio})
             if piece.final and piece.usage is not None:
                 u = piece.usage
-                yield sse_event({"type": "speech.audio.done", "usage": {
-                    "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                    "total_tokens": u.total_tokens}})
+                yield sse_event(
+                    {
+                        "type": "speech.audio.done",
+                        "usage": {
+                            "input_tokens": u.input_tokens,
+                            "output_tokens": u.output_tokens,
+                            "total_tokens": u.total_tokens,
+                        },
+                    }
+                )
     except Exception as exc:
         logger.exception("request %s: SSE stream aborted", rid)
         from chatterbox_serve.errors import error_payload
@@ -276,15 +304,22 @@ class SpeechIngress:
             "max_ongoing_requests": 256,
             "max_queued_requests": 1024,
             "autoscaling_config": {
-                "min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
+                "min_replicas": 1,
+                "initial_replicas": 1,
+                "max_replicas": 4,
                 "target_ongoing_requests": 64,
             },
-            "health_check_period_s": 10, "health_check_timeout_s": 30,
-            "graceful_shutdown_timeout_s": 30, "graceful_shutdown_wait_loop_s": 2,
+            "health_check_period_s": 10,
+            "health_check_timeout_s": 30,
+            "graceful_shutdown_timeout_s": 30,
+            "graceful_shutdown_wait_loop_s": 2,
         }
 
     def __init__(
-        self, text_audio: DeploymentHandle[Any], model: DeploymentHandle[Any], settings: Settings,
+        self,
+        text_audio: DeploymentHandle[Any],
+        model: DeploymentHandle[Any],
+        settings: Settings,
         engine_name: str,
     ) -> None:
         self._backend = ServeSpeechBackend(text_audio, model)

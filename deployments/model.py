@@ -29,17 +29,22 @@ class SpeechModelDeployment:
         batch = settings.engine.max_batch_size
         return {
             "ray_actor_options": {
-                "num_gpus": 1 if needs_gpu else 0, "num_cpus": 1 if needs_gpu else 0.5,
+                "num_gpus": 1 if needs_gpu else 0,
+                "num_cpus": 1 if needs_gpu else 0.5,
             },
             "max_ongoing_requests": 64 * batch,
             "max_queued_requests": 64 * batch,
             "autoscaling_config": {
-                "min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
+                "min_replicas": 1,
+                "initial_replicas": 1,
+                "max_replicas": 4,
                 "target_ongoing_requests": 2 * batch,
             },
             "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.0},
-            "health_check_period_s": 10, "health_check_timeout_s": 30,
-            "graceful_shutdown_timeout_s": 60, "graceful_shutdown_wait_loop_s": 2,
+            "health_check_period_s": 10,
+            "health_check_timeout_s": 30,
+            "graceful_shutdown_timeout_s": 60,
+            "graceful_shutdown_wait_loop_s": 2,
         }
 
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it

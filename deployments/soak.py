@@ -178,8 +178,9 @@ def upload_voices(url: str, files: list[Path]) -> dict[str, str]:
     with httpx.Client(base_url=url, timeout=60.0) as c:
         for i, path in enumerate(files):
             name, data = f"soak-voice-{i}", path.read_bytes()
-            r = c.post("/voices", data={"voice_name": name},
-                       files={"voice_file": (path.name, data)})
+            r = c.post(
+                "/voices", data={"voice_name": name}, files={"voice_file": (path.name, data)}
+            )
             if r.status_code != 201:
                 raise SystemExit(f"could not store {path}: {r.status_code} {r.text}")
             stored[name] = hashlib.sha256(data).hexdigest()
@@ -259,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.malloc_arena_max:  # inherited by the raylet and every replica it starts
             os.environ["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
-        settings = {"CHATTERBOX_SIM_BASE_S": "0.1",
-                    "VOICE_LIBRARY_DIR": tempfile.mkdtemp(prefix="soak-voices-")}
+        settings = {
+            "CHATTERBOX_SIM_BASE_S": "0.1",
+            "VOICE_LIBRARY_DIR": tempfile.mkdtemp(prefix="soak-voices-"),
+        }
         settings.update(dict(s.split("=", 1) for s in args.setting))
         url = _start_local(settings)
     stored = upload_voices(url, [Path(p) for p in args.voice_file])

@@ -26,7 +26,10 @@ def test_simulated_app_asks_for_no_gpu(monkeypatch):
     monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
     ingress, audio, model = _deployments(build_app({"engine": "simulated", "dotenv_path": None}))
     assert [d.name for d in (ingress, audio, model)] == [
-        "SpeechIngress", "TextAudioDeployment", "SpeechModelDeployment"]
+        "SpeechIngress",
+        "TextAudioDeployment",
+        "SpeechModelDeployment",
+    ]
     assert model.ray_actor_options.get("num_gpus", 0) == 0
     assert ingress.init_args[3] == "simulated"
 
@@ -46,8 +49,9 @@ def test_env_var_overrides_engine_arg(monkeypatch):
 
 def test_batch_settings_reach_user_config_and_ongoing_limit(monkeypatch):
     monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
-    app = build_app({"engine": "simulated", "dotenv_path": None,
-                     "settings": {"VLLM_MAX_BATCH_SIZE": 24}})
+    app = build_app(
+        {"engine": "simulated", "dotenv_path": None, "settings": {"VLLM_MAX_BATCH_SIZE": 24}}
+    )
     _, _, model = _deployments(app)
     assert model.user_config["max_batch_size"] == 24
     assert model.max_ongoing_requests >= 24
@@ -72,8 +76,13 @@ def test_serve_config_declares_all_three_deployments_validly():
     by_name = {d["name"]: d for d in application["deployments"]}
     assert set(by_name) == {"SpeechIngress", "TextAudioDeployment", "SpeechModelDeployment"}
     for d in by_name.values():
-        for key in ("autoscaling_config", "max_ongoing_requests", "max_queued_requests",
-                    "health_check_period_s", "graceful_shutdown_timeout_s"):
+        for key in (
+            "autoscaling_config",
+            "max_ongoing_requests",
+            "max_queued_requests",
+            "health_check_period_s",
+            "graceful_shutdown_timeout_s",
+        ):
             assert key in d, (d["name"], key)
     model = by_name["SpeechModelDeployment"]
     assert model["max_ongoing_requests"] >= model["user_config"]["max_batch_size"]

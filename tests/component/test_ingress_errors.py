@@ -16,23 +16,26 @@ def assert_envelope(r, status, param=None):
     return body["error"]
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({}, "input"),
-    ({"input": ""}, "input"),
-    ({"input": "   "}, "input"),
-    ({"input": "x" * 601}, "input"),
-    ({"input": 5}, "input"),
-    ({"input": "hi", "speed": 0.1}, "speed"),
-    ({"input": "hi", "speed": 4.5}, "speed"),
-    ({"input": "hi", "response_format": "ogg"}, "response_format"),
-    ({"input": "hi", "stream_format": "video"}, "stream_format"),
-    ({"input": "hi", "exaggeration": 2.5}, "exaggeration"),
-    ({"input": "hi", "cfg_weight": -0.1}, "cfg_weight"),
-    ({"input": "hi", "temperature": 0.01}, "temperature"),
-    ({"input": "hi", "language": "tlh"}, "language"),
-    ({"input": "hi", "instructions": "z" * 4097}, "instructions"),
-    ({"input": "hi", "voice": {"name": "x"}}, "voice"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "input"),
+        ({"input": ""}, "input"),
+        ({"input": "   "}, "input"),
+        ({"input": "x" * 601}, "input"),
+        ({"input": 5}, "input"),
+        ({"input": "hi", "speed": 0.1}, "speed"),
+        ({"input": "hi", "speed": 4.5}, "speed"),
+        ({"input": "hi", "response_format": "ogg"}, "response_format"),
+        ({"input": "hi", "stream_format": "video"}, "stream_format"),
+        ({"input": "hi", "exaggeration": 2.5}, "exaggeration"),
+        ({"input": "hi", "cfg_weight": -0.1}, "cfg_weight"),
+        ({"input": "hi", "temperature": 0.01}, "temperature"),
+        ({"input": "hi", "language": "tlh"}, "language"),
+        ({"input": "hi", "instructions": "z" * 4097}, "instructions"),
+        ({"input": "hi", "voice": {"name": "x"}}, "voice"),
+    ],
+)
 async def test_bad_fields_are_400_naming_the_field(client, body, param):
     r = await client.post("/v1/audio/speech", json=body)
     err = assert_envelope(r, 400, param)
@@ -40,8 +43,9 @@ async def test_bad_fields_are_400_naming_the_field(client, body, param):
 
 
 async def test_malformed_json_is_400(client):
-    r = await client.post("/v1/audio/speech", content=b'{"input": ',
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        "/v1/audio/speech", content=b'{"input": ', headers={"content-type": "application/json"}
+    )
     assert_envelope(r, 400)
 
 
@@ -61,15 +65,19 @@ async def test_body_over_limit_is_413(client):
 
 
 async def test_engine_failure_is_500_with_request_id(client):
-    r = await client.post("/v1/audio/speech", json={"input": "a <<simulate-engine-failure>>"},
-                          headers={"X-Request-Id": "req-abc"})
+    r = await client.post(
+        "/v1/audio/speech",
+        json={"input": "a <<simulate-engine-failure>>"},
+        headers={"X-Request-Id": "req-abc"},
+    )
     err = assert_envelope(r, 500)
     assert "req-abc" in err["message"] and err["type"] == "server_error"
 
 
 async def test_streamed_engine_failure_is_a_json_error_not_a_broken_stream(client):
-    r = await client.post("/v1/audio/speech/stream",
-                          json={"input": "a <<simulate-engine-failure>>"})
+    r = await client.post(
+        "/v1/audio/speech/stream", json={"input": "a <<simulate-engine-failure>>"}
+    )
     assert_envelope(r, 500)
 
 

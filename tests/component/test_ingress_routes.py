@@ -19,8 +19,7 @@ async def test_speech_aliases_return_mp3_by_default(client, path):
     assert probe(r.content)["container"] == "mp3"
 
 
-@pytest.mark.parametrize("path", ["/v1/audio/speech/stream", "/audio/speech/stream",
-                                  "/tts/stream"])
+@pytest.mark.parametrize("path", ["/v1/audio/speech/stream", "/audio/speech/stream", "/tts/stream"])
 async def test_stream_aliases_stream_raw_audio(client, path):
     r = await client.post(path, json={"input": "Streaming test", "response_format": "wav"})
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
@@ -34,8 +33,14 @@ async def test_pcm_is_raw_samples_of_the_right_length(client):
 
 
 async def test_sse_events_carry_base64_audio_and_real_usage(client):
-    r = await client.post("/v1/audio/speech", json={
-        "input": "Hello there. How are you?", "response_format": "wav", "stream_format": "sse"})
+    r = await client.post(
+        "/v1/audio/speech",
+        json={
+            "input": "Hello there. How are you?",
+            "response_format": "wav",
+            "stream_format": "sse",
+        },
+    )
     assert r.headers["content-type"].startswith("text/event-stream")
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     deltas = [e for e in events if e["type"] == "speech.audio.delta"]
@@ -50,8 +55,9 @@ async def test_sse_events_carry_base64_audio_and_real_usage(client):
 
 
 async def test_instructions_and_cfg_weight_warn_in_headers(client):
-    r = await client.post("/v1/audio/speech", json={
-        "input": "hi", "instructions": "Speak softly", "cfg_weight": 0.9})
+    r = await client.post(
+        "/v1/audio/speech", json={"input": "hi", "instructions": "Speak softly", "cfg_weight": 0.9}
+    )
     assert r.status_code == 200
     assert r.headers["x-instructions-applied"] == "false"
     assert "cfg_weight" in r.headers["x-chatterbox-warning"]

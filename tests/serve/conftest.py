@@ -46,7 +46,9 @@ class ServeApp:
 
 
 def start_app(
-    settings: dict[str, Any] | None = None, num_cpus: int = 4, metrics: bool = False,
+    settings: dict[str, Any] | None = None,
+    num_cpus: int = 4,
+    metrics: bool = False,
     **build_args: Any,
 ) -> Iterator[ServeApp]:
     """Start Ray and Serve, deploy the app, wait for /health, yield, then shut all down.
@@ -55,15 +57,20 @@ def start_app(
     """
     port = free_port()
     metrics_port = free_port() if metrics else None
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             _metrics_export_port=metrics_port)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         args = {"engine": "simulated", "dotenv_path": None, "settings": settings or {}}
         args.update(build_args)
         serve.run(build_app(args), name="chatterbox", route_prefix="/", blocking=False)
-        app = ServeApp(f"http://127.0.0.1:{port}",
-                       metrics_port and f"http://127.0.0.1:{metrics_port}/metrics")
+        app = ServeApp(
+            f"http://127.0.0.1:{port}", metrics_port and f"http://127.0.0.1:{metrics_port}/metrics"
+        )
         deadline = time.monotonic() + 90
         while True:
             try:

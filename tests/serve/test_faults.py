@@ -55,8 +55,11 @@ def app() -> Iterator[ServeApp]:
     with proxy_envelopes():
         for running in start_app(settings=SETTINGS, deployments=OPTIONS):
             with running.client() as c:
-                r = c.post("/voices", data={"voice_name": "survivor", "language": "en"},
-                           files={"voice_file": ("s.mp3", VOICE_SAMPLE.read_bytes())})
+                r = c.post(
+                    "/voices",
+                    data={"voice_name": "survivor", "language": "en"},
+                    files={"voice_file": ("s.mp3", VOICE_SAMPLE.read_bytes())},
+                )
                 assert r.status_code == 201, r.text
             yield running
 

@@ -33,14 +33,20 @@ def _model_stats():
 
 
 def _reset_stats():
-    serve.get_deployment_handle("SpeechModelDeployment", app_name="chatterbox") \
-        .reset_stats.remote().result()
+    serve.get_deployment_handle(
+        "SpeechModelDeployment", app_name="chatterbox"
+    ).reset_stats.remote().result()
 
 
 @pytest.mark.parametrize(
     ("fmt", "container", "rate"),
-    [("mp3", "mp3", 24000), ("opus", "ogg", 48000), ("aac", "aac", 24000),
-     ("flac", "flac", 24000), ("wav", "wav", 24000)],
+    [
+        ("mp3", "mp3", 24000),
+        ("opus", "ogg", 48000),
+        ("aac", "aac", 24000),
+        ("flac", "flac", 24000),
+        ("wav", "wav", 24000),
+    ],
 )
 def test_each_format_decodes_with_expected_duration(serve_app, fmt, container, rate):
     text = "Hello from vLLM backend! This is a formats test."
@@ -64,10 +70,14 @@ def test_pcm_is_24khz_s16le_mono(serve_app):
 def test_streaming_delivers_audio_before_the_end(serve_app):
     arrivals: list[tuple[float, int]] = []
     began = time.monotonic()
-    with serve_app.client() as c, c.stream(
-        "POST", "/v1/audio/speech", json={"input": LONG, "response_format": "mp3",
-                                          "stream_format": "audio"}
-    ) as r:
+    with (
+        serve_app.client() as c,
+        c.stream(
+            "POST",
+            "/v1/audio/speech",
+            json={"input": LONG, "response_format": "mp3", "stream_format": "audio"},
+        ) as r,
+    ):
         assert r.status_code == 200
         assert r.headers.get("transfer-encoding") == "chunked"
         body = b""
@@ -83,8 +93,10 @@ def test_streaming_delivers_audio_before_the_end(serve_app):
 
 def test_sse_over_http(serve_app):
     with serve_app.client() as c:
-        r = c.post("/v1/audio/speech", json={"input": "Hello", "response_format": "wav",
-                                             "stream_format": "sse"})
+        r = c.post(
+            "/v1/audio/speech",
+            json={"input": "Hello", "response_format": "wav", "stream_format": "sse"},
+        )
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1]["type"] == "speech.audio.done"
     assert events[-1]["usage"]["input_tokens"] == 5
@@ -104,10 +116,15 @@ def test_long_request_chunks_are_batched_together(serve_app):
 def test_concurrent_requests_share_engine_calls(serve_app):
     async def send_all():
         async with serve_app.async_client() as c:
-            return await asyncio.gather(*(
-                c.post("/v1/audio/speech", json={"input": f"Request number {i}.",
-                                                 "response_format": "pcm"})
-                for i in range(8)))
+            return await asyncio.gather(
+                *(
+                    c.post(
+                        "/v1/audio/speech",
+                        json={"input": f"Request number {i}.", "response_format": "pcm"},
+                    )
+                    for i in range(8)
+                )
+            )
 
     _reset_stats()
     rs = asyncio.run(send_all())
@@ -116,14 +133,17 @@ def test_concurrent_requests_share_engine_calls(serve_app):
     assert stats["items"] == 8 and stats["calls"] < 8, stats
 
 
-@pytest.mark.parametrize(("body", "status", "param"), [
-    ({"input": ""}, 400, "input"),
-    ({"input": "hi", "speed": 10}, 400, "speed"),
-    ({"input": "hi", "voice": "no-such-voice"}, 404, "voice"),
-    ({"input": "hi <<simulate-engine-failure>>"}, 500, None),
-    ({"input": "hi <<simulate-engine-failure>>", "stream_format": "audio"}, 500, None),
-    ({"input": "hi <<simulate-engine-failure>>", "stream_format": "sse"}, 500, None),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"input": ""}, 400, "input"),
+        ({"input": "hi", "speed": 10}, 400, "speed"),
+        ({"input": "hi", "voice": "no-such-voice"}, 404, "voice"),
+        ({"input": "hi <<simulate-engine-failure>>"}, 500, None),
+        ({"input": "hi <<simulate-engine-failure>>", "stream_format": "audio"}, 500, None),
+        ({"input": "hi <<simulate-engine-failure>>", "stream_format": "sse"}, 500, None),
+    ],
+)
 def test_errors_over_http_use_the_envelope(serve_app, body, status, param):
     with serve_app.client() as c:
         r = c.post("/v1/audio/speech", json=body)
@@ -142,11 +162,15 @@ def test_body_too_large_is_413(serve_app):
 
 def test_openai_sdk_create_and_streaming(serve_app):
     client = openai.OpenAI(base_url=serve_app.base_url + "/v1", api_key="unused")
-    speech = client.audio.speech.create(model="tts-1", voice="alloy",
-                                        input="Hello from the OpenAI SDK.")
+    speech = client.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hello from the OpenAI SDK."
+    )
     assert probe(speech.content)["container"] == "mp3"
     with client.audio.speech.with_streaming_response.create(
-        model="gpt-4o-mini-tts", voice="nova", input=LONG, response_format="wav",
+        model="gpt-4o-mini-tts",
+        voice="nova",
+        input=LONG,
+        response_format="wav",
     ) as response:
         pieces = list(response.iter_bytes())
     assert len(pieces) >= 2

@@ -56,8 +56,8 @@ def test_streamed_pieces_concatenate_into_one_valid_file(fmt):
 
 def test_whole_wav_has_exact_header_sizes_and_soundfile_reads_it():
     data = encode_audio(_tone(1.0), AudioFormat.WAV)
-    riff, = struct.unpack("<I", data[4:8])
-    size, = struct.unpack("<I", data[40:44])
+    (riff,) = struct.unpack("<I", data[4:8])
+    (size,) = struct.unpack("<I", data[40:44])
     assert riff == len(data) - 8 and size == len(data) - 44
     samples, rate = soundfile.read(io.BytesIO(data))
     assert rate == SR and len(samples) == SR

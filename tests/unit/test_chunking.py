@@ -24,8 +24,7 @@ def test_long_text_keeps_every_character_in_order_and_respects_the_limit():
     assert max(len(c) for c in chunks) <= 280
     assert _letters("".join(chunks)) == _letters(text)
     # Sentence-aware: no chunk ends in the middle of a word when sentences fit.
-    assert all(c[-1] in ".!?\"'”’:;," or c.endswith("Arrival") or c[-1].isalnum()
-               for c in chunks)
+    assert all(c[-1] in ".!?\"'”’:;," or c.endswith("Arrival") or c[-1].isalnum() for c in chunks)
 
 
 def test_sentences_are_not_split_at_abbreviations_decimals_or_initials():
@@ -51,8 +50,10 @@ def test_cjk_sentences_split_at_full_width_punctuation():
 
 
 def test_long_sentence_splits_at_clauses_then_words():
-    sentence = ("one two three four five six, seven eight nine ten eleven twelve; "
-                "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty.")
+    sentence = (
+        "one two three four five six, seven eight nine ten eleven twelve; "
+        "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty."
+    )
     chunks = split_text(sentence, 40)
     assert chunks[0] == "one two three four five six,"
     assert all(len(c) <= 40 for c in chunks)

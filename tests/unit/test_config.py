@@ -6,11 +6,20 @@ from chatterbox_serve.config import ConfigError, env_names, load_settings
 def test_defaults_match_the_documented_names_and_values():
     view = load_settings({}, dotenv_path=None).env_view()
     expected = {
-        "VLLM_MAX_BATCH_SIZE": 10, "VLLM_MAX_MODEL_LEN": 1000, "VLLM_COMPILE": False,
-        "VLLM_S3GEN_FP16": False, "VLLM_DIFFUSION_STEPS": 10, "CHATTERBOX_CFG_SCALE": 0.5,
-        "EXAGGERATION": 0.5, "CFG_WEIGHT": 0.5, "TEMPERATURE": 0.8, "MAX_CHUNK_LENGTH": 280,
-        "MAX_TOTAL_LENGTH": 3000, "VOICE_LIBRARY_DIR": "./voices",
-        "USE_MULTILINGUAL_MODEL": True, "CORS_ORIGINS": "*",
+        "VLLM_MAX_BATCH_SIZE": 10,
+        "VLLM_MAX_MODEL_LEN": 1000,
+        "VLLM_COMPILE": False,
+        "VLLM_S3GEN_FP16": False,
+        "VLLM_DIFFUSION_STEPS": 10,
+        "CHATTERBOX_CFG_SCALE": 0.5,
+        "EXAGGERATION": 0.5,
+        "CFG_WEIGHT": 0.5,
+        "TEMPERATURE": 0.8,
+        "MAX_CHUNK_LENGTH": 280,
+        "MAX_TOTAL_LENGTH": 3000,
+        "VOICE_LIBRARY_DIR": "./voices",
+        "USE_MULTILINGUAL_MODEL": True,
+        "CORS_ORIGINS": "*",
     }
     for key, value in expected.items():
         assert view[key] == value, key
@@ -20,7 +29,8 @@ def test_environment_beats_dotenv_beats_overrides(tmp_path):
     dotenv = tmp_path / ".env"
     dotenv.write_text("MAX_CHUNK_LENGTH=200\nTEMPERATURE=0.3\n")
     s = load_settings(
-        {"MAX_CHUNK_LENGTH": "150"}, dotenv_path=dotenv,
+        {"MAX_CHUNK_LENGTH": "150"},
+        dotenv_path=dotenv,
         overrides={"MAX_CHUNK_LENGTH": 100, "TEMPERATURE": 0.9, "EXAGGERATION": 0.7},
     )
     assert s.chunking.max_chunk_length == 150

@@ -15,8 +15,14 @@ from chatterbox_serve.errors import (
 def test_client_error_keeps_message_and_param():
     p = error_payload(InvalidRequestError("speed too high", param="speed"))
     assert p.status_code == 400
-    assert p.body == {"error": {"message": "speed too high", "type": "invalid_request_error",
-                                "param": "speed", "code": "invalid_value"}}
+    assert p.body == {
+        "error": {
+            "message": "speed too high",
+            "type": "invalid_request_error",
+            "param": "speed",
+            "code": "invalid_value",
+        }
+    }
 
 
 def test_server_error_hides_internal_text_and_carries_request_id():
@@ -36,10 +42,15 @@ def test_overload_is_503_with_retry_after():
     assert p.status_code == 503 and p.headers == {"Retry-After": "2"}
 
 
-@pytest.mark.parametrize("err", [
-    InvalidRequestError("x", param="input"), VoiceNotFoundError("v", param="voice"),
-    PayloadTooLargeError("big"), EngineOverloadedError(retry_after_s=5),
-])
+@pytest.mark.parametrize(
+    "err",
+    [
+        InvalidRequestError("x", param="input"),
+        VoiceNotFoundError("v", param="voice"),
+        PayloadTooLargeError("big"),
+        EngineOverloadedError(retry_after_s=5),
+    ],
+)
 def test_errors_survive_pickling_across_handles(err):
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is type(err)

@@ -10,8 +10,14 @@ from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import EngineError, InvalidRequestError
 from chatterbox_serve.pipeline import DirectSubmitter, LocalBackend, SpeechJob, SpeechPipeline
 
-SETTINGS = load_settings({"MAX_CHUNK_LENGTH": "40", "CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH": "20",
-                          "CHATTERBOX_MAX_CHUNKS_PER_REQUEST": "6"}, dotenv_path=None)
+SETTINGS = load_settings(
+    {
+        "MAX_CHUNK_LENGTH": "40",
+        "CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH": "20",
+        "CHATTERBOX_MAX_CHUNKS_PER_REQUEST": "6",
+    },
+    dotenv_path=None,
+)
 FAST = SimulatedEngineConfig(base_s=0.0, per_item_s=0.0, per_char_s=0.0)
 TEXT = "First sentence is here. Second one follows it. Third closes the test."
 
@@ -31,14 +37,14 @@ class RecordingSubmitter(DirectSubmitter):
     def __call__(self, item):
         self.submitted.append(item)
         task = super().__call__(item)
-        task.add_done_callback(lambda t: setattr(self, "cancelled",
-                                                 self.cancelled + t.cancelled()))
+        task.add_done_callback(lambda t: setattr(self, "cancelled", self.cancelled + t.cancelled()))
         return task
 
 
 async def test_all_chunks_are_submitted_before_any_result_is_awaited():
-    sub = RecordingSubmitter(SimulatedEngine(SimulatedEngineConfig(base_s=0.05, per_item_s=0,
-                                                                   per_char_s=0)))
+    sub = RecordingSubmitter(
+        SimulatedEngine(SimulatedEngineConfig(base_s=0.05, per_item_s=0, per_char_s=0))
+    )
     stream = SpeechPipeline(SETTINGS, sub).stream(_job())
     await stream.__anext__()
     assert [s.chunk_index for s in sub.submitted] == [0, 1, 2]
@@ -50,9 +56,13 @@ async def test_render_length_matches_chunks_minus_crossfades():
     rendered = await backend.render(_job())
     audio, rate, _ = decode_audio(rendered.data)
     fade = int(24000 * SETTINGS.audio.crossfade_ms / 1000)
-    expected = sum(int(24000 / 15) * len(c) for c in
-                   ["First sentence is here.", "Second one follows it.",
-                    "Third closes the test."]) - 2 * fade
+    expected = (
+        sum(
+            int(24000 / 15) * len(c)
+            for c in ["First sentence is here.", "Second one follows it.", "Third closes the test."]
+        )
+        - 2 * fade
+    )
     assert abs(audio.shape[1] - expected) < 2000
     assert rendered.usage.input_tokens == len(TEXT) - 2
     assert rendered.timings.chunks == 3
@@ -118,7 +128,6 @@ async def test_stream_sends_the_first_second_on_its_own():
     settings = load_settings({"CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH": "60"}, dotenv_path=None)
     backend = LocalBackend(settings, SimulatedEngine(FAST))
     text = "This first sentence is long enough for several seconds of audio. " * 3
-    pieces = [p async for p in backend.stream(_job(text=text, fmt=AudioFormat.PCM,
-                                                   streaming=True))]
+    pieces = [p async for p in backend.stream(_job(text=text, fmt=AudioFormat.PCM, streaming=True))]
     assert len(pieces[0].data) == 24000 * 2  # one second of s16le, sent before the rest
     assert len(pieces) >= 3 and pieces[-1].final

@@ -34,20 +34,34 @@ def test_unknown_fields_are_accepted():
     assert SpeechRequest(input="x", future_field=1).input == "x"
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("speed", 0.1), ("speed", 5), ("exaggeration", 3), ("cfg_weight", 1.5),
-    ("temperature", 0), ("response_format", "ogg"), ("stream_format", "chunks"), ("seed", -1),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("speed", 0.1),
+        ("speed", 5),
+        ("exaggeration", 3),
+        ("cfg_weight", 1.5),
+        ("temperature", 0),
+        ("response_format", "ogg"),
+        ("stream_format", "chunks"),
+        ("seed", -1),
+    ],
+)
 def test_out_of_range_fields_fail_validation(field, value):
     with pytest.raises(ValidationError) as info:
         SpeechRequest(input="x", **{field: value})
     assert info.value.errors()[0]["loc"][0] == field
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"input": "   "}, "input"), ({"input": "x" * 51}, "input"),
-    ({"language": "xx"}, "language"), ({"instructions": "y" * 5000}, "instructions"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "   "}, "input"),
+        ({"input": "x" * 51}, "input"),
+        ({"language": "xx"}, "language"),
+        ({"instructions": "y" * 5000}, "instructions"),
+    ],
+)
 def test_settings_dependent_limits_raise_invalid_request(body, param):
     with pytest.raises(InvalidRequestError) as info:
         _job(**body)

@@ -32,6 +32,9 @@ def test_ci_runs_exactly_the_readme_test_command():
     _, test = _commands()
     ci = (ROOT / ".ci/run").read_text()
     steps = [s.strip() for s in test.split("&&")]
-    ci_lines = [line.strip() for line in ci.splitlines()
-                if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    ci_lines = [
+        line.strip()
+        for line in ci.splitlines()
+        if line.strip() and not line.startswith(("#", "set ", "cd "))
+    ]
     assert ci_lines == steps

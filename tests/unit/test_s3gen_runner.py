@@ -14,8 +14,10 @@ class _FakeS3Gen:
 
 
 def test_batched_runner_is_the_default_with_the_configured_policy():
-    settings = load_settings({"CHATTERBOX_S3GEN_BATCH_SIZE": "32",
-                              "CHATTERBOX_S3GEN_PRECISION": "bf16"}, dotenv_path=None)
+    settings = load_settings(
+        {"CHATTERBOX_S3GEN_BATCH_SIZE": "32", "CHATTERBOX_S3GEN_PRECISION": "bf16"},
+        dotenv_path=None,
+    )
     runner = runner_factory(settings)(_FakeS3Gen())
     assert isinstance(runner, BatchedS3GenRunner)
     assert runner.policy.max_batch_size == 32 and runner.policy.precision == "bf16"

@@ -30,9 +30,14 @@ async def test_output_is_deterministic_24khz_mono_float32_at_15_chars_per_second
 async def test_output_depends_on_the_voice_audio_bytes_seed_and_language():
     engine = SimulatedEngine(FAST)
     v1, v2 = VoicePrompt.from_bytes(b"voice one"), VoicePrompt.from_bytes(b"voice two")
-    outs = await engine.synthesize([
-        _req(voice=v1), _req(voice=v2), _req(voice=v1, seed=7), _req(voice=v1, language="fr"),
-    ])
+    outs = await engine.synthesize(
+        [
+            _req(voice=v1),
+            _req(voice=v2),
+            _req(voice=v1, seed=7),
+            _req(voice=v1, language="fr"),
+        ]
+    )
     audios = [o.audio for o in outs]
     for i in range(len(audios)):
         for j in range(i + 1, len(audios)):
@@ -48,8 +53,9 @@ async def test_envelope_is_syllable_like_with_pauses_at_punctuation():
 
 async def test_one_failing_item_fails_only_itself():
     engine = SimulatedEngine(FAST)
-    outs = await engine.synthesize([_req("fine"), _req("bad <<simulate-engine-failure>>"),
-                                    _req("fine too")])
+    outs = await engine.synthesize(
+        [_req("fine"), _req("bad <<simulate-engine-failure>>"), _req("fine too")]
+    )
     assert isinstance(outs[0], SynthesisResult) and isinstance(outs[2], SynthesisResult)
     assert isinstance(outs[1], EngineError)
 

@@ -335,7 +335,6 @@ async def test_a_failed_start_releases_the_model(tmp_path: Path) -> None:
     assert tts.shut_down
 
 
-
 async def test_engine_uses_the_batched_s3gen_runner_by_default(tmp_path: Path) -> None:
     engine, _ = _engine(tmp_path, runner=None)
     await engine.start()
