@@ -52,6 +52,7 @@ class SpeechJob:
     speed: float = 1.0
     streaming: bool = False
     warnings: tuple[str, ...] = ()
+    instructions_ignored: bool = False
 
 
 @dataclass(frozen=True)

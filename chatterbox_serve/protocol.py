@@ -123,6 +123,7 @@ class SpeechRequest(OpenAIBaseModel):
             speed=self.speed,
             streaming=streaming,
             warnings=tuple(warnings),
+            instructions_ignored=bool(self.instructions),
         )
 
     def _language(self, settings: Settings, voice: ResolvedVoice) -> str:

@@ -199,7 +199,7 @@ def build_api(
 
 
 def _job_headers(job: SpeechJob) -> dict[str, str]:
-    headers = {"X-Instructions-Applied": "false"} if job.warnings else {}
+    headers = {"X-Instructions-Applied": "false"} if job.instructions_ignored else {}
     if job.warnings:
         headers["X-Chatterbox-Warning"] = "; ".join(job.warnings)
     return headers

@@ -61,6 +61,9 @@ async def test_instructions_and_cfg_weight_warn_in_headers(client):
     assert r.status_code == 200
     assert r.headers["x-instructions-applied"] == "false"
     assert "cfg_weight" in r.headers["x-chatterbox-warning"]
+    r = await client.post("/v1/audio/speech", json={"input": "hi", "cfg_weight": 0.9})
+    assert "x-instructions-applied" not in r.headers
+    assert "cfg_weight" in r.headers["x-chatterbox-warning"]
 
 
 async def test_models_health_ping_languages_config(client):
