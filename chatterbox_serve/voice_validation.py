@@ -20,6 +20,10 @@ from chatterbox_serve.errors import InvalidRequestError, PayloadTooLargeError
 from chatterbox_serve.safe_decode import DecodeLimits, decode_untrusted
 
 MAX_NAME_LENGTH = 100
+# Names the HTTP API already uses as fixed paths under /voices, and the name that means
+# the model's built-in voice in speech requests: a voice stored under one of them could
+# never be fetched, renamed or deleted by name, so they are refused up front.
+RESERVED_NAMES = frozenset({"default", "all-names"})
 MIN_DURATION_S = 1.0
 MAX_DURATION_S = 60.0
 # Audio whose RMS is below -60 dBFS is treated as silence.
@@ -65,6 +69,13 @@ def validate_name(name: str, param: str = "voice_name") -> str:
             f"'{param}' must be 1 to {MAX_NAME_LENGTH} characters; got {len(name)}.",
             param=param,
             code="invalid_name",
+        )
+    if name in RESERVED_NAMES:
+        raise InvalidRequestError(
+            f"'{param}' may not be {name!r}: that name is reserved by the API "
+            f"(reserved: {', '.join(sorted(RESERVED_NAMES))}).",
+            param=param,
+            code="reserved_name",
         )
     if name.strip() != name or name in (".", ".."):
         raise InvalidRequestError(

@@ -68,6 +68,8 @@ async def test_static_paths_are_not_shadowed_by_names(client):
         ("a\\b", lambda: sample(0), 400, "invalid_name"),
         ("a\x00b", lambda: sample(0), 400, "invalid_name"),
         ("x" * 101, lambda: sample(0), 400, "invalid_name"),
+        ("default", lambda: sample(0), 400, "reserved_name"),
+        ("all-names", lambda: sample(0), 400, "reserved_name"),
     ],
 )
 async def test_bad_uploads_get_the_envelope_and_store_nothing(client, name, data, status, code):
@@ -107,6 +109,23 @@ async def test_crud_aliases_and_default(client):
     assert (await client.delete("/voices/renamed")).status_code == 200
     assert_error(await client.delete("/voices/renamed"), 404)
     assert_error(await client.put("/voices/renamed", data={"new_name": "x"}), 404)
+
+
+async def test_reserved_names_cannot_be_taken_by_rename_or_alias(client):
+    await upload(client, "keeper", sample(0))
+    for name in ("default", "all-names"):
+        r = await client.put("/voices/keeper", data={"new_name": name})
+        assert_error(r, 400, "reserved_name")
+        r = await client.post("/voices/keeper/aliases", data={"alias": name})
+        assert_error(r, 400, "reserved_name")
+        r = await client.post(
+            "/v1/audio/voices",
+            data={"name": name},
+            files={"audio_sample": ("a.mp3", sample(1), "audio/mpeg")},
+        )
+        assert_error(r, 400, "reserved_name")
+    assert (await client.get("/voices/all-names")).json()["names"] == ["keeper"]
+    assert (await client.get("/voices/keeper")).json()["aliases"] == []
 
 
 async def test_openai_voice_shapes(client):

@@ -87,6 +87,15 @@ def test_rejects_names(name):
     assert info.value.code == "invalid_name"
 
 
+@pytest.mark.parametrize("name", ["default", "all-names"])
+@pytest.mark.parametrize("param", ["voice_name", "new_name", "alias"])
+def test_rejects_names_the_api_uses_as_paths(name, param):
+    with pytest.raises(InvalidRequestError) as info:
+        validate_name(name, param)
+    assert (info.value.param, info.value.code) == (param, "reserved_name")
+    assert name in info.value.message
+
+
 class _CountingReader(io.BytesIO):
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
