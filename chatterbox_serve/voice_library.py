@@ -411,6 +411,34 @@ class VoiceLibrary:
         """Go back to the model's built-in voice."""
         self.store.delete("default.json")
 
+    # -- housekeeping ------------------------------------------------------------
+
+    def sweep_orphans(self, min_age_s: float = 3600.0) -> list[str]:
+        """Remove what crashes left behind; return the ids of the voices removed.
+
+        An upload killed between writing its folder and claiming its name, or a delete
+        killed part way, leaves a voice that no name points at: invisible, but taking
+        space. Such voices older than `min_age_s` go, with any aliases still pointing at
+        them. Younger ones may be uploads another replica is finishing right now, so
+        they stay. A folder without its record is left: it cannot be dated.
+        """
+        claims = self._claims()
+        named = {c.voice_id for c in claims if c.kind == "name"}
+        stored = {key.split("/")[1] for key in self.store.list("voices/")}
+        cutoff = time.time() - min_age_s
+        removed = []
+        for voice_id in sorted(stored - named):
+            record = self._record(voice_id)
+            if record is None or record.created_at > cutoff:
+                continue
+            for c in claims:
+                if c.voice_id == voice_id:
+                    self.store.take(_claim_key(c.key), c.raw)
+            self._remove_folder(record)
+            removed.append(voice_id)
+        self.store.remove_stale_temporaries(min_age_s)
+        return removed
+
     # -- helpers ---------------------------------------------------------------
 
     def _language(self, language: str | None) -> str:

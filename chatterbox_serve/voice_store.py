@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -69,6 +70,13 @@ class VoiceStore(abc.ABC):
     @abc.abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Every key under `prefix` (a folder, ending in '/')."""
+
+    def remove_stale_temporaries(self, min_age_s: float) -> int:
+        """Remove half-written files a crashed writer left, if older than `min_age_s`.
+
+        Returns how many were removed. Stores whose writes are atomic leave none.
+        """
+        return 0
 
 
 def _check_key(key: str) -> str:
@@ -138,6 +146,20 @@ class LocalVoiceStore(VoiceStore):
                 if not name.startswith(_TMP_PREFIX):
                     keys.append(str((Path(dirpath) / name).relative_to(self.root)))
         return sorted(keys)
+
+    def remove_stale_temporaries(self, min_age_s: float) -> int:
+        cutoff = time.time() - min_age_s
+        removed = 0
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                path = Path(dirpath) / name
+                if not name.startswith(_TMP_PREFIX):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +52,21 @@ from deployments.metrics import IngressMetrics
 from deployments.voice_routes import build_voice_router
 
 logger = logging.getLogger("ray.serve")
+
+# Crash debris younger than this may be an upload another replica is finishing.
+VOICE_DEBRIS_MIN_AGE_S = 3600.0
+
+
+def sweep_voice_debris(library: VoiceLibrary, min_age_s: float = VOICE_DEBRIS_MIN_AGE_S) -> None:
+    """Remove voices crashes left unreachable; log, never raise: serving comes first."""
+    try:
+        removed = library.sweep_orphans(min_age_s)
+    except Exception:
+        logger.exception("Voice library sweep failed; the next replica start retries it.")
+        return
+    if removed:
+        logger.info("Voice library sweep removed %d unreachable voices: %s", len(removed), removed)
+
 
 SPEECH_PATHS = ("/v1/audio/speech", "/audio/speech", "/tts")
 STREAM_PATHS = ("/v1/audio/speech/stream", "/audio/speech/stream", "/tts/stream")
@@ -326,6 +342,9 @@ class SpeechIngress:
         self._settings = settings
         self._engine_name = engine_name
         self._voices = build_voice_library(settings)
+        threading.Thread(
+            target=sweep_voice_debris, args=(self._voices,), name="voice-sweep", daemon=True
+        ).start()
         self._load = ReplicaLoad()
         self._reporter = StatusReporter(self._load)
 

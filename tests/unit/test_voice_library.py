@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -203,6 +206,63 @@ def test_an_upload_killed_before_commit_is_invisible(tmp_path):
     assert after_restart.list_voices() == [] and after_restart.find("half") is None
     after_restart.add_voice("half", sample(1))
     assert after_restart.find("half").prompt.audio == sample(1)
+
+
+class _DeleteKilledAfterTheName(LocalVoiceStore):
+    """A delete that dies after taking the name, before the aliases and the folder."""
+
+    def take(self, key: str, expected: bytes) -> bool:
+        taken = super().take(key, expected)
+        if json.loads(expected)["kind"] == "name":
+            raise KeyboardInterrupt("killed")
+        return taken
+
+
+def _leave_crash_debris(root) -> set[str]:
+    """Two invisible voices, as a killed upload and a killed delete leave them."""
+    with pytest.raises(KeyboardInterrupt):
+        VoiceLibrary(_CrashingStore(root)).add_voice("half", sample(0))
+    VoiceLibrary(LocalVoiceStore(root)).add_voice("doomed", sample(2))
+    VoiceLibrary(LocalVoiceStore(root)).add_alias("doomed", "doomed-alias")
+    with pytest.raises(KeyboardInterrupt):
+        VoiceLibrary(_DeleteKilledAfterTheName(root)).delete("doomed")
+    return {k.split("/")[1] for k in LocalVoiceStore(root).list("voices/")}
+
+
+def test_sweep_removes_crash_debris_and_keeps_every_live_voice(tmp_path):
+    debris = _leave_crash_debris(tmp_path / "v")
+    library = VoiceLibrary(LocalVoiceStore(tmp_path / "v"))
+    kept = library.add_voice("kept", sample(1), language="es")
+    library.add_alias("kept", "kept-alias")
+    library.set_default("kept-alias")
+    assert len(debris) == 2 and library.all_names() == ["kept", "kept-alias"]
+
+    assert sorted(library.sweep_orphans(min_age_s=0)) == sorted(debris)
+    _assert_consistent(library)
+    assert {k.split("/")[1] for k in library.store.list("voices/")} == {kept.record.id}
+    assert len(library.store.list("names/")) == 2  # kept + kept-alias; debris claims gone
+    assert library.find("kept-alias").prompt.audio == sample(1)
+    assert library.default().name == "kept"
+    library.add_alias("kept", "doomed-alias")  # the debris alias no longer blocks the name
+
+
+def test_sweep_leaves_young_voices_that_may_be_uploads_in_progress(tmp_path):
+    debris = _leave_crash_debris(tmp_path / "v")
+    library = VoiceLibrary(LocalVoiceStore(tmp_path / "v"))
+    assert library.sweep_orphans(min_age_s=3600) == []
+    assert {k.split("/")[1] for k in library.store.list("voices/")} == debris
+
+
+def test_sweep_removes_only_stale_half_written_files(tmp_path):
+    store = LocalVoiceStore(tmp_path / "v")
+    folder = tmp_path / "v" / "voices" / "voice_abc"
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".tmp-stale", folder / ".tmp-fresh"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert store.remove_stale_temporaries(3600) == 1
+    assert not stale.exists() and fresh.exists()
 
 
 def _race(fn, args) -> list[object]:
