@@ -52,6 +52,9 @@ def install_error_handlers(app: FastAPI) -> None:
         param = _validation_param(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
             message, param = "Request body is not valid JSON.", None
+        elif first.get("type") == "model_attributes_type" and param is None:
+            # A form post or a JSON array: pydantic's wording does not tell the caller.
+            message = "Request body must be a JSON object sent as Content-Type: application/json."
         elif first.get("type") == "missing":
             message = f"Missing required parameter '{param}'."
         else:

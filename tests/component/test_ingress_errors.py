@@ -49,6 +49,18 @@ async def test_malformed_json_is_400(client):
     assert_envelope(r, 400)
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [(b"input=hello", "application/x-www-form-urlencoded"), (b'["hello"]', "application/json")],
+)
+async def test_a_body_that_is_not_a_json_object_says_so(client, content, content_type):
+    r = await client.post(
+        "/v1/audio/speech", content=content, headers={"content-type": content_type}
+    )
+    err = assert_envelope(r, 400)
+    assert "JSON object" in err["message"] and "application/json" in err["message"]
+
+
 async def test_unknown_voice_is_404(client):
     r = await client.post("/v1/audio/speech", json={"input": "hi", "voice": "nobody"})
     assert assert_envelope(r, 404, "voice")["code"] == "voice_not_found"
