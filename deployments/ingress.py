@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.errors import EngineOverloadedError
-from chatterbox_serve.languages import languages_for
+from chatterbox_serve.text.languages import languages_for
 from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
 from chatterbox_serve.protocol import (
     ERROR_RESPONSES,
@@ -32,8 +32,8 @@ from chatterbox_serve.protocol import (
     SpeechRequest,
     sse_event,
 )
-from chatterbox_serve.voice_library import VoiceLibrary, build_voice_library
-from chatterbox_serve.voices import EmptyVoiceLibrary, ResolvedVoice, VoiceLookup, resolve_voice
+from chatterbox_serve.voices.library import VoiceLibrary, build_voice_library
+from chatterbox_serve.voices.resolve import EmptyVoiceLibrary, ResolvedVoice, VoiceLookup, resolve_voice
 from deployments.auth import install_auth
 from deployments.cluster_status import (
     ClusterStatus,
@@ -49,7 +49,7 @@ from deployments.http import (
     request_id_of,
 )
 from deployments.metrics import IngressMetrics
-from deployments.voice_routes import build_voice_router
+from deployments.routes.voices import build_voice_router
 
 logger = logging.getLogger("ray.serve")
 

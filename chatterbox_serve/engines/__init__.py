@@ -48,6 +48,6 @@ def build_engine(settings: Settings) -> TTSEngine:
         from chatterbox_serve.engines.simulated import SimulatedEngine
 
         return SimulatedEngine(settings.simulated)
-    module = importlib.import_module("chatterbox_serve.engines.vllm_engine")
+    module = importlib.import_module("chatterbox_serve.engines.vllm.engine")
     engine: TTSEngine = module.VLLMEngine(settings)
     return engine

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
+from tests.local_backend import LocalBackend
 from deployments.cluster_status import LoadTrackingMiddleware, ReplicaLoad, host_memory
 from deployments.ingress import build_api
 

@@ -15,7 +15,7 @@ import tracemalloc
 import httpx
 
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
+from tests.local_backend import LocalBackend
 from deployments.ingress import build_api
 from tests.component.conftest import make_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deployments.bench.__main__ import main
+from tools.bench.__main__ import main
 from tests.conftest import SHARED
 
 LEVEL_FIELDS = {

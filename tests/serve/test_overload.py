@@ -19,7 +19,7 @@ import pytest
 from ray import serve
 
 from deployments.builder import build_app
-from deployments.replicas import list_replicas
+from tools.replicas import list_replicas
 from tests.conftest import probe
 from tests.serve.conftest import ServeApp, start_app
 from tests.serve.proxy_env import proxy_envelopes

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
+from tests.local_backend import LocalBackend
 from deployments.ingress import build_api
 
 _SETTINGS = load_settings(

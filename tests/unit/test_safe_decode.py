@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from chatterbox_serve.errors import PayloadTooLargeError
-from chatterbox_serve.safe_decode import AudioDecodeError, DecodeLimits, decode_untrusted
+from chatterbox_serve.audio.decoding import AudioDecodeError, DecodeLimits, decode_untrusted
 
 MIB = 1_048_576
 

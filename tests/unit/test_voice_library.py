@@ -18,9 +18,9 @@ from chatterbox_serve.errors import (
     PayloadTooLargeError,
     VoiceNotFoundError,
 )
-from chatterbox_serve.voice_library import VoiceLibrary
-from chatterbox_serve.voice_store import LocalVoiceStore
-from chatterbox_serve.voices import resolve_voice
+from chatterbox_serve.voices.library import VoiceLibrary
+from chatterbox_serve.voices.store import LocalVoiceStore
+from chatterbox_serve.voices.resolve import resolve_voice
 from tests.moto_s3 import moto_s3_server, new_bucket_store, open_store
 from tests.voice_audio import NOT_AUDIO, corrupt, encode, sample, truncated
 

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from chatterbox_serve.errors import InvalidRequestError, PayloadTooLargeError
-from chatterbox_serve.voice_validation import inspect_audio, read_bounded, validate_name
+from chatterbox_serve.voices.validation import inspect_audio, read_bounded, validate_name
 from tests.voice_audio import NOT_AUDIO, corrupt, encode, sample, truncated
 
 

@@ -2,7 +2,7 @@
 
 T3 on vLLM batches natively; S3Gen (flow matching, then the HiFi-GAN vocoder) does
 not. This module fixes the small interface the engine calls, so the stage can be
-swapped (one item at a time here, a padded batch in `s3gen_batch.py`) without the
+swapped (one item at a time here, a padded batch in `batch.py`) without the
 engine knowing which runs.
 """
 
@@ -61,7 +61,7 @@ def runner_factory(settings: Settings) -> RunnerFactory:
     e = settings.engine
     if not e.s3gen_batched:
         return SequentialS3GenRunner
-    from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner, S3GenBatchPolicy
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner, S3GenBatchPolicy
 
     if e.s3gen_fp16:
         logger.warning(

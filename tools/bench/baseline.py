@@ -2,7 +2,7 @@
 
 This is how the single-process Chatterbox API servers serve: a global lock around the
 model, each chunk generated with batch size one. We drive the library's own
-`LocalBackend` (the same chunking, stitching and encoding code as the served app) over a
+`SpeechPipeline` (the same chunking, stitching and encoding code as the served app) over a
 `SimulatedEngine` with the same cost model, sequentially. `DirectSubmitter` sends each
 chunk as its own engine call, and the engine serialises calls as one GPU would, so the
 chunks run one after another at batch size one. Encoding of chunk k overlaps the engine
@@ -18,9 +18,9 @@ from typing import Any
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
+from chatterbox_serve.pipeline import DirectSubmitter, SpeechPipeline
 from chatterbox_serve.protocol import SpeechRequest
-from chatterbox_serve.voices import EmptyVoiceLibrary, resolve_voice
+from chatterbox_serve.voices.resolve import EmptyVoiceLibrary, resolve_voice
 
 
 async def run_sequential(
@@ -29,7 +29,7 @@ async def run_sequential(
     """Serve `texts` strictly one after another; wall time, audio made, and per-request latency."""
     engine = SimulatedEngine(settings.simulated)
     await engine.start()
-    backend = LocalBackend(settings, engine)
+    pipeline = SpeechPipeline(settings, DirectSubmitter(engine))
     voice = resolve_voice(None, EmptyVoiceLibrary())
     latencies: list[float] = []
     audio_s = 0.0
@@ -38,7 +38,7 @@ async def run_sequential(
         request = SpeechRequest.model_validate({"input": text, "response_format": fmt})
         job = request.to_job(settings, voice, f"baseline-{i}", streaming=False)
         t0 = time.monotonic()
-        rendered = await backend.render(job)
+        rendered = await pipeline.render(job)
         latencies.append(time.monotonic() - t0)
         audio_s += rendered.audio_s
         on_done()

@@ -12,17 +12,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from chatterbox_serve.chunking import split_text
+from chatterbox_serve.text.chunking import split_text
 from chatterbox_serve.config import Settings, load_settings
-from deployments.bench.app import ModelStats, serve_app
-from deployments.bench.baseline import run_sequential
-from deployments.bench.capacity import engine_time_alone, measure_capacity
-from deployments.bench.encoding import measure_encoding
-from deployments.bench.loadgen import closed_loop, make_client, send_file, send_stream
-from deployments.bench.options import BenchOptions
-from deployments.bench.summary import latency_summary, level_summary
-from deployments.bench.targets import evaluate_targets
-from deployments.bench.workload import Workload, build_workloads
+from tools.bench.app import ModelStats, serve_app
+from tools.bench.baseline import run_sequential
+from tools.bench.capacity import engine_time_alone, measure_capacity
+from tools.bench.encoding import measure_encoding
+from tools.bench.loadgen import closed_loop, make_client, send_file, send_stream
+from tools.bench.options import BenchOptions
+from tools.bench.summary import latency_summary, level_summary
+from tools.bench.targets import evaluate_targets
+from tools.bench.workload import Workload, build_workloads
 
 STREAM_FORMATS = ("audio", "sse")
 

@@ -3,8 +3,8 @@
 chatterbox-vllm runs S3Gen once per utterance, and S3Gen (not T3) is where the time goes
 (its author measured 13.3 s in T3 against 60.8 s in S3Gen for 40 minutes of audio on an
 RTX 3090; issue 8). `BatchedS3GenRunner` sorts the items by length, cuts them into
-batches (`S3GenBatchPolicy`), and runs each batch through `s3gen_flow.flow_mels` and
-`s3gen_vocoder.vocode`, which reuse chatterbox-vllm's own modules and weights with
+batches (`S3GenBatchPolicy`), and runs each batch through `flow.flow_mels` and
+`vocoder.vocode`, which reuse chatterbox-vllm's own modules and weights with
 padding masks. Each item's waveform equals what the one-at-a-time path gives for it, up
 to float rounding (tests/unit/test_s3gen_batch.py; docs/S3GEN.md).
 
@@ -38,7 +38,7 @@ class S3GenBatchPolicy:
             item over its own frames, jagged), "flex" (compiled flex_attention with a
             key-length block mask), "bias" (chatterbox-vllm's own float bias over the
             padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
-            measured). See `s3gen_attention`.
+            measured). See `attention`.
     """
 
     max_batch_size: int = 64
@@ -121,8 +121,8 @@ class BatchedS3GenRunner:
         n_timesteps: int,
         seeds: list[int] | None,
     ) -> list[Any]:
-        from chatterbox_serve.engines.s3gen_flow import flow_mels
-        from chatterbox_serve.engines.s3gen_vocoder import vocode
+        from chatterbox_serve.model.s3gen.flow import flow_mels
+        from chatterbox_serve.model.s3gen.vocoder import vocode
 
         mels = flow_mels(
             self.s3gen.flow,

@@ -44,15 +44,15 @@ from chatterbox_serve.errors import (
     PayloadTooLargeError,
     VoiceNotFoundError,
 )
-from chatterbox_serve.languages import (
+from chatterbox_serve.text.languages import (
     DEFAULT_LANGUAGE,
     SUPPORTED_LANGUAGES,
     languages_for,
     normalize_language,
 )
-from chatterbox_serve.voice_store import VoiceStore, build_voice_store
-from chatterbox_serve.voice_validation import inspect_audio, validate_name
-from chatterbox_serve.voices import ResolvedVoice
+from chatterbox_serve.voices.store import VoiceStore, build_voice_store
+from chatterbox_serve.voices.validation import inspect_audio, validate_name
+from chatterbox_serve.voices.resolve import ResolvedVoice
 
 logger = logging.getLogger(__name__)
 

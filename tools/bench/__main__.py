@@ -1,4 +1,4 @@
-"""`python -m deployments.bench [--quick] [--out DIR] [--long-text PATH]`."""
+"""`python -m tools.bench [--quick] [--out DIR] [--long-text PATH]`."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deployments.bench.options import DEFAULT_LONG_TEXT, BenchOptions
-from deployments.bench.report import format_table, write_json, write_plot
-from deployments.bench.runner import run_benchmark
+from tools.bench.options import DEFAULT_LONG_TEXT, BenchOptions
+from tools.bench.report import format_table, write_json, write_plot
+from tools.bench.runner import run_benchmark
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[BenchOptions, Path | None]:
     parser = argparse.ArgumentParser(
-        prog="python -m deployments.bench",
+        prog="python -m tools.bench",
         description="Benchmark the served app (simulated engine) against the engine alone "
         "and against one-request-at-a-time serving.",
     )

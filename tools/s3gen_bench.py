@@ -40,8 +40,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch, s3gen = _load_s3gen(args.device)
-    from chatterbox_serve.engines.s3gen_attention import resolve_attention
-    from chatterbox_serve.engines.s3gen_batch import (
+    from chatterbox_serve.model.s3gen.attention import resolve_attention
+    from chatterbox_serve.model.s3gen.batch import (
         BatchedS3GenRunner,
         S3GenBatchPolicy,
         run_sequential,
@@ -171,8 +171,8 @@ def _workload(
 
 def _quality(torch: Any, s3gen: Any, work: list[Any], precisions: list[str]) -> list[Any]:
     """Relative L2 error of mels and waveforms against the fp32 batched path, 10 steps."""
-    from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner, S3GenBatchPolicy
-    from chatterbox_serve.engines.s3gen_flow import flow_mels
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner, S3GenBatchPolicy
+    from chatterbox_serve.model.s3gen.flow import flow_mels
 
     tokens, refs = zip(*work, strict=True)
     seeds = list(range(len(work)))
@@ -193,7 +193,7 @@ def _quality(torch: Any, s3gen: Any, work: list[Any], precisions: list[str]) -> 
 
 
 def _equality(torch: Any, s3gen: Any, work: list[Any]) -> dict[str, Any]:
-    from chatterbox_serve.engines.s3gen_batch import (
+    from chatterbox_serve.model.s3gen.batch import (
         BatchedS3GenRunner,
         S3GenBatchPolicy,
         run_sequential,

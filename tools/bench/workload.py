@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatterbox_serve.chunking import split_text
+from chatterbox_serve.text.chunking import split_text
 from chatterbox_serve.config import Settings
-from deployments.bench.options import SHORT_TEXT
+from tools.bench.options import SHORT_TEXT
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ The sine source draws random numbers. With `seeds`, item i draws them exactly as
 `torch.manual_seed(seeds[i])` followed by `HiFTGenerator.inference` would, which is what
 the equality test relies on; without, the batch draws from the global generators.
 
-Imported lazily by `s3gen_batch`: this module needs torch and chatterbox-vllm.
+Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chatterbox_serve.errors import EngineError, InvalidRequestError
-from chatterbox_serve.languages import languages_for, normalize_language
+from chatterbox_serve.text.languages import languages_for, normalize_language
 
 logger = logging.getLogger(__name__)
 

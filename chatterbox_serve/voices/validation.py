@@ -1,7 +1,7 @@
 """Checks on what users upload as voices: names, sizes and the audio itself.
 
 Audio is judged by decoding it, never by its extension or declared type. Decoding is
-bounded: the caller reads at most `limit + 1` bytes, and `safe_decode` caps duration,
+bounded: the caller reads at most `limit + 1` bytes, and `audio.decoding` caps duration,
 sample rate, channels and decode time, so a file that claims or decodes to hours of
 audio costs no more than one that decodes to a minute.
 """
@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from chatterbox_serve.errors import InvalidRequestError, PayloadTooLargeError
-from chatterbox_serve.safe_decode import DecodeLimits, decode_untrusted
+from chatterbox_serve.audio.decoding import DecodeLimits, decode_untrusted
 
 MAX_NAME_LENGTH = 100
 # Names the HTTP API already uses as fixed paths under /voices, and the name that means
@@ -129,7 +129,7 @@ def inspect_audio(data: bytes, param: str = "voice_file") -> AudioFacts:
 
     Rejects non-audio, corrupt and truncated files, audio shorter than 1 s or
     longer than 60 s, and audio that is silent throughout. Decoding goes through
-    `safe_decode.decode_untrusted`, which also refuses unknown containers, absurd
+    `audio.decoding.decode_untrusted`, which also refuses unknown containers, absurd
     sample rates, channel counts and declared lengths, and decodes that run too long.
     """
     import av

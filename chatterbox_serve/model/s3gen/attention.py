@@ -18,7 +18,7 @@ in float32 and bfloat16), up to rounding. Padded query frames get zeros ("packed
 attention over the valid keys ("flex"); nothing downstream reads them, since every
 later layer of the estimator is masked or causal.
 
-Imported lazily by `s3gen_flow`: this module needs torch and diffusers.
+Imported lazily by `flow`: this module needs torch and diffusers.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Soak test: thousands of mixed requests, then each replica's memory growth and the errors.
 
-    python -m deployments.soak                      # local cluster, simulated engine
-    python -m deployments.soak --requests 5000 --concurrency 32 --json soak.json
-    python -m deployments.soak --url http://127.0.0.1:8000 --address auto   # a running app
+    python -m tools.soak                      # local cluster, simulated engine
+    python -m tools.soak --requests 5000 --concurrency 32 --json soak.json
+    python -m tools.soak --url http://127.0.0.1:8000 --address auto   # a running app
 
 Requests mix every response format, whole files, raw streams and SSE, several voices,
 speeds and text lengths. A small share is deliberately bad (an engine-failure marker,
@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from chatterbox_serve.audio import AudioFormat
-from deployments.replicas import list_replicas, rss_bytes
+from tools.replicas import list_replicas, rss_bytes
 
 logger = logging.getLogger("chatterbox_serve.soak")
 

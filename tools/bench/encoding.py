@@ -8,7 +8,7 @@ from typing import Any
 from chatterbox_serve.audio import AudioFormat, encode_audio
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.engines.simulated import SAMPLE_RATE, render_tone_speech
-from deployments.bench.options import SHORT_TEXT
+from tools.bench.options import SHORT_TEXT
 
 
 def measure_encoding(audio_s: float, repeats: int, mp3_bitrate_kbps: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from deployments.bench.loadgen import Sample
+from tools.bench.loadgen import Sample
 
 STAGES = ("chunk", "queue", "engine", "encode", "total")
 

@@ -13,7 +13,7 @@ right-padded batch, so each item sees exactly the inputs it would see alone:
   estimator is causal or pointwise, so padding never leaks into real frames;
 - the solver's noise is `decoder.rand_noise[:, :, :T]` per item, as in the original.
 
-Imported lazily by `s3gen_batch`: this module needs torch and chatterbox-vllm.
+Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from chatterbox_vllm.models.s3gen.utils.mask import add_optional_chunk_mask, make_pad_mask
 
-from chatterbox_serve.engines.s3gen_attention import (
+from chatterbox_serve.model.s3gen.attention import (
     AttentionBackend,
     packed_attention,
     resolve_attention,
@@ -146,7 +146,7 @@ def solve_euler(
     Classifier-free guidance doubles the batch: rows [0, B) are conditioned, rows
     [B, 2B) see zero `mu`, `spks` and `cond`. The state `x` stays float32 whatever the
     estimator's precision. `attention` other than "bias" needs `lengths` (B,), each
-    item's valid frames (`s3gen_attention`).
+    item's valid frames (`attention`).
     """
     t_span = torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype)
     if decoder.t_scheduler == "cosine":

@@ -22,9 +22,9 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from chatterbox_serve.engines.base import VoicePrompt
 from chatterbox_serve.protocol import ERROR_RESPONSES, SpeechRequest
-from chatterbox_serve.voice_library import VoiceLibrary
-from chatterbox_serve.voice_validation import inspect_audio, read_bounded
-from chatterbox_serve.voices import ResolvedVoice
+from chatterbox_serve.voices.library import VoiceLibrary
+from chatterbox_serve.voices.validation import inspect_audio, read_bounded
+from chatterbox_serve.voices.resolve import ResolvedVoice
 
 Speak = Callable[[SpeechRequest, Request, bool, ResolvedVoice | None], Awaitable[Response]]
 

@@ -14,7 +14,7 @@ engine died, CUDA failed, requests stranded inside it) marks the engine dead:
 `check_health` raises from then on, so Ray Serve replaces the replica.
 
 vLLM, torch and chatterbox-vllm's model code are imported only when `start` runs
-(`vllm_loading.load_model`), so this module imports on a machine without them.
+(`loading.load_model`), so this module imports on a machine without them.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from chatterbox_serve.engines.base import (
     SynthesisResult,
     TTSEngine,
 )
-from chatterbox_serve.engines.s3gen_runner import RunnerFactory, S3GenRunner, runner_factory
-from chatterbox_serve.engines.t3_tokenizer import T3TextTokenizer
-from chatterbox_serve.engines.vllm_conditionals import (
+from chatterbox_serve.model.s3gen.runner import RunnerFactory, S3GenRunner, runner_factory
+from chatterbox_serve.model.tokenizer import T3TextTokenizer
+from chatterbox_serve.engines.vllm.conditionals import (
     ConditionalsCache,
     cache_key,
     compute_conditionals,
 )
-from chatterbox_serve.engines.vllm_loading import LoadedModel, load_model, variant_for
+from chatterbox_serve.engines.vllm.loading import LoadedModel, load_model, variant_for
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The replica processes of a running application: names, pids and resident memory.
 
-For operators' scripts (`deployments.soak`) and fault-injection tests. It reads
+For operators' scripts (`tools.soak`) and fault-injection tests. It reads
 the actor table straight from the GCS, so it works without the dashboard, which
 Ray's state API (`ray.util.state`) needs.
 """

@@ -1,4 +1,4 @@
-"""Audio formats, chunk stitching, speed change and incremental encoding.
+"""Audio formats and incremental encoding.
 
 One `AudioFormat` enum holds everything about a response format (codec, container,
 MIME type), and one `StreamingEncoder` encodes both whole files and streams, so a
@@ -190,60 +190,8 @@ def encode_audio(
     return encoder.encode(audio) + encoder.finish()
 
 
-class Stitcher:
-    """Joins consecutive chunks with an equal-power crossfade, one chunk at a time.
-
-    `push` returns the audio that is final so far and keeps back the tail that the
-    next chunk will fade into, so streaming and whole-file output are identical.
-    """
-
-    def __init__(self, sample_rate: int = SAMPLE_RATE, crossfade_ms: float = 25.0) -> None:
-        self.fade = int(sample_rate * crossfade_ms / 1000.0)
-        self._tail = np.zeros(0, dtype=np.float32)
-
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        chunk = np.asarray(chunk, dtype=np.float32)
-        fade = min(self.fade, len(self._tail), len(chunk))
-        if fade > 0:
-            t = np.linspace(0.0, np.pi / 2, fade, dtype=np.float32)
-            mixed = self._tail[-fade:] * np.cos(t) + chunk[:fade] * np.sin(t)
-            head = np.concatenate([self._tail[:-fade], mixed, chunk[fade:]])
-        else:
-            head = np.concatenate([self._tail, chunk])
-        keep = min(self.fade, len(head))
-        self._tail = head[len(head) - keep :].copy()
-        return head[: len(head) - keep]
-
-    def flush(self) -> np.ndarray:
-        tail, self._tail = self._tail, np.zeros(0, dtype=np.float32)
-        return tail
-
-
-def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
-    """Play `speed` times faster with the pitch kept (phase-vocoder time stretch)."""
-    if abs(speed - 1.0) < 1e-6 or len(audio) == 0:
-        return np.asarray(audio, dtype=np.float32)
-    import librosa
-
-    stretched = librosa.effects.time_stretch(np.asarray(audio, dtype=np.float32), rate=speed)
-    return np.asarray(stretched, dtype=np.float32)
-
-
-def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
-    """Decode any container PyAV reads into float32 [channels, n], with rate and channels."""
-    import av
-
-    container: Any
-    with av.open(io.BytesIO(data), mode="r") as container:
-        stream = container.streams.audio[0]
-        frames = [f.to_ndarray() for f in container.decode(stream)]
-        rate = stream.codec_context.sample_rate
-        channels = stream.codec_context.channels
-    if not frames:
-        return np.zeros((channels, 0), dtype=np.float32), rate, channels
-    fmt = stream.codec_context.format
-    arrays = [a if not fmt.is_packed else a.reshape(-1, channels).T for a in frames]
-    samples = np.concatenate(arrays, axis=1).astype(np.float32)
-    if samples.dtype.kind == "i" or np.abs(samples).max() > 1.5:
-        samples = samples / 32768.0
-    return samples, rate, channels
+def fix_wav_sizes(data: bytes) -> bytes:
+    """Write the real sizes into a streamed WAV header once the whole file is known."""
+    body = len(data) - 44
+    riff, size = struct.pack("<I", 36 + body), struct.pack("<I", body)
+    return data[:4] + riff + data[8:40] + size + data[44:]

@@ -109,8 +109,8 @@ class _NoAttention:
 def _stages(
     torch: Any, s3gen: Any, work: list[Any], precision: str, attention: str, steps: int
 ) -> dict[str, Any]:
-    from chatterbox_serve.engines import s3gen_flow
-    from chatterbox_serve.engines.s3gen_vocoder import vocode
+    from chatterbox_serve.model.s3gen import flow as s3gen_flow
+    from chatterbox_serve.model.s3gen.vocoder import vocode
 
     tokens, refs = zip(*work, strict=True)
     est = s3gen.flow.decoder.estimator
@@ -175,7 +175,7 @@ def _event(torch: Any) -> Any:
 def _trace(torch: Any, s3gen: Any, work: list[Any], precision: str, attention: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from chatterbox_serve.engines import s3gen_flow
+    from chatterbox_serve.model.s3gen import flow as s3gen_flow
 
     tokens, refs = zip(*work, strict=True)
     with torch.inference_mode():
