@@ -21,6 +21,7 @@ from pathlib import Path
 
 from chatterbox_serve.config import ConfigError, Settings
 
+
 @dataclass(frozen=True)
 class ApiKeys:
     """The configured keys; empty means the API is open to anyone."""

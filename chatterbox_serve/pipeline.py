@@ -26,10 +26,10 @@ from chatterbox_serve.audio import (
     change_speed,
     fix_wav_sizes,
 )
-from chatterbox_serve.text.chunking import split_text
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, TTSEngine
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.text.chunking import split_text
 
 logger = logging.getLogger(__name__)
 

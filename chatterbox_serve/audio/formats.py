@@ -8,7 +8,6 @@ streamed response is byte-for-byte a valid file of its format.
 from __future__ import annotations
 
 import enum
-import io
 import struct
 from dataclasses import dataclass
 from typing import Any

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Literal
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import VoicePrompt
@@ -50,9 +50,9 @@ from chatterbox_serve.text.languages import (
     languages_for,
     normalize_language,
 )
+from chatterbox_serve.voices.resolve import ResolvedVoice
 from chatterbox_serve.voices.store import VoiceStore, build_voice_store
 from chatterbox_serve.voices.validation import inspect_audio, validate_name
-from chatterbox_serve.voices.resolve import ResolvedVoice
 
 logger = logging.getLogger(__name__)
 
@@ -92,21 +92,6 @@ class VoiceEntry:
     @property
     def filename(self) -> str:
         return self.name + "." + self.record.audio_key.rsplit(".", 1)[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        r = self.record
-        return {
-            "id": r.id,
-            "name": self.name,
-            "filename": self.filename,
-            "original_filename": r.original_filename,
-            "file_size": r.file_size,
-            "upload_date": r.upload_date,
-            "language": r.language,
-            "aliases": list(self.aliases),
-            "duration_s": r.duration_s,
-            "sha256": r.sha256,
-        }
 
 
 @dataclass(frozen=True)
@@ -307,8 +292,8 @@ class VoiceLibrary:
         *,
         language: str | None = None,
         original_filename: str = "",
-        name_param: str = "voice_name",
-        file_param: str = "voice_file",
+        name_param: str = "name",
+        file_param: str = "audio",
     ) -> VoiceEntry:
         """Validate and store an upload under a new name.
 

@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from chatterbox_serve.errors import InvalidRequestError, PayloadTooLargeError
 from chatterbox_serve.audio.decoding import DecodeLimits, decode_untrusted
+from chatterbox_serve.errors import InvalidRequestError, PayloadTooLargeError
 
 MAX_NAME_LENGTH = 100
 # Names the HTTP API already uses as fixed paths under /voices, and the name that means
@@ -57,7 +57,7 @@ class AudioFacts:
     media_type: str
 
 
-def validate_name(name: str, param: str = "voice_name") -> str:
+def validate_name(name: str, param: str = "name") -> str:
     """Return `name` if it can name a voice or alias; raise `InvalidRequestError` if not.
 
     Names are case-sensitive and stored under a hash of their bytes, so no name can
@@ -93,7 +93,7 @@ def validate_name(name: str, param: str = "voice_name") -> str:
     return name
 
 
-def read_bounded(stream: BinaryIO, limit: int, param: str = "voice_file") -> bytes:
+def read_bounded(stream: BinaryIO, limit: int, param: str = "audio") -> bytes:
     """Read a whole upload, but never more than `limit + 1` bytes of it.
 
     Raises:
@@ -124,7 +124,7 @@ def _as_unit_float(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float64)
 
 
-def inspect_audio(data: bytes, param: str = "voice_file") -> AudioFacts:
+def inspect_audio(data: bytes, param: str = "audio") -> AudioFacts:
     """Decode an upload and return its facts, or raise `InvalidRequestError` (400).
 
     Rejects non-audio, corrupt and truncated files, audio shorter than 1 s or

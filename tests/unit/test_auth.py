@@ -11,8 +11,9 @@ import pytest
 from chatterbox_serve.auth import ApiKeys, load_api_keys, parse_keys
 from chatterbox_serve.config import ConfigError, load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from tests.local_backend import LocalBackend
+from deployments.auth import bearer_token
 from deployments.ingress import build_api
+from tests.local_backend import LocalBackend
 
 KEYS = "sk-alpha,sk-beta"
 

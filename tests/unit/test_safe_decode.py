@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from chatterbox_serve.errors import PayloadTooLargeError
 from chatterbox_serve.audio.decoding import AudioDecodeError, DecodeLimits, decode_untrusted
+from chatterbox_serve.errors import PayloadTooLargeError
 
 MIB = 1_048_576
 

@@ -13,10 +13,10 @@ import soundfile as sf
 
 from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
-from chatterbox_serve.model.s3gen.runner import SequentialS3GenRunner
 from chatterbox_serve.engines.vllm.engine import VLLMEngine
 from chatterbox_serve.engines.vllm.loading import LoadedModel
 from chatterbox_serve.errors import EngineError, InvalidRequestError
+from chatterbox_serve.model.s3gen.runner import SequentialS3GenRunner
 from tests.conftest import SHARED
 from tests.unit.vllm_doubles import (
     COND_ROWS,

@@ -12,8 +12,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from chatterbox_serve.text.chunking import split_text
 from chatterbox_serve.config import Settings, load_settings
+from chatterbox_serve.text.chunking import split_text
 from tools.bench.app import ModelStats, serve_app
 from tools.bench.baseline import run_sequential
 from tools.bench.capacity import engine_time_alone, measure_capacity

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatterbox_serve.text.chunking import split_text
 from chatterbox_serve.config import Settings
+from chatterbox_serve.text.chunking import split_text
 from tools.bench.options import SHORT_TEXT
 
 

@@ -37,8 +37,6 @@ from chatterbox_serve.engines.base import (
     SynthesisResult,
     TTSEngine,
 )
-from chatterbox_serve.model.s3gen.runner import RunnerFactory, S3GenRunner, runner_factory
-from chatterbox_serve.model.tokenizer import T3TextTokenizer
 from chatterbox_serve.engines.vllm.conditionals import (
     ConditionalsCache,
     cache_key,
@@ -46,6 +44,8 @@ from chatterbox_serve.engines.vllm.conditionals import (
 )
 from chatterbox_serve.engines.vllm.loading import LoadedModel, load_model, variant_for
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.model.s3gen.runner import RunnerFactory, S3GenRunner, runner_factory
+from chatterbox_serve.model.tokenizer import T3TextTokenizer
 
 logger = logging.getLogger(__name__)
 
