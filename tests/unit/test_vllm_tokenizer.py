@@ -9,8 +9,8 @@ from types import ModuleType
 
 import pytest
 
-from chatterbox_serve.engines import t3_tokenizer
 from chatterbox_serve.errors import EngineError, InvalidRequestError
+from chatterbox_serve.model import tokenizer as t3_tokenizer
 from chatterbox_serve.model.tokenizer import (
     CangjieConverter,
     T3TextTokenizer,
