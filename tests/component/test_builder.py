@@ -141,3 +141,21 @@ def test_serve_config_builds_and_has_no_serve_level_deployment_options(monkeypat
     assert "deployments" not in application
     ingress, audio, model = _deployments(build_app({**application["args"], "dotenv_path": None}))
     assert [d.name for d in (ingress, audio, model)] == list(DEPLOYMENTS)
+
+
+def test_importing_the_builder_builds_nothing_and_serve_build_has_its_own_module():
+    import subprocess
+    import sys
+
+    import deployments.builder
+
+    assert not hasattr(deployments.builder, "app")  # no import-time app, no env read
+    code = (
+        "from ray.serve import Application; import deployments.app as m; "
+        "assert isinstance(m.app, Application)"
+    )
+    env = {"CHATTERBOX_ENGINE": "simulated", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

@@ -64,3 +64,11 @@ def test_importing_the_package_loads_no_heavy_dependency():
         "print(sorted(m for m in ('ray', 'fastapi', 'torch', 'vllm') if m in sys.modules))"
     )
     assert _run(code) == "[]"
+
+
+def test_the_library_root_stays_small():
+    # One folder per concern (issue 12): the root holds the cross-cutting modules only.
+    from pathlib import Path
+
+    root = Path(chatterbox_serve.__file__).parent
+    assert len(list(root.glob("*.py"))) <= 12
