@@ -45,7 +45,7 @@ class EngineConfig(_Section):
         10,
         ge=1,
         le=256,
-        description="vLLM max_num_seqs, and the default Serve batch size.",
+        description="The engine batch size (vLLM max_num_seqs); the Serve batch size follows it.",
         json_schema_extra=_env("VLLM_MAX_BATCH_SIZE"),
     )
     max_model_len: int = Field(
