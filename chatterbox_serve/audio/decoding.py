@@ -6,8 +6,13 @@ rate, channel count or length that would make a naive decoder allocate gigabytes
 `decode_untrusted` checks what the header declares before decoding anything, then
 counts every decoded sample and the wall time spent, and stops at the first cap it
 crosses, so memory stays below `DecodeLimits.max_decoded_bytes` whatever the file
-claims. Only the container formats in `ALLOWED_CONTAINERS` are opened, which keeps
-FFmpeg's rarer demuxers away from untrusted input.
+claims. FFmpeg is told which demuxers and decoders it may use *before* it probes
+the bytes (`format_whitelist`, `codec_whitelist`) and that it may open no protocol
+at all, so a file cannot make it run a network demuxer such as SDP/RTP, which binds
+sockets the uploader chooses, or a rarely used decoder. Samples are resampled to the
+requested rate and downmixed inside the decode loop, so memory follows the output
+(24 kHz mono for a voice), not the file's own rate and channel count, and at most
+`MAX_CONCURRENT_DECODES` decodes run at once in a process (one replica).
 
 Every rejection is a `ClientError` (400, or 413 for size), with `param` naming the
 upload field, because a bad file is the caller's to fix.
@@ -16,6 +21,8 @@ upload field, because a bad file is the caller's to fix.
 from __future__ import annotations
 
 import io
+import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +30,54 @@ from typing import Any
 import av
 import numpy as np
 
-from chatterbox_serve.errors import InvalidRequestError, PayloadTooLargeError
+from chatterbox_serve.errors import (
+    EngineOverloadedError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+)
 
 # FFmpeg demuxer names (as `container.format.name` reports them) we accept.
 ALLOWED_CONTAINERS = frozenset(
     {"wav", "mp3", "flac", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "aac", "aiff"}
 )
+# The same demuxers as FFmpeg's `format_whitelist` wants them: one short name each.
+_FORMAT_WHITELIST = "wav,mp3,flac,ogg,mov,matroska,aac,aiff"
+# Codecs people record voices in. PCM is limited to the plain integer, float and
+# G.711 layouts; disc and game variants (pcm_bluray, pcm_dvd, pcm_sga...) are not.
+_PCM = re.compile(r"pcm_(?:[su](?:8|16|24|32)(?:le|be)?|f(?:32|64)(?:le|be)|mulaw|alaw)")
+# Decoder names, as `codec_context.name` reports them (FFmpeg picks mp3float for MP3).
+ALLOWED_CODECS = frozenset(
+    {"mp3", "mp3float", "flac", "vorbis", "libvorbis", "opus", "libopus"}
+    | {"aac", "aac_fixed", "alac"}
+)
+# The same list for FFmpeg's `codec_whitelist`, which also binds the decoders
+# `avformat_find_stream_info` opens while probing.
+_CODEC_WHITELIST = ",".join(
+    sorted({c for c in av.codecs_available if _PCM.fullmatch(c)} | ALLOWED_CODECS)
+)
+_OPEN_OPTIONS = {
+    "format_whitelist": _FORMAT_WHITELIST,
+    "codec_whitelist": _CODEC_WHITELIST,
+    # Input comes from memory through PyAV's own I/O; no protocol is ever needed.
+    "protocol_whitelist": "",
+    # Probing reads at most this much; a legitimate audio header is far smaller.
+    "probesize": "1048576",
+}
+# Concurrent decodes per process. Decoding holds the GIL for long stretches and up
+# to ~12 MiB each; more than two at once on a replica only adds memory, not speed.
+MAX_CONCURRENT_DECODES = 2
+DECODE_QUEUE_WAIT_S = 5.0
+_decode_slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+
+
+def codec_allowed(name: str) -> bool:
+    """Whether decoder/codec `name` is one we accept in an upload."""
+    return name in ALLOWED_CODECS or _PCM.fullmatch(name) is not None
+
+
+def open_untrusted(data: bytes) -> Any:
+    """`av.open` for untrusted bytes: allowed demuxers and decoders only, no protocols."""
+    return av.open(io.BytesIO(data), mode="r", options=dict(_OPEN_OPTIONS))
 
 
 @dataclass(frozen=True)
@@ -56,6 +105,8 @@ class DecodedAudio:
     source_rate: int
     source_channels: int
     container: str
+    codec: str = ""
+    declared_s: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -91,13 +142,19 @@ def decode_untrusted(
         )
     if not data:
         raise AudioDecodeError("Audio file is empty.", param=param)
-    deadline = time.monotonic() + limits.time_budget_s
+    if not _decode_slots.acquire(timeout=DECODE_QUEUE_WAIT_S):
+        raise EngineOverloadedError(
+            f"{MAX_CONCURRENT_DECODES} uploads are already being decoded.", retry_after_s=2
+        )
     try:
+        deadline = time.monotonic() + limits.time_budget_s
         return _decode(data, limits, mono, sample_rate, param, deadline)
     except av.FFmpegError as exc:
         raise AudioDecodeError(
             f"Could not decode the audio file ({type(exc).__name__}).", param=param
         ) from exc
+    finally:
+        _decode_slots.release()
 
 
 def _decode(
@@ -108,7 +165,16 @@ def _decode(
     param: str,
     deadline: float,
 ) -> DecodedAudio:
-    with av.open(io.BytesIO(data), mode="r") as container:
+    try:
+        opened = open_untrusted(data)
+    except av.FFmpegError as exc:
+        # Raised before any probing when no allowed demuxer claims the bytes.
+        raise AudioDecodeError(
+            "The file is not audio in a supported format (WAV, AIFF, MP3, FLAC, Ogg, "
+            f"MP4/M4A, WebM/Matroska or AAC) ({type(exc).__name__}).",
+            param=param,
+        ) from exc
+    with opened as container:
         name = container.format.name
         if name not in ALLOWED_CONTAINERS:
             raise AudioDecodeError(
@@ -117,6 +183,14 @@ def _decode(
         if not container.streams.audio:
             raise AudioDecodeError("The file has no audio stream.", param=param)
         stream = container.streams.audio[0]
+        codec = str(stream.codec_context.name)
+        if not codec_allowed(codec):
+            raise AudioDecodeError(
+                f"Unsupported audio codec {codec!r}; use PCM, MP3, FLAC, Vorbis, Opus, "
+                "AAC or ALAC.",
+                param=param,
+                code="unsupported_audio",
+            )
         rate = int(stream.codec_context.sample_rate or 0)
         channels = int(stream.codec_context.channels or 0)
         _check_format(rate, channels, limits, param)
@@ -146,10 +220,11 @@ def _decode(
             raise _too_long(total / out_rate, limits, param, decoded=True)
     if not pieces:
         raise AudioDecodeError("The file holds no audio samples.", param=param)
-    samples = np.ascontiguousarray(np.concatenate(pieces, axis=1), dtype=np.float32)
+    samples = np.concatenate(pieces, axis=1).astype(np.float32, copy=False)
+    del pieces
     if not np.isfinite(samples).all():
         raise AudioDecodeError("The file decodes to non-finite samples.", param=param)
-    return DecodedAudio(samples, out_rate, rate, channels, name)
+    return DecodedAudio(samples, out_rate, rate, channels, name, codec, declared)
 
 
 def _check_format(rate: int, channels: int, limits: DecodeLimits, param: str) -> None:

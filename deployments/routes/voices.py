@@ -118,7 +118,10 @@ def download_voice(library: Library, name: str) -> Response:
     entry, data = library.audio(name)
     disposition = f"attachment; filename*=UTF-8''{quote(entry.filename)}"
     return Response(
-        data, media_type=entry.record.media_type, headers={"Content-Disposition": disposition}
+        data,
+        media_type=entry.record.media_type,
+        # The bytes are a user's upload: browsers must not sniff them into HTML.
+        headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
     )
 
 

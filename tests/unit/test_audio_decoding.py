@@ -114,8 +114,8 @@ def test_flac_bomb_hiding_its_length_stops_at_the_duration_cap() -> None:
         (_wav(0, 1, 4000), "invalid_audio"),
         (_wav(24_000, 1, 48_000)[:30], "invalid_audio"),
         (b"\x00\xff" * 1000, "invalid_audio"),
-        # FFmpeg probes plain text as its "tty" demuxer, which the allow-list refuses.
-        (b"<svg>not audio</svg>" * 10, "unsupported_audio"),
+        # FFmpeg would probe plain text as its "tty" demuxer, which is not allowed.
+        (b"<svg>not audio</svg>" * 10, "invalid_audio"),
     ],
     ids=[
         "rate-2^31",
@@ -171,9 +171,139 @@ def test_container_outside_the_allow_list_is_refused() -> None:
             out.mux(packet)
     with pytest.raises(AudioDecodeError) as info:
         decode_untrusted(buf.getvalue())
-    assert info.value.code == "unsupported_audio"
+    assert info.value.status_code == 400 and "supported" in info.value.message
 
 
 def test_stereo_kept_when_asked() -> None:
     audio = decode_untrusted(_wav(16_000, 2, 64_000), mono=False)
     assert audio.samples.shape == (2, 16_000) and audio.source_channels == 2
+
+
+# An SDP description: FFmpeg's SDP demuxer would bind the RTP port below on 127.0.0.1
+# and wait for packets; about 80 bytes, like the file the review uploaded.
+SDP = (
+    b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\nm=audio 22222 RTP/AVP 0\r\n"
+)
+
+
+def _udp_ports() -> set[int]:
+    ports: set[int] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                ports.add(int(line.split()[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_sdp_upload_is_refused_before_any_socket_is_bound() -> None:
+    import threading
+
+    assert 22222 not in _udp_ports()
+    outcome: list[BaseException | None] = []
+
+    def decode() -> None:
+        try:
+            decode_untrusted(SDP, param="file")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    began = time.monotonic()
+    worker = threading.Thread(target=decode, daemon=True)
+    worker.start()
+    bound = False
+    while worker.is_alive() and time.monotonic() - began < 15:
+        bound = bound or 22222 in _udp_ports()
+        time.sleep(0.005)
+    worker.join(15)
+    took = time.monotonic() - began
+    assert not bound, "decoding the SDP file bound its RTP port"
+    assert isinstance(outcome[0], AudioDecodeError) and outcome[0].status_code == 400
+    assert took < 1.0
+
+
+def _adpcm_wav(codec: str) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as out:
+        stream = out.add_stream(codec, rate=8000, layout="mono")
+        fmt = stream.codec_context.format.name
+        tone = (0.3 * np.sin(np.arange(16_000) / 8000 * 2 * np.pi * 220) * 32767).astype(np.int16)
+        size = stream.codec_context.frame_size or 1024
+        for start in range(0, tone.size - size + 1, size):
+            frame = av.AudioFrame.from_ndarray(
+                tone[None, start : start + size], format=fmt, layout="mono"
+            )
+            frame.sample_rate = 8000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("codec", ["g726", "adpcm_ima_wav", "adpcm_ms"])
+def test_wav_with_a_codec_outside_the_allow_list_is_refused(codec: str) -> None:
+    with pytest.raises(AudioDecodeError) as info:
+        decode_untrusted(_adpcm_wav(codec))
+    assert info.value.code == "unsupported_audio" and info.value.status_code == 400
+
+
+def _worst_case_flac() -> bytes:
+    """59.5 s at 192 kHz in 8 channels: a 1 s tone on one channel, then digital silence."""
+    rate, layout = 192_000, "7.1"
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout=layout)
+        block = np.zeros((8, rate // 2), dtype=np.int16)
+        tone = (0.5 * np.sin(np.arange(rate // 2) / rate * 2 * np.pi * 440) * 32767).astype(
+            np.int16
+        )
+        for i in range(119):
+            block[0] = tone if i < 2 else 0
+            # FLAC's encoder takes packed (interleaved) samples.
+            packed = np.ascontiguousarray(block.T).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+_PEAK_PROBE = r"""
+import sys, pathlib
+from chatterbox_serve.voices.validation import inspect_audio
+data = pathlib.Path(sys.argv[1]).read_bytes()
+inspect_audio(data)  # warm up: codec tables, numpy buffers, lazy imports
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+before = rss("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark to now
+facts = inspect_audio(data)
+print(facts.sample_rate, facts.channels, rss("VmHWM:") - before)
+"""
+
+
+def test_worst_case_upload_peaks_under_32_mib(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = _worst_case_flac()
+    assert len(data) < 10 * MIB
+    path = tmp_path / "worst.flac"
+    path.write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    rate, channels, peak = (int(v) for v in done.stdout.split())
+    assert (rate, channels) == (192_000, 8)
+    assert peak <= 32 * MIB, f"one worst-case upload raised RSS by {peak / MIB:.1f} MiB"

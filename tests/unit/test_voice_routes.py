@@ -91,6 +91,7 @@ async def test_crud_aliases_and_default(client):
     assert (await client.get("/v1/voices/my-voice")).json()["name"] == "my-voice"
     download = await client.get("/voice-library/my-voice/download")
     assert download.content == sample(0) and download.headers["content-type"] == "audio/mpeg"
+    assert download.headers["x-content-type-options"] == "nosniff"
     r = await client.post("/voices/my-voice/aliases", data={"alias": "mv"})
     assert r.status_code == 201 and r.json()["voice"]["aliases"] == ["mv"]
     assert_error(await client.post("/voices/my-voice/aliases", data={"alias": "my-voice"}), 409)

@@ -117,3 +117,8 @@ def test_read_bounded_stops_just_past_the_limit():
 
 def test_read_bounded_returns_whole_small_files():
     assert read_bounded(io.BytesIO(sample(1)), 10 * 1_048_576) == sample(1)
+
+
+def test_aiff_is_stored_as_aiff():
+    facts = inspect_audio(encode(3, fmt="aiff", codec="pcm_s16be"))
+    assert (facts.extension, facts.media_type) == (".aiff", "audio/aiff")
