@@ -36,7 +36,11 @@ class ApiKeys:
         """Whether `presented` equals one of the keys, in time independent of the keys."""
         if not self.keys or not presented:
             return False
-        candidate = presented.encode("utf-8", "surrogateescape")
+        # Headers are decoded as latin-1, so this gives back the bytes the client sent.
+        try:
+            candidate = presented.encode("latin-1")
+        except UnicodeEncodeError:
+            return False
         matches = [hmac.compare_digest(candidate, key) for key in self.keys]
         return any(matches)
 
@@ -73,7 +77,22 @@ def load_api_keys(settings: Settings) -> ApiKeys:
         keys = parse_keys(path.read_text(encoding="utf-8"))
         if not keys:
             raise ConfigError(f"API_KEYS file {str(path)!r} holds no key")
-        return ApiKeys(keys)
+        return _checked(keys)
     if value.startswith(("/", "./", "../", "~")):
         raise ConfigError(f"API_KEYS names a file that does not exist: {value!r}")
-    return ApiKeys(parse_keys(value))
+    keys = parse_keys(value)
+    if not keys:
+        # "," or "#x" is a mistake, not a wish for an open API: fail closed.
+        raise ConfigError("API_KEYS is set but holds no key (only commas, blanks or comments)")
+    return _checked(keys)
+
+
+def _checked(keys: tuple[bytes, ...]) -> ApiKeys:
+    """Refuse keys a client could not send as a plain header value."""
+    for number, key in enumerate(keys, 1):
+        if not all(0x21 <= b <= 0x7E for b in key):
+            raise ConfigError(
+                f"API_KEYS key number {number} holds a non-ASCII or non-printable byte; "
+                "keys must be printable ASCII"
+            )
+    return ApiKeys(keys)

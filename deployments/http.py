@@ -107,7 +107,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        # latin-1, as HTTP defines header bytes: any byte decodes, none raises.
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         multipart = headers.get("content-type", "").startswith("multipart/form-data")
         limit = self.upload_limit if multipart else self.json_limit
         declared = headers.get("content-length")
@@ -128,13 +131,16 @@ class BodyLimitMiddleware:
             parts.append(body)
             if not message.get("more_body", False):
                 break
-        replayed = False
+        # One copy of the body: a single part is passed on as is, several are joined
+        # and the parts dropped before the app runs.
+        whole: bytes | None = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
 
         async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+            nonlocal whole
+            if whole is not None:
+                body, whole = whole, None
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # later calls wait for the disconnect, as streaming needs
 
         await self.app(scope, replay, send)

@@ -157,3 +157,37 @@ async def test_the_key_is_checked_before_any_body_is_read() -> None:
         )
     assert anonymous.status_code == 401  # an unauthenticated body is never buffered
     assert keyed.status_code == 413
+
+
+@pytest.mark.parametrize("value", [",", " , ", "#x", "\n#only a comment\n"])
+def test_api_keys_set_to_no_key_stops_startup(value: str) -> None:
+    with pytest.raises(ConfigError, match="API_KEYS"):
+        load_api_keys(load_settings({"API_KEYS": value}, None))
+
+
+def test_non_ascii_keys_are_refused_at_startup() -> None:
+    with pytest.raises(ConfigError, match="non-ASCII") as info:
+        load_api_keys(load_settings({"API_KEYS": "sk-ok,sk-café"}, None))
+    assert "café" not in str(info.value)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+async def test_non_utf8_header_bytes_get_no_5xx_and_are_not_logged(
+    method: str, serve_log: pytest.LogCaptureFixture
+) -> None:
+    async with _client({"API_KEYS": KEYS}) as c:
+        bad_key = await c.request(
+            method,
+            "/v1/audio/speech",
+            json={"input": "hi"},
+            headers={"Authorization": b"Bearer sk-alpha\xff\xfe"},
+        )
+        odd_header = await c.request(
+            method,
+            "/v1/audio/speech",
+            json={"input": "hi"},
+            headers={"Authorization": "Bearer sk-alpha", "X-Odd": b"caf\xe9"},
+        )
+    assert bad_key.status_code == 401 and bad_key.json()["error"]["code"] == "invalid_api_key"
+    assert odd_header.status_code < 500
+    assert "sk-alpha" not in serve_log.text
