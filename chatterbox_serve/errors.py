@@ -17,6 +17,7 @@ Every error crosses Ray Serve handles, so each one pickles with its fields intac
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +113,29 @@ class EngineOverloadedError(ServerError):
         self.retry_after_s = retry_after_s
 
 
+class StorageError(ServerError):
+    """Voice storage failed (read-only, I/O error): not a synthesis failure."""
+
+    default_code = "storage_error"
+    public_message = "The server could not read or write its storage."
+
+
+class InsufficientStorageError(StorageError):
+    status_code = 507
+    default_code = "insufficient_storage"
+    public_message = "The server has no space left to store this; try again later."
+
+
+def _server_error_for(exc: BaseException) -> ServerError:
+    if isinstance(exc, ServerError):
+        return exc
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return InsufficientStorageError("no space")
+        return StorageError("storage")
+    return EngineError("unexpected")
+
+
 @dataclass(frozen=True)
 class ErrorPayload:
     """What the HTTP layer needs to answer an error: status, envelope and headers."""
@@ -128,7 +152,7 @@ def error_payload(exc: BaseException, request_id: str | None = None) -> ErrorPay
     the request id, so the internal text stays in the logs only.
     """
     if isinstance(exc, ServerError) or not isinstance(exc, ChatterboxError):
-        err = exc if isinstance(exc, ServerError) else EngineError("unexpected")
+        err = _server_error_for(exc)
         message = err.public_message
         if request_id:
             message = f"{message} Request id: {request_id}."

@@ -32,6 +32,17 @@ class OpenAIBaseModel(BaseModel):
         return self
 
 
+MAX_VOICE_LENGTH = 256
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class VoiceId(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=256)
@@ -62,11 +73,28 @@ class SpeechRequest(OpenAIBaseModel):
     language: str | None = Field(None, min_length=2, max_length=16)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
+    @model_validator(mode="after")
+    def _no_surrogates_and_short_voice(self) -> SpeechRequest:
+        # A lone surrogate cannot be encoded; refusing it here keeps it from reaching
+        # storage lookups and the tokenizer, where it used to surface as a 500.
+        voice = self.voice_key
+        for field, value in (("input", self.input), ("voice", voice)):
+            if value is not None and _has_surrogate(value):
+                raise ValueError(f"'{field}' holds a lone surrogate code point (not text).")
+        if voice is not None and len(voice) > MAX_VOICE_LENGTH:
+            raise ValueError(f"'voice' is longer than {MAX_VOICE_LENGTH} characters.")
+        return self
+
     @property
     def voice_key(self) -> str | None:
         if isinstance(self.voice, VoiceId):
             return self.voice.id
         return self.voice
+
+    @property
+    def voice_by_id(self) -> bool:
+        """Whether the voice was given as `{"id": ...}`, which matches ids only."""
+        return isinstance(self.voice, VoiceId)
 
     def to_job(
         self, settings: Settings, voice: ResolvedVoice, request_id: str, *, streaming: bool

@@ -24,6 +24,7 @@ replaced voice is a new upload with a new id).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -248,10 +249,17 @@ class VoiceLibrary:
 
     # -- VoiceLookup, for speech requests -------------------------------------
 
-    def find(self, key: str) -> ResolvedVoice | None:
-        """A voice by name, alias or id, read fresh from the store."""
-        claim = self._claim(key)
-        record = self._record(claim.voice_id if claim else key)
+    def find(self, key: str, *, by_id: bool = False) -> ResolvedVoice | None:
+        """A voice by name, alias or id (only id when `by_id`), read fresh from the store.
+
+        A key the store cannot even look up (too long for a file name, say) names no
+        voice: any `OSError` of the lookup means "not found", not a server error.
+        """
+        try:
+            claim = None if by_id else self._claim(key)
+            record = self._record(claim.voice_id if claim else key)
+        except OSError:
+            return None
         if record is None:
             return None
         return ResolvedVoice(
@@ -328,12 +336,17 @@ class VoiceLibrary:
             channels=facts.channels,
             sha256=hashlib.sha256(data).hexdigest(),
         )
-        self.store.put(record.audio_key, data)
-        self.store.put(_record_key(voice_id), json.dumps(asdict(record)).encode())
         try:
+            self.store.put(record.audio_key, data)
+            self.store.put(_record_key(voice_id), json.dumps(asdict(record)).encode())
             self._create_claim(name, voice_id, "name", name_param)
-        except ConflictError:
-            self._remove_folder(record)
+        except Exception:
+            # Disk full, a lost race for the name, a dropped connection: whatever was
+            # written goes, so a failed upload leaves nothing behind. If this cleanup
+            # fails too, or the process dies, the sweep removes the folder once it is
+            # older than its grace period.
+            with contextlib.suppress(OSError):
+                self._remove_folder(record)
             raise
         return VoiceEntry(record, name, ())
 
@@ -405,16 +418,25 @@ class VoiceLibrary:
         killed part way, leaves a voice that no name points at: invisible, but taking
         space. Such voices older than `min_age_s` go, with any aliases still pointing at
         them. Younger ones may be uploads another replica is finishing right now, so
-        they stay. A folder without its record is left: it cannot be dated.
+        they stay. A folder without its record (a write failed between the audio and
+        the record) is dated by its newest file and goes once that is old enough.
         """
         claims = self._claims()
         named = {c.voice_id for c in claims if c.kind == "name"}
-        stored = {key.split("/")[1] for key in self.store.list("voices/")}
+        files: dict[str, list[str]] = {}
+        for key in self.store.list("voices/"):
+            files.setdefault(key.split("/")[1], []).append(key)
         cutoff = time.time() - min_age_s
         removed = []
-        for voice_id in sorted(stored - named):
+        for voice_id in sorted(set(files) - named):
             record = self._record(voice_id)
-            if record is None or record.created_at > cutoff:
+            if record is None:
+                if self._newest(files[voice_id]) <= cutoff:
+                    for key in files[voice_id]:
+                        self.store.delete(key)
+                    removed.append(voice_id)
+                continue
+            if record.created_at > cutoff:
                 continue
             for c in claims:
                 if c.voice_id == voice_id:
@@ -461,6 +483,15 @@ class VoiceLibrary:
                 if existing is not None:
                     self.store.take(_claim_key(key), existing.raw)
         raise self._conflict(key, param)
+
+    def _newest(self, keys: list[str]) -> float:
+        newest = 0.0
+        for key in keys:
+            try:
+                newest = max(newest, self.store.modified(key))
+            except FileNotFoundError:
+                continue
+        return newest
 
     def _remove_folder(self, record: VoiceRecord) -> None:
         # The record goes first, so nothing reaches the audio once removal starts.

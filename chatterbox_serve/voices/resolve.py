@@ -27,8 +27,8 @@ class ResolvedVoice:
 class VoiceLookup(Protocol):
     """What resolution needs from a voice library."""
 
-    def find(self, key: str) -> ResolvedVoice | None:
-        """A voice by name, alias or id; None if there is none."""
+    def find(self, key: str, *, by_id: bool = False) -> ResolvedVoice | None:
+        """A voice by name, alias or id (by id only when `by_id`); None if there is none."""
 
     def default(self) -> ResolvedVoice | None:
         """The user-chosen default voice; None means the model's built-in voice."""
@@ -37,19 +37,22 @@ class VoiceLookup(Protocol):
 class EmptyVoiceLibrary:
     """A library with no stored voices."""
 
-    def find(self, key: str) -> ResolvedVoice | None:
+    def find(self, key: str, *, by_id: bool = False) -> ResolvedVoice | None:
         return None
 
     def default(self) -> ResolvedVoice | None:
         return None
 
 
-def resolve_voice(key: str | None, library: VoiceLookup) -> ResolvedVoice:
-    """Resolve a request's voice; unknown names raise `VoiceNotFoundError` (404)."""
+def resolve_voice(key: str | None, library: VoiceLookup, *, by_id: bool = False) -> ResolvedVoice:
+    """Resolve a request's voice; unknown names raise `VoiceNotFoundError` (404).
+
+    `by_id` is for `{"id": ...}`: only a voice id matches, never a name or alias.
+    """
     if key is not None:
-        found = library.find(key)
+        found = library.find(key, by_id=True) if by_id else library.find(key)
         if found is not None:
             return found
-        if key not in OPENAI_VOICE_NAMES and key != BUILTIN_VOICE:
+        if by_id or (key not in OPENAI_VOICE_NAMES and key != BUILTIN_VOICE):
             raise VoiceNotFoundError(f"Voice {key!r} not found.", param="voice")
     return library.default() or ResolvedVoice(name=BUILTIN_VOICE, prompt=None)

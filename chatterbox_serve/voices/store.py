@@ -71,6 +71,10 @@ class VoiceStore(abc.ABC):
     def list(self, prefix: str) -> list[str]:
         """Every key under `prefix` (a folder, ending in '/')."""
 
+    @abc.abstractmethod
+    def modified(self, key: str) -> float:
+        """When `key` was last written, as a Unix time; raises `FileNotFoundError`."""
+
     def remove_stale_temporaries(self, min_age_s: float) -> int:
         """Remove half-written files a crashed writer left, if older than `min_age_s`.
 
@@ -137,6 +141,9 @@ class LocalVoiceStore(VoiceStore):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def modified(self, key: str) -> float:
+        return self._path(key).stat().st_mtime
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
@@ -238,6 +245,9 @@ class S3VoiceStore(VoiceStore):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(key))
+
+    def modified(self, key: str) -> float:
+        return float(self.fs.modified(self._path(key)).timestamp())
 
     def list(self, prefix: str) -> list[str]:
         base = f"{self.root}/{prefix}"

@@ -9,6 +9,7 @@ audio costs no more than one that decodes to a minute.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -23,6 +24,8 @@ MAX_NAME_LENGTH = 100
 # the model's built-in voice in speech requests: a voice stored under one of them could
 # never be fetched, renamed or deleted by name, so they are refused up front.
 RESERVED_NAMES = frozenset({"default", "all-names"})
+# The shape of the ids the library gives voices; names may not take it.
+VOICE_ID_PATTERN = re.compile(r"voice_[0-9A-Za-z]+", re.IGNORECASE)
 MIN_DURATION_S = 1.0
 MAX_DURATION_S = 60.0
 # Audio whose RMS is below -60 dBFS is treated as silence.
@@ -78,6 +81,13 @@ def validate_name(name: str, param: str = "name") -> str:
         raise InvalidRequestError(
             f"'{param}' may not be {name!r}: that name is reserved by the API "
             f"(reserved: {', '.join(sorted(RESERVED_NAMES))}).",
+            param=param,
+            code="reserved_name",
+        )
+    if VOICE_ID_PATTERN.fullmatch(name):
+        raise InvalidRequestError(
+            f"'{param}' may not look like a voice id ('voice_' and letters or digits): "
+            "ids are given out by the server, and a name must not stand in for one.",
             param=param,
             code="reserved_name",
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -91,7 +92,9 @@ async def speak(
     """Resolve the voice (unless given), build the job, and answer with a file or a stream."""
     rid = request_id_of(request)
     if voice is None:  # library reads block on storage
-        voice = await run_in_threadpool(resolve_voice, body.voice_key, state.voices)
+        voice = await run_in_threadpool(
+            partial(resolve_voice, by_id=body.voice_by_id), body.voice_key, state.voices
+        )
     stream_format = "audio" if force_stream else body.stream_format
     job = body.to_job(state.settings, voice, rid, streaming=stream_format is not None)
     request.state.response_format = job.format.value  # a metrics tag

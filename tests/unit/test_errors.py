@@ -55,3 +55,15 @@ def test_errors_survive_pickling_across_handles(err):
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is type(err)
     assert error_payload(copy) == error_payload(err)
+
+
+def test_storage_failures_are_not_called_synthesis_failures() -> None:
+    import errno
+
+    full = error_payload(OSError(errno.ENOSPC, "No space left on device"), "rid-1")
+    assert full.status_code == 507 and full.body["error"]["code"] == "insufficient_storage"
+    read_only = error_payload(OSError(errno.EROFS, "Read-only file system"), "rid-1")
+    assert read_only.status_code == 500 and read_only.body["error"]["code"] == "storage_error"
+    for payload in (full, read_only):
+        assert "Speech synthesis" not in payload.body["error"]["message"]
+        assert "No space" not in payload.body["error"]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -340,3 +341,36 @@ def test_s3_backend_round_trip_and_races(s3_endpoint):
     _assert_consistent(other)
     lib.delete("renamed")
     assert other.list_voices() == [] and _nothing_stored(other)
+
+
+class _FullDisk(LocalVoiceStore):
+    """A disk that fills up between the audio write and the record write."""
+
+    def put(self, key: str, data: bytes) -> None:
+        if key.endswith("voice.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().put(key, data)
+
+
+def test_a_failed_upload_leaves_nothing_behind(tmp_path):
+    store = _FullDisk(tmp_path / "v")
+    with pytest.raises(OSError) as info:
+        VoiceLibrary(store).add_voice("full", sample(0))
+    assert info.value.errno == errno.ENOSPC
+    assert store.list("voices/") == [] and store.list("names/") == []
+
+
+def test_sweep_removes_record_less_folders_once_old(tmp_path):
+    store = LocalVoiceStore(tmp_path / "v")
+    store.put("voices/voice_old1/audio.mp3", sample(0))
+    store.put("voices/voice_new1/audio.mp3", sample(1))
+    old = time.time() - 7200
+    os.utime(tmp_path / "v/voices/voice_old1/audio.mp3", (old, old))
+    library = VoiceLibrary(store)
+    assert library.sweep_orphans(min_age_s=3600) == ["voice_old1"]
+    assert store.list("voices/") == ["voices/voice_new1/audio.mp3"]
+
+
+def test_a_lookup_the_store_cannot_make_is_not_found(library):
+    assert library.find("x" * 5000) is None  # ENAMETOOLONG from the filesystem
+    assert library.find("voice_" + "a" * 5000, by_id=True) is None

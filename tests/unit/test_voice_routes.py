@@ -195,3 +195,38 @@ async def test_one_off_voice_upload(client):
     r = await client.post("/v1/audio/speech/upload", data={"input": "x", "speed": "9"})
     assert_error(r, 400)
     assert r.json()["error"]["param"] == "speed"
+
+
+async def test_a_name_cannot_take_over_a_voice_id(client):
+    voice_id = (await upload(client, "victim", sample(0))).json()["voice"]["id"]
+    for name in (voice_id, voice_id.upper(), "voice_abc123"):
+        assert_error(await upload(client, name, sample(1)), 400, "reserved_name")
+    assert_error(await upload(client, "victim-2", sample(1), path="/v1/audio/voices"), 400)
+    victim = await speak(client, {"id": voice_id})
+    assert victim == await speak(client, "victim")
+    # {"id": ...} matches ids only: a name, even an existing one, is not an id.
+    r = await client.post("/v1/audio/speech", json={"input": "x", "voice": {"id": "victim"}})
+    assert_error(r, 404, "voice_not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"input": "bad \ud800 text"}, 400),
+        ({"input": "hi", "voice": "v\udfff"}, 400),
+        ({"input": "hi", "voice": "x" * 5000}, 400),
+        ({"input": "hi", "voice": "x" * 256}, 404),
+        ({"input": "hi", "voice": {"id": "voice_" + "a" * 250}}, 404),
+    ],
+    ids=["surrogate-input", "surrogate-voice", "voice-5000", "voice-256", "id-256"],
+)
+async def test_hostile_voice_and_input_strings_get_a_4xx(client, body, status):
+    # httpx cannot encode lone surrogates; send them as JSON escapes, as a client may.
+    import json as _json
+
+    r = await client.post(
+        "/v1/audio/speech",
+        content=_json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert_error(r, status)
