@@ -146,21 +146,32 @@ class SpeechPipeline:
         chunked = time.monotonic()
         # Streaming: the other chunks go once the first is back, so the first engine call
         # carries the short first chunk alone instead of a whole batch (issue 5: TTFB).
-        pending = [self._submit(item) for item in (items[:1] if job.streaming else items)]
+        pending: list[Cancellable | None] = [
+            self._submit(item) for item in (items[:1] if job.streaming else items)
+        ]
         audio_cfg = self.settings.audio
         encoder = StreamingEncoder(job.format, mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps)
         stitcher = Stitcher(crossfade_ms=self.settings.audio.crossfade_ms)
-        results: list[SynthesisResult] = []
+        # Only the facts of settled chunks are kept; their audio goes once encoded, so
+        # a long stream holds the chunks in flight, not everything it has sent.
+        results: list[_Settled] = []
         encode_s, first_audio_s = 0.0, 0.0
         try:
             for index in range(len(items)):
-                result = await _settle(pending[index], job.request_id, index)
+                call = pending[index]
+                assert call is not None
+                result = await _settle(call, job.request_id, index)
+                pending[index] = None  # a settled future holds the chunk's audio
+                del call
                 if len(pending) < len(items):
                     pending += [self._submit(item) for item in items[1:]]
-                results.append(result)
+                results.append(_Settled.of(result))
+                raw = result.audio
+                del result
                 last = index == len(items) - 1
                 t0 = time.monotonic()
-                audio = await asyncio.to_thread(_stitch, stitcher, result.audio, job.speed, last)
+                audio = await asyncio.to_thread(_stitch, stitcher, raw, job.speed, last)
+                del raw
                 # The first second of a stream is encoded and sent on its own, so the
                 # first bytes do not wait for the rest of the first chunk (issue 5: TTFB).
                 parts = _split_head(audio) if job.streaming and index == 0 else [audio]
@@ -181,9 +192,11 @@ class SpeechPipeline:
                     elif data:
                         first_audio_s = first_audio_s or time.monotonic() - began
                         yield AudioPiece(data)
+                del audio, parts
         finally:
-            for call in pending:
-                call.cancel()
+            for left in pending:
+                if left is not None:
+                    left.cancel()
 
     async def render(self, job: SpeechJob) -> RenderedSpeech:
         """Synthesise and encode a whole file."""
@@ -227,16 +240,39 @@ async def _settle(call: Cancellable, request_id: str, index: int) -> SynthesisRe
     return result
 
 
-def _usage(results: Sequence[SynthesisResult]) -> Usage:
+@dataclass(frozen=True)
+class _Settled:
+    """What the pipeline keeps of a chunk once its audio is encoded."""
+
+    input_tokens: int
+    output_tokens: int
+    duration_s: float
+    batch_size: int
+    engine_s: float
+    queue_wait_s: float
+
+    @staticmethod
+    def of(result: SynthesisResult) -> _Settled:
+        return _Settled(
+            result.input_tokens,
+            result.output_tokens,
+            result.duration_s,
+            result.batch_size,
+            result.engine_s,
+            result.queue_wait_s,
+        )
+
+
+def _usage(results: Sequence[_Settled]) -> Usage:
     return Usage(sum(r.input_tokens for r in results), sum(r.output_tokens for r in results))
 
 
-def _audio_s(results: Sequence[SynthesisResult], speed: float) -> float:
+def _audio_s(results: Sequence[_Settled], speed: float) -> float:
     return sum(r.duration_s for r in results) / speed
 
 
 def _timings(
-    results: Sequence[SynthesisResult],
+    results: Sequence[_Settled],
     chunking_s: float,
     encode_s: float,
     first_audio_s: float,

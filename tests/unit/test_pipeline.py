@@ -132,3 +132,46 @@ async def test_stream_sends_the_first_second_on_its_own():
     pieces = [p async for p in backend.stream(_job(text=text, fmt=AudioFormat.PCM, streaming=True))]
     assert len(pieces[0].data) == 24000 * 2  # one second of s16le, sent before the rest
     assert len(pieces) >= 3 and pieces[-1].final
+
+
+class _WatchedSubmitter(DirectSubmitter):
+    """Keeps a weak reference to every chunk's audio, to see when the pipeline lets go."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.audio: list = []
+
+    async def _one(self, item):
+        import weakref
+
+        result = await super()._one(item)
+        self.audio.append(weakref.ref(result.audio))
+        return result
+
+
+async def test_a_stream_lets_go_of_each_chunks_audio_once_encoded():
+    import gc
+
+    settings = load_settings(
+        {"MAX_CHUNK_LENGTH": "40", "CHATTERBOX_MAX_CHUNKS_PER_REQUEST": "50"}, dotenv_path=None
+    )
+    sub = _WatchedSubmitter(SimulatedEngine(FAST))
+    text = " ".join(f"Sentence number {i} is spoken here." for i in range(12))
+    still_held = []
+    stream = SpeechPipeline(settings, sub).stream(_job(text, AudioFormat.PCM))
+    async for index, piece in _enumerate(stream):
+        gc.collect()
+        # Without streaming, piece k is chunk k: every chunk before it must be gone.
+        still_held += [k for k, ref in enumerate(sub.audio[:index]) if ref() is not None]
+        assert piece.data
+    assert len(sub.audio) == 12
+    assert still_held == []
+    gc.collect()
+    assert not any(ref() is not None for ref in sub.audio)
+
+
+async def _enumerate(items):
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
