@@ -14,9 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
@@ -89,7 +90,7 @@ def build_api(
         allow_headers=["*"],
         expose_headers=["*"],
     )
-    app.middleware("http")(tag_responses)
+    app.add_middleware(TagResponses)
     app.include_router(speech.router)
     if isinstance(library, VoiceLibrary):
         app.include_router(voices_routes.router)
@@ -100,13 +101,32 @@ def build_api(
     return app
 
 
-async def tag_responses(request: Request, call_next: Any) -> Response:
-    """Name the engine on every response, and echo a request id when Serve's proxy did not."""
-    response: Response = await call_next(request)
-    response.headers["X-Chatterbox-Engine"] = request.app.state.api.engine_name
-    if REQUEST_ID_HEADER not in request.headers:  # Serve's proxy echoes its own id
-        response.headers[REQUEST_ID_HEADER] = request_id_of(request)
-    return response
+class TagResponses:
+    """Names the engine on every response, and echoes a request id when Serve's proxy did not.
+
+    Plain ASGI, not `BaseHTTPMiddleware`: that one re-streams the body and ends it
+    cleanly even when the app fails mid-stream, which would turn an aborted audio
+    stream into a truncated file that looks complete.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Chatterbox-Engine"] = request.app.state.api.engine_name
+                if REQUEST_ID_HEADER not in request.headers:  # Serve's proxy echoes its own
+                    headers[REQUEST_ID_HEADER] = request_id_of(request)
+            await send(message)
+
+        await self.app(scope, receive, tagged)
 
 
 class ServeSpeechBackend:

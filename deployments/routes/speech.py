@@ -180,7 +180,11 @@ async def _raw(pieces: AsyncIterator[AudioPiece], rid: str) -> AsyncIterator[byt
             if piece.data:
                 yield piece.data
     except Exception:
+        # The status line and some audio are out, so no error can be sent; raising
+        # makes the server abort the connection without the terminating chunk, so the
+        # client sees a failed transfer, never a truncated file that looks complete.
         logger.exception("request %s: audio stream aborted after the first byte", rid)
+        raise
 
 
 async def _sse(pieces: AsyncIterator[AudioPiece], rid: str) -> AsyncIterator[bytes]:

@@ -126,6 +126,23 @@ def test_one_bad_item_fails_only_its_request(app: ServeApp) -> None:
         assert probe(r.content)["duration_s"] > 0.5
 
 
+@pytest.mark.timeout(60)
+def test_a_raw_stream_that_fails_after_the_first_byte_is_aborted(app: ServeApp) -> None:
+    text = f"A good first part. Another good part here. Bad {MARKER} part. The end."
+    received = b""
+    with pytest.raises(httpx.TransportError):  # never a clean end of the chunked body
+        with (
+            app.client() as c,
+            c.stream(
+                "POST", "/v1/audio/speech/stream", json={"input": text, "response_format": "pcm"}
+            ) as r,
+        ):
+            assert r.status_code == 200
+            for data in r.iter_bytes():
+                received += data
+    assert received  # the failure came after the first bytes had been sent
+
+
 def _first_bytes_then_hang_up(app: ServeApp) -> None:
     with (
         app.client() as c,
