@@ -213,6 +213,21 @@ class ChunkingConfig(_Section):
         description="Most chunks one request may produce.",
         json_schema_extra=_env("CHATTERBOX_MAX_CHUNKS_PER_REQUEST"),
     )
+    max_audio_s_per_char: float = Field(
+        0.25,
+        gt=0.0,
+        le=10.0,
+        description="Most seconds of audio (before speed) per input character; "
+        "speech runs near 0.07.",
+        json_schema_extra=_env("CHATTERBOX_MAX_AUDIO_S_PER_CHAR"),
+    )
+    max_file_response_bytes: int = Field(
+        64 * 1_048_576,
+        ge=1024,
+        le=4 * 1_073_741_824,
+        description="Largest whole-file response; larger ones must be streamed.",
+        json_schema_extra=_env("CHATTERBOX_MAX_FILE_RESPONSE_BYTES"),
+    )
 
 
 class AudioConfig(_Section):

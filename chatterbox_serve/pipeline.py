@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import unicodedata
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -128,7 +129,8 @@ class SpeechPipeline:
         """Chunk the text; raises `InvalidRequestError` past the chunk limit."""
         c = self.settings.chunking
         first = c.stream_first_chunk_length if job.streaming else None
-        chunks = split_text(job.text, c.max_chunk_length, first)
+        _refuse_mostly_marks(job.text)
+        chunks = _merge_letterless(split_text(job.text, c.max_chunk_length, first))
         if not chunks:
             raise InvalidRequestError("Input has no speakable text.", param="input")
         if len(chunks) > c.max_chunks_per_request:
@@ -139,7 +141,7 @@ class SpeechPipeline:
             )
         return [replace(job.template, text=t, chunk_index=i) for i, t in enumerate(chunks)]
 
-    async def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
+    async def stream(self, job: SpeechJob) -> AsyncGenerator[AudioPiece, None]:
         """Yield encoded pieces; chunk k goes out once it and every chunk before it are done."""
         began = time.monotonic()
         items = self.plan(job)
@@ -155,6 +157,9 @@ class SpeechPipeline:
         # Only the facts of settled chunks are kept; their audio goes once encoded, so
         # a long stream holds the chunks in flight, not everything it has sent.
         results: list[_Settled] = []
+        # A runaway engine (or text that tricks it) must not make hours of audio: the
+        # output is bounded by the text's length, whatever the engine does.
+        audio_cap_s = max(5.0, len(job.text) * self.settings.chunking.max_audio_s_per_char)
         encode_s, first_audio_s = 0.0, 0.0
         try:
             for index in range(len(items)):
@@ -168,6 +173,11 @@ class SpeechPipeline:
                 results.append(_Settled.of(result))
                 raw = result.audio
                 del result
+                if sum(r.duration_s for r in results) > audio_cap_s:
+                    raise EngineError(
+                        f"request {job.request_id}: the engine made more than "
+                        f"{audio_cap_s:.0f} s of audio for {len(job.text)} characters"
+                    )
                 last = index == len(items) - 1
                 t0 = time.monotonic()
                 audio = await asyncio.to_thread(_stitch, stitcher, raw, job.speed, last)
@@ -200,13 +210,71 @@ class SpeechPipeline:
 
     async def render(self, job: SpeechJob) -> RenderedSpeech:
         """Synthesise and encode a whole file."""
-        pieces = [p async for p in self.stream(replace(job, streaming=False))]
+        limit = self.settings.chunking.max_file_response_bytes
+        pieces: list[AudioPiece] = []
+        size = 0
+        stream = self.stream(replace(job, streaming=False))
+        try:
+            async for piece in stream:
+                size += len(piece.data)
+                if size > limit:
+                    raise InvalidRequestError(
+                        f"The audio for this input is larger than {limit} bytes "
+                        "(CHATTERBOX_MAX_FILE_RESPONSE_BYTES), too large for a whole file. "
+                        "Stream it (stream_format 'audio' or POST /v1/audio/speech/stream), "
+                        "or use the long-text endpoint.",
+                        param="input",
+                        code="response_too_large",
+                    )
+                pieces.append(piece)
+        finally:
+            await stream.aclose()  # cancels the chunks still in flight
         final = pieces[-1]
         data = b"".join(p.data for p in pieces)
         if job.format is AudioFormat.WAV:
             data = fix_wav_sizes(data)
         assert final.usage is not None and final.timings is not None
         return RenderedSpeech(data, job.format, final.usage, final.audio_s, final.timings)
+
+
+# Input whose non-space characters are more than this share of combining marks and
+# other letterless symbols is refused: it is not speech, and it splits into many
+# tiny chunks, each of which the engine may run to its token limit.
+MAX_MARK_SHARE = 0.5
+
+
+def _speakable(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LN"
+
+
+def _refuse_mostly_marks(text: str) -> None:
+    visible = [ch for ch in text if not ch.isspace()]
+    marks = sum(1 for ch in visible if unicodedata.category(ch)[0] == "M")
+    if visible and marks > MAX_MARK_SHARE * len(visible):
+        raise InvalidRequestError(
+            f"Input is mostly combining marks ({marks} of {len(visible)} characters); "
+            "it has too little speakable text.",
+            param="input",
+            code="invalid_input",
+        )
+
+
+def _merge_letterless(chunks: list[str]) -> list[str]:
+    """Join chunks without a letter or digit onto a neighbour: alone they say nothing."""
+    merged: list[str] = []
+    carry = ""
+    for chunk in chunks:
+        if not any(_speakable(ch) for ch in chunk):
+            if merged:
+                merged[-1] = f"{merged[-1]} {chunk}"
+            else:
+                carry = f"{carry} {chunk}".strip()
+            continue
+        merged.append(f"{carry} {chunk}".strip() if carry else chunk)
+        carry = ""
+    if carry and not merged:
+        return []
+    return merged
 
 
 def _stitch(stitcher: Stitcher, audio: np.ndarray, speed: float, last: bool) -> np.ndarray:

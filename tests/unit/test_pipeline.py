@@ -175,3 +175,38 @@ async def _enumerate(items):
     async for item in items:
         yield index, item
         index += 1
+
+
+def test_text_that_is_mostly_combining_marks_is_refused():
+    pipeline = SpeechPipeline(SETTINGS, DirectSubmitter(SimulatedEngine(FAST)))
+    with pytest.raises(InvalidRequestError) as info:
+        pipeline.plan(_job("a" + "\u0301" * 406))
+    assert info.value.param == "input" and "marks" in info.value.message
+
+
+def test_letterless_fragments_join_their_neighbours():
+    settings = load_settings({"MAX_CHUNK_LENGTH": "20"}, dotenv_path=None)
+    pipeline = SpeechPipeline(settings, DirectSubmitter(SimulatedEngine(FAST)))
+    text = "First part here. " + "\u0301" * 20 + " Last part here."
+    items = pipeline.plan(_job(text))
+    assert len(items) == 2
+    assert all(any(ch.isalpha() for ch in item.text) for item in items)
+    assert "".join(item.text for item in items).count("\u0301") == 20
+
+
+async def test_output_audio_is_capped_by_the_text_length():
+    slow = SimulatedEngineConfig(base_s=0.0, per_item_s=0.0, per_char_s=0.0, chars_per_second=1.0)
+    settings = load_settings({"CHATTERBOX_MAX_AUDIO_S_PER_CHAR": "0.25"}, dotenv_path=None)
+    pipeline = SpeechPipeline(settings, DirectSubmitter(SimulatedEngine(slow)))
+    with pytest.raises(EngineError, match="more than"):
+        await pipeline.render(_job(TEXT))
+
+
+async def test_whole_files_over_the_size_limit_point_to_streaming():
+    settings = load_settings(
+        {"CHATTERBOX_MAX_FILE_RESPONSE_BYTES": "4096", "MAX_CHUNK_LENGTH": "40"}, dotenv_path=None
+    )
+    sub = RecordingSubmitter(SimulatedEngine(FAST))
+    with pytest.raises(InvalidRequestError) as info:
+        await SpeechPipeline(settings, sub).render(_job(TEXT))
+    assert info.value.code == "response_too_large" and "stream" in info.value.message
