@@ -18,6 +18,10 @@ from chatterbox_serve.voices.resolve import ResolvedVoice
 logger = logging.getLogger(__name__)
 
 
+MAX_LOGGED_FIELDS = 10
+MAX_LOGGED_FIELD_CHARS = 40
+
+
 class OpenAIBaseModel(BaseModel):
     """Accepts unknown fields, as OpenAI clients send new ones, and logs their names."""
 
@@ -26,8 +30,16 @@ class OpenAIBaseModel(BaseModel):
     @model_validator(mode="after")
     def _log_extra_fields(self) -> OpenAIBaseModel:
         if self.model_extra:
+            # Names only, each cut short and at most a few: the body is the caller's,
+            # and one request must not be able to write megabytes into the log.
+            names = [repr(name[:MAX_LOGGED_FIELD_CHARS]) for name in list(self.model_extra)]
+            more = len(names) - MAX_LOGGED_FIELDS
+            shown = ", ".join(sorted(names[:MAX_LOGGED_FIELDS]))
             logger.info(
-                "Ignoring unknown fields in %s: %s", type(self).__name__, sorted(self.model_extra)
+                "Ignoring unknown fields in %s: %s%s",
+                type(self).__name__,
+                shown,
+                f" and {more} more" if more > 0 else "",
             )
         return self
 

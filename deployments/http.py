@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -19,10 +20,16 @@ logger = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
+# What a client-chosen request id may look like; anything else is replaced, since the
+# id goes into logs, error messages and response headers.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def request_id_of(request: Request) -> str:
     rid = getattr(request.state, "request_id", None)
     if rid is None:
-        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         request.state.request_id = rid
     return str(rid)
 
@@ -55,6 +62,8 @@ def install_error_handlers(app: FastAPI) -> None:
         elif first.get("type") == "model_attributes_type" and param is None:
             # A form post or a JSON array: pydantic's wording does not tell the caller.
             message = "Request body must be a JSON object sent as Content-Type: application/json."
+        elif first.get("type") == "missing" and param is None:
+            message = "Request body is missing: send a JSON object."
         elif first.get("type") == "missing":
             message = f"Missing required parameter '{param}'."
         else:

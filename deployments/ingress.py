@@ -122,8 +122,11 @@ class TagResponses:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["X-Chatterbox-Engine"] = request.app.state.api.engine_name
-                if REQUEST_ID_HEADER not in request.headers:  # Serve's proxy echoes its own
-                    headers[REQUEST_ID_HEADER] = request_id_of(request)
+                # Serve's proxy echoes a well-formed id the client sent; a missing or
+                # malformed one is replaced by the id this request was logged under.
+                rid = request_id_of(request)
+                if request.headers.get(REQUEST_ID_HEADER) != rid:
+                    headers[REQUEST_ID_HEADER] = rid
             await send(message)
 
         await self.app(scope, receive, tagged)

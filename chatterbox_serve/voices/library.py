@@ -30,6 +30,7 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -143,18 +144,21 @@ class VoiceLibrary:
         *,
         max_upload_bytes: int = 10 * 1_048_576,
         languages: Iterable[str] = SUPPORTED_LANGUAGES,
-        audio_cache_size: int = 64,
+        audio_cache_bytes: int = 64 * 1_048_576,
     ) -> None:
         self.store = store
         self.max_upload_bytes = max_upload_bytes
         self.languages = frozenset(languages)
         self._audio: OrderedDict[str, VoicePrompt] = OrderedDict()
-        self._audio_cache_size = audio_cache_size
+        # Bounded by bytes, not entries: 64 uploads of 10 MB would be 640 MB a replica.
+        self._audio_cache_bytes = audio_cache_bytes
+        self._audio_cached = 0
         self._audio_lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------
 
     def _claim(self, key: str) -> _Claim | None:
+        key = unicodedata.normalize("NFC", key)
         try:
             claim = _Claim.parse(self.store.get(_claim_key(key)))
         except FileNotFoundError:
@@ -242,9 +246,12 @@ class VoiceLibrary:
                 return prompt
         prompt = VoicePrompt(audio=self.store.get(record.audio_key), sha256=record.sha256)
         with self._audio_lock:
-            self._audio[record.id] = prompt
-            while len(self._audio) > self._audio_cache_size:
-                self._audio.popitem(last=False)
+            if record.id not in self._audio:
+                self._audio[record.id] = prompt
+                self._audio_cached += len(prompt.audio)
+            while self._audio_cached > self._audio_cache_bytes and self._audio:
+                _, dropped = self._audio.popitem(last=False)
+                self._audio_cached -= len(dropped.audio)
         return prompt
 
     # -- VoiceLookup, for speech requests -------------------------------------
@@ -310,7 +317,7 @@ class VoiceLibrary:
             PayloadTooLargeError: the file is over the upload limit (413).
             ConflictError: the name is already a voice name or alias (409).
         """
-        validate_name(name, name_param)
+        name = validate_name(name, name_param)
         lang = self._language(language)
         if len(data) > self.max_upload_bytes:
             raise PayloadTooLargeError(
@@ -352,7 +359,7 @@ class VoiceLibrary:
 
     def rename(self, key: str, new_name: str) -> VoiceEntry:
         """Give a voice a new name; its aliases and id stay. 404 or 409 on failure."""
-        validate_name(new_name, "new_name")
+        new_name = validate_name(new_name, "new_name")
         entry, old = self._entry_for(key)
         if new_name == entry.name:
             return entry
@@ -378,7 +385,7 @@ class VoiceLibrary:
 
     def add_alias(self, key: str, alias: str) -> VoiceEntry:
         """Point another name at a voice; 409 if it is any voice's name or alias."""
-        validate_name(alias, "alias")
+        alias = validate_name(alias, "alias")
         entry, _ = self._entry_for(key)
         claim = self._create_claim(alias, entry.record.id, "alias", "alias")
         if self._record(entry.record.id) is None:  # deleted while we added the alias

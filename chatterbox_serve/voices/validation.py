@@ -71,13 +71,15 @@ def validate_name(name: str, param: str = "name") -> str:
     reach outside the library's storage; the rules below keep them printable and
     usable in a URL path segment.
     """
+    # One spelling per name: "café" typed as e + combining accent is the same name.
+    name = unicodedata.normalize("NFC", name)
     if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise InvalidRequestError(
             f"'{param}' must be 1 to {MAX_NAME_LENGTH} characters; got {len(name)}.",
             param=param,
             code="invalid_name",
         )
-    if name in RESERVED_NAMES:
+    if name.casefold() in RESERVED_NAMES:
         raise InvalidRequestError(
             f"'{param}' may not be {name!r}: that name is reserved by the API "
             f"(reserved: {', '.join(sorted(RESERVED_NAMES))}).",

@@ -191,3 +191,39 @@ async def test_non_utf8_header_bytes_get_no_5xx_and_are_not_logged(
     assert bad_key.status_code == 401 and bad_key.json()["error"]["code"] == "invalid_api_key"
     assert odd_header.status_code < 500
     assert "sk-alpha" not in serve_log.text
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("abc-123.X_y", True), ("x" * 65, False), ("bad id", False), ("a\u00e9", False)],
+)
+async def test_request_ids_are_echoed_only_when_well_formed(given: str, kept: bool) -> None:
+    async with _client({}) as c:
+        r = await c.post(
+            "/v1/audio/speech", json={}, headers={"X-Request-Id": given.encode("utf-8")}
+        )
+    assert r.status_code == 400
+    echoed = r.headers.get("x-request-id")
+    if kept:  # Serve's proxy echoes a well-formed id; the app leaves it alone
+        assert echoed is None
+    else:
+        assert echoed is not None and echoed != given and 1 <= len(echoed) <= 64
+
+
+async def test_an_empty_json_body_gets_a_readable_message() -> None:
+    async with _client({}) as c:
+        r = await c.post(
+            "/v1/audio/speech", content=b"", headers={"content-type": "application/json"}
+        )
+    assert r.status_code == 400
+    assert "None" not in r.json()["error"]["message"]
+
+
+def test_unknown_fields_are_logged_by_name_capped(caplog: pytest.LogCaptureFixture) -> None:
+    from chatterbox_serve.protocol import SpeechRequest
+
+    caplog.set_level(logging.INFO, logger="chatterbox_serve.protocol")
+    fields = {f"field_{i}_" + "x" * 10_000: "v" * 100_000 for i in range(50)}
+    SpeechRequest.model_validate({"input": "hi", **fields})
+    line = "\n".join(r.getMessage() for r in caplog.records)
+    assert "and 40 more" in line and len(line) < 2000 and "vvvv" not in line

@@ -374,3 +374,25 @@ def test_sweep_removes_record_less_folders_once_old(tmp_path):
 def test_a_lookup_the_store_cannot_make_is_not_found(library):
     assert library.find("x" * 5000) is None  # ENAMETOOLONG from the filesystem
     assert library.find("voice_" + "a" * 5000, by_id=True) is None
+
+
+def test_names_are_nfc_and_reserved_names_are_caseless(library):
+    nfd, nfc = "cafe\u0301", "caf\u00e9"
+    library.add_voice(nfd, sample(0))
+    with pytest.raises(ConflictError):
+        library.add_voice(nfc, sample(1))
+    assert library.get_voice(nfc).name == nfc and library.find(nfd) is not None
+    for reserved in ("Default", "DEFAULT", "All-Names"):
+        with pytest.raises(InvalidRequestError) as info:
+            library.add_voice(reserved, sample(1))
+        assert info.value.code == "reserved_name"
+
+
+def test_voice_audio_cache_is_bounded_by_bytes(tmp_path):
+    library = VoiceLibrary(LocalVoiceStore(tmp_path / "v"), audio_cache_bytes=len(sample(0)) + 1)
+    library.add_voice("one", sample(0))
+    library.add_voice("two", sample(1))
+    library.find("one")
+    library.find("two")
+    assert library._audio_cached <= len(sample(0)) + 1
+    assert library.find("one").prompt.audio == sample(0)  # evicted ones read back fine
