@@ -82,7 +82,7 @@ def build_api(
         json_limit=settings.server.max_json_body_bytes,
         upload_limit=settings.server.max_upload_bytes,
     )
-    install_auth(app, settings)
+    app.state.api_keys = install_auth(app, settings)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[o.strip() for o in settings.server.cors_origins.split(",")],

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from chatterbox_serve.protocol import ModelCard, ModelList
 from chatterbox_serve.text.languages import languages_for
-from deployments.routes import State
+from deployments.auth import bearer_token
+from deployments.routes import ApiState, State
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,17 +36,42 @@ async def list_models(state: State) -> ModelList:
     return ModelList(data=[ModelCard(id=m) for m in served])
 
 
-@router.get("/health")
-@router.get("/v1/health", include_in_schema=False)
-async def health(state: State) -> JSONResponse:
-    """200 with the model's facts when it answers, else 503 `degraded`."""
+# The model's health answer is reused this long: /health is public and polled, and
+# every call would otherwise join the model's queue and count toward its autoscaling.
+HEALTH_CACHE_S = 2.0
+_health_cache: dict[int, tuple[float, dict[str, Any]]] = {}
+
+
+async def _model_health(state: ApiState) -> dict[str, Any]:
+    key = id(state.backend)
+    now = time.monotonic()
+    cached = _health_cache.get(key)
+    if cached is not None and now - cached[0] < HEALTH_CACHE_S:
+        return cached[1]
     try:
         model = await asyncio.wait_for(state.backend.health(), timeout=5.0)
     except Exception as exc:
         logger.warning("health: model not ready: %r", exc)
         model = {"model_ready": False}
+    _health_cache[key] = (time.monotonic(), model)
+    return model
+
+
+@router.get("/health")
+@router.get("/v1/health", include_in_schema=False)
+async def health(state: State, request: Request) -> JSONResponse:
+    """200 with the model's facts when it answers, else 503 `degraded`.
+
+    Without a valid key (when keys are configured) only the status is given: batch
+    and cache figures are for operators, not for anyone who can reach the port.
+    """
+    model = await _model_health(state)
     ok = bool(model.get("model_ready"))
-    body = {"status": "ok" if ok else "degraded", "engine": state.engine_name, **model}
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "model_ready": ok}
+    keys = getattr(request.app.state, "api_keys", None)
+    authorization = request.headers.get("authorization")
+    if keys is None or not keys.enabled or keys.accepts(bearer_token(authorization)):
+        body = {**body, "engine": state.engine_name, **model}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -227,3 +227,26 @@ def test_unknown_fields_are_logged_by_name_capped(caplog: pytest.LogCaptureFixtu
     SpeechRequest.model_validate({"input": "hi", **fields})
     line = "\n".join(r.getMessage() for r in caplog.records)
     assert "and 40 more" in line and len(line) < 2000 and "vvvv" not in line
+
+
+class _CountingBackend(LocalBackend):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.health_calls = 0
+
+    async def health(self) -> dict[str, object]:
+        self.health_calls += 1
+        return await super().health()
+
+
+async def test_health_is_cached_and_shows_internals_only_with_a_key() -> None:
+    settings = load_settings({"CHATTERBOX_SIM_BASE_S": "0", "API_KEYS": KEYS}, None)
+    backend = _CountingBackend(settings, SimulatedEngine(settings.simulated))
+    app = build_api(settings, backend, "simulated")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        anonymous = [await c.get("/health") for _ in range(10)]
+        keyed = await c.get("/health", headers={"Authorization": "Bearer sk-alpha"})
+    assert backend.health_calls == 1
+    assert all(r.json() == {"status": "ok", "model_ready": True} for r in anonymous)
+    assert keyed.json()["engine"] == "simulated" and len(keyed.json()) > 3
