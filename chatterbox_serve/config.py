@@ -264,6 +264,20 @@ class VoiceConfig(_Section):
         "credentials come from the standard AWS chain.",
         json_schema_extra=_env("AWS_ENDPOINT_URL"),
     )
+    max_voices: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most voices one library may hold.",
+        json_schema_extra=_env("CHATTERBOX_MAX_VOICES"),
+    )
+    max_aliases_per_voice: int = Field(
+        16,
+        ge=0,
+        le=1000,
+        description="Most aliases one voice may have.",
+        json_schema_extra=_env("CHATTERBOX_MAX_ALIASES_PER_VOICE"),
+    )
 
 
 class ServerConfig(_Section):

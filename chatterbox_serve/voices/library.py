@@ -145,7 +145,11 @@ class VoiceLibrary:
         max_upload_bytes: int = 10 * 1_048_576,
         languages: Iterable[str] = SUPPORTED_LANGUAGES,
         audio_cache_bytes: int = 64 * 1_048_576,
+        max_voices: int = 1000,
+        max_aliases_per_voice: int = 16,
     ) -> None:
+        self.max_voices = max_voices
+        self.max_aliases_per_voice = max_aliases_per_voice
         self.store = store
         self.max_upload_bytes = max_upload_bytes
         self.languages = frozenset(languages)
@@ -328,6 +332,14 @@ class VoiceLibrary:
         facts = inspect_audio(data, file_param)
         if self._live(self._claim(name)):
             raise self._conflict(name, name_param)
+        voices = sum(1 for c in self._claims() if c.kind == "name")
+        if voices >= self.max_voices:
+            raise ConflictError(
+                f"The library holds {voices} voices, its limit (CHATTERBOX_MAX_VOICES); "
+                "delete one first.",
+                param=name_param,
+                code="voice_limit_reached",
+            )
         voice_id = "voice_" + uuid.uuid4().hex
         record = VoiceRecord(
             id=voice_id,
@@ -387,6 +399,13 @@ class VoiceLibrary:
         """Point another name at a voice; 409 if it is any voice's name or alias."""
         alias = validate_name(alias, "alias")
         entry, _ = self._entry_for(key)
+        if len(entry.aliases) >= self.max_aliases_per_voice:
+            raise ConflictError(
+                f"Voice {entry.name!r} has {len(entry.aliases)} aliases, its limit "
+                "(CHATTERBOX_MAX_ALIASES_PER_VOICE); remove one first.",
+                param="alias",
+                code="alias_limit_reached",
+            )
         claim = self._create_claim(alias, entry.record.id, "alias", "alias")
         if self._record(entry.record.id) is None:  # deleted while we added the alias
             self.store.take(_claim_key(alias), claim.raw)
@@ -513,4 +532,6 @@ def build_voice_library(settings: Settings) -> VoiceLibrary:
         build_voice_store(settings.voices),
         max_upload_bytes=settings.server.max_upload_bytes,
         languages=languages_for(settings.engine.use_multilingual_model),
+        max_voices=settings.voices.max_voices,
+        max_aliases_per_voice=settings.voices.max_aliases_per_voice,
     )

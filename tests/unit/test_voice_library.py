@@ -396,3 +396,18 @@ def test_voice_audio_cache_is_bounded_by_bytes(tmp_path):
     library.find("two")
     assert library._audio_cached <= len(sample(0)) + 1
     assert library.find("one").prompt.audio == sample(0)  # evicted ones read back fine
+
+
+def test_voices_and_aliases_per_library_are_capped(tmp_path):
+    library = VoiceLibrary(LocalVoiceStore(tmp_path / "v"), max_voices=2, max_aliases_per_voice=1)
+    library.add_voice("one", sample(0))
+    library.add_voice("two", sample(1))
+    with pytest.raises(ConflictError) as info:
+        library.add_voice("three", sample(2))
+    assert info.value.code == "voice_limit_reached"
+    library.add_alias("one", "uno")
+    with pytest.raises(ConflictError) as info:
+        library.add_alias("one", "eins")
+    assert info.value.code == "alias_limit_reached"
+    library.delete("two")
+    library.add_voice("three", sample(2))  # room again after a delete
