@@ -72,6 +72,7 @@ class JobRunner:
         *,
         holder: str,
         on_chunk: Callable[[str], None] | None = None,
+        retry_backoff_s: float = 0.5,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -80,6 +81,7 @@ class JobRunner:
         self.holder = holder
         self.total_slots = asyncio.Semaphore(settings.jobs.chunks_in_flight_total)
         self.on_chunk = on_chunk or (lambda outcome: None)
+        self.retry_backoff_s = retry_backoff_s
 
     async def run(self, job_id: str, lease: Lease) -> RunReport:
         """Run a job whose lease we hold, until it finishes or must stop; never raises
@@ -133,11 +135,16 @@ class JobRunner:
             if run.report.outcome != "lost":
                 await asyncio.to_thread(self.store.release, run.lease, job_id)
             return run.report
+        # The marker's token is read before the final state is written, so a retry
+        # that re-queues the job after that write keeps its marker.
+        token = await asyncio.to_thread(self.store.queue_token, job_id)
         if run.failures:
             await self._finish_failed(job_id, run.failures, None)
             run.report.outcome = "failed"
         else:
             run.report.outcome = await self._complete(run, job_id)
+        if token is not None:
+            await asyncio.to_thread(self.store.dequeue, job_id, token)
         await asyncio.to_thread(self.store.release, run.lease, job_id)
         return run.report
 
@@ -197,7 +204,7 @@ class JobRunner:
                         run, index, exc.message if isinstance(exc, ChatterboxError) else name
                     )
                     return
-                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+                await asyncio.sleep(min(self.retry_backoff_s * 2**attempt, 10.0))
                 continue
             await self._commit(run, job_id, index, text, started, result)
             return

@@ -89,6 +89,7 @@ class S3JobBlobStore(S3VoiceStore, JobBlobStore):
         except BaseException:
             # Closing would complete the multipart upload and publish a partial object.
             f.discard()
+            f.closed = True  # discarded: nothing to flush when it is garbage-collected
             raise
         f.close()
 

@@ -15,7 +15,8 @@ Keys (all built from random job ids and integers, never from user input):
 A versioned cell (record, lease) is a folder of numbered keys; the highest is
 current. A write creates the next number with an exclusive create, so of two
 writers that read the same version exactly one succeeds: a compare-and-swap built
-from the store's `create`. Old versions are pruned behind the writer.
+from the store's `create`. Old versions are pruned behind the writer, and a writer
+whose slot was pruned (it read very long ago) sees that and withdraws its write.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from chatterbox_serve.errors import NotFoundError
 from chatterbox_serve.jobs.records import ChunkCommit, JobPlan, JobRecord, Lease
 from chatterbox_serve.jobs.storage import BlobWriter, JobBlobStore
 
-_KEEP_VERSIONS = 3
+# Versions kept per cell; a writer more than this many versions behind is refused.
+_KEEP_VERSIONS = 32
 
 
 class JobGone(Exception):
@@ -72,12 +74,20 @@ class VersionedCell:
 
     def write(self, expected: int, data: bytes) -> bool:
         """Write version `expected + 1`; False if another writer got there first."""
+        version = expected + 1
         try:
-            self.store.create(self._key(expected + 1), data)
+            self.store.create(self._key(version), data)
         except FileExistsError:
             return False
-        for old in range(max(0, expected + 1 - _KEEP_VERSIONS), expected + 2 - _KEEP_VERSIONS):
-            self.store.delete(self._key(old))
+        if version > _KEEP_VERSIONS:
+            self.store.delete(self._key(version - _KEEP_VERSIONS))
+        # A writer that read long ago may find its slot free again because it was
+        # pruned; pruning slot v needs version v + _KEEP_VERSIONS to exist, so seeing
+        # that far ahead means our write is stale: withdraw it and report a conflict.
+        latest = self.store.list(self.folder)[-1]
+        if int(latest.rsplit("/", 1)[1].split(".")[0]) >= version + _KEEP_VERSIONS:
+            self.store.delete(self._key(version))
+            return False
         return True
 
 
@@ -158,6 +168,12 @@ class JobStore:
             with contextlib.suppress(FileNotFoundError):
                 out.append((key.rsplit("/", 1)[1], self.blobs.get(key)))
         return out
+
+    def queue_token(self, job_id: str) -> bytes | None:
+        try:
+            return self.blobs.get(f"jobs-queue/{job_id}")
+        except FileNotFoundError:
+            return None
 
     def dequeue(self, job_id: str, token: bytes) -> bool:
         return self.blobs.take(f"jobs-queue/{job_id}", token)
