@@ -329,6 +329,8 @@ class JobRunner:
         except (StaleUpdate, JobGone) as exc:
             await asyncio.to_thread(self.store.blobs.delete, key)
             return "deleted" if isinstance(exc, JobGone) else str(exc)
+        if active > 0:
+            await asyncio.to_thread(self.store.record_throughput, record.total_chars / active)
         return "completed"
 
     async def _finish_failed(

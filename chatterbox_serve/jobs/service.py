@@ -129,6 +129,11 @@ class JobService:
         self.store.create(record, text, JobPlan(tuple(chunks)))
         return record
 
+    def estimate_s(self, record: JobRecord) -> int | None:
+        """Seconds the job should take at the throughput the last finished job measured."""
+        rate = self.store.throughput()
+        return None if not rate else int(round(record.total_chars / rate))
+
     # -- look ----------------------------------------------------------------------
 
     def get(self, owner: str | None, job_id: str) -> JobRecord:

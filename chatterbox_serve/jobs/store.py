@@ -151,6 +151,18 @@ class JobStore:
                 found.append(record)
         return found
 
+    # -- measured throughput ------------------------------------------------------
+
+    def throughput(self) -> float | None:
+        """Characters per second of the last finished job, for estimates of new ones."""
+        try:
+            return float(self.blobs.get("jobs-stats/throughput").decode())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def record_throughput(self, chars_per_s: float) -> None:
+        self.blobs.put("jobs-stats/throughput", f"{chars_per_s:.3f}".encode())
+
     # -- the work queue ------------------------------------------------------------
 
     def enqueue(self, job_id: str) -> None:

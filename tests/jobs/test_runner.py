@@ -181,3 +181,29 @@ async def test_total_chunks_in_flight_are_bounded_across_jobs(
     for job_id in ids:
         await run_to_end(w, store, job_id)
     assert submit.max_in_flight == settings.jobs.chunks_in_flight_total  # 3 < 2 jobs x 2
+
+
+async def test_events_follow_a_job_to_the_end(
+    service: JobService, store: JobStore, settings: Settings, engine: SimulatedEngine
+) -> None:
+    from chatterbox_serve.jobs.events import job_events
+
+    record = service.create(None, long_text(), params())
+    assert service.estimate_s(record) is None  # nothing measured yet
+    w = worker(store, settings, CountingSubmit(engine), "A")
+    events: list[tuple[str, dict[str, object]]] = []
+
+    async def listen() -> None:
+        async for event in job_events(service, None, record.job_id, poll_s=0.05):
+            events.append(event)
+
+    listener = asyncio.create_task(listen())
+    await run_to_end(w, store, record.job_id)
+    await asyncio.wait_for(listener, 5)
+    kinds = [kind for kind, _ in events]
+    ready = [data["chunk_index"] for kind, data in events if kind == "chunk_ready"]
+    assert sorted(ready) == list(range(record.total_chunks))  # each chunk once
+    assert kinds[0] == "progress" and kinds[-1] == "completed"
+    assert "status_change" in kinds
+    assert events[-2][1]["progress"] == 100.0
+    assert service.estimate_s(service.create(None, long_text(), params())) is not None
