@@ -8,6 +8,7 @@
     │   ├── VoiceNotFoundError (404)
     │   ├── ConflictError (409)
     │   ├── PayloadTooLargeError (413)
+    │   ├── RangeNotSatisfiableError (416)
     │   └── TooManyJobsError (429)
     └── ServerError (5xx)                 we must fix it; the public message is fixed
         ├── EngineError (500)
@@ -90,6 +91,11 @@ class ConflictError(ClientError):
 class PayloadTooLargeError(ClientError):
     status_code = 413
     default_code = "payload_too_large"
+
+
+class RangeNotSatisfiableError(ClientError):
+    status_code = 416
+    default_code = "range_not_satisfiable"
 
 
 class TooManyJobsError(ClientError):

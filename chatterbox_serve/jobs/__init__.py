@@ -11,7 +11,7 @@ from chatterbox_serve.jobs.records import (
     owner_of,
 )
 from chatterbox_serve.jobs.runner import JobRunner, RunReport
-from chatterbox_serve.jobs.service import HistoryQuery, JobService
+from chatterbox_serve.jobs.service import HistoryQuery, JobsAccess, JobService
 from chatterbox_serve.jobs.storage import JobBlobStore, build_job_blob_store
 from chatterbox_serve.jobs.store import JobStore
 from chatterbox_serve.jobs.worker import JobWorker
@@ -26,6 +26,7 @@ __all__ = [
     "JobRecord",
     "JobRunner",
     "JobService",
+    "JobsAccess",
     "JobState",
     "JobStore",
     "JobWorker",

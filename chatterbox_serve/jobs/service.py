@@ -8,6 +8,7 @@ does not allow the action 409, bad input 400, over the per-key cap 429.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import time
 import uuid
@@ -37,10 +38,21 @@ from chatterbox_serve.jobs.store import JobGone, JobStore, StaleUpdate, require
 
 _CANCELLABLE = (JobState.PENDING, JobState.CHUNKING, JobState.PROCESSING, JobState.PAUSED)
 _RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
-HISTORY_SORTS = (
-    "created_desc created_asc completed_desc completed_asc duration_desc duration_asc "
-    "name_asc name_desc size_desc size_asc"
-).split()
+
+
+class HistorySort(str, enum.Enum):
+    """The original API's history orders."""
+
+    CREATED_DESC = "created_desc"
+    CREATED_ASC = "created_asc"
+    COMPLETED_DESC = "completed_desc"
+    COMPLETED_ASC = "completed_asc"
+    DURATION_DESC = "duration_desc"
+    DURATION_ASC = "duration_asc"
+    NAME_ASC = "name_asc"
+    NAME_DESC = "name_desc"
+    SIZE_DESC = "size_desc"
+    SIZE_ASC = "size_asc"
 
 
 @dataclass(frozen=True)
@@ -50,9 +62,20 @@ class HistoryQuery:
     end: float | None = None
     search: str | None = None
     is_archived: bool | None = None
-    sort: str = "completed_desc"
+    sort: HistorySort = HistorySort.COMPLETED_DESC
     limit: int = 50
     offset: int = 0
+
+
+@dataclass(frozen=True)
+class JobsAccess:
+    """What the HTTP routes need for jobs: the service, whether keys are on, and a way
+    to tell workers a job is ready (a deployment call in Serve; nothing in tests)."""
+
+    service: JobService
+    keys_enabled: bool
+    notify: Callable[[str], None] = lambda job_id: None
+    sse_poll_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -324,7 +347,7 @@ class JobService:
         if q.search:
             needle = q.search.lower()
             records = [r for r in records if needle in self._searchable(r)]
-        key, reverse = _SORT_KEYS[q.sort]
+        key, reverse = _SORT_KEYS[HistorySort(q.sort).value]
         records.sort(key=key, reverse=reverse)
         return records[q.offset : q.offset + q.limit], len(records)
 

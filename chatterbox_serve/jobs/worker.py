@@ -52,11 +52,19 @@ class JobWorker:
             lease = await asyncio.to_thread(self.store.claim, job_id, self.id, self.lease_s)
             if lease is None:
                 continue
-            task = asyncio.create_task(self.runner.run(job_id, lease))
-            self.running[job_id] = task
-            task.add_done_callback(functools.partial(self._finished, job_id))
+            self.adopt(job_id, asyncio.create_task(self.runner.run(job_id, lease)))
             started.append(job_id)
         return started
+
+    def adopt(self, job_id: str, task: asyncio.Task[RunReport]) -> None:
+        """Track a run started elsewhere (a direct request), so polls leave it alone."""
+        self.running[job_id] = task
+        task.add_done_callback(functools.partial(self._finished, job_id))
+
+    def drain_reports(self) -> list[RunReport]:
+        """Reports of runs that ended since the last call."""
+        reports, self.reports = self.reports, []
+        return reports
 
     def _finished(self, job_id: str, task: asyncio.Task[RunReport]) -> None:
         self.running.pop(job_id, None)
