@@ -221,6 +221,12 @@ class AudioConfig(_Section):
         description="MP3 bit rate.",
         json_schema_extra=_env("CHATTERBOX_MP3_BITRATE_KBPS"),
     )
+    default_response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
+        "mp3",
+        description="Format when a request names none: OpenAI's mp3; the original "
+        "Chatterbox API answered wav.",
+        json_schema_extra=_env("DEFAULT_RESPONSE_FORMAT"),
+    )
 
 
 class VoiceConfig(_Section):

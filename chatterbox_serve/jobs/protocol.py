@@ -30,7 +30,7 @@ class LongSpeechRequest(SpeechRequest):
     def to_parameters(self, settings: Settings, voice: ResolvedVoice) -> JobParameters:
         """The job's generation settings; raises `InvalidRequestError` for a bad language."""
         g = settings.generation
-        fmt = self.response_format or AudioFormat.MP3
+        fmt = self.response_format or settings.audio.default_response_format
         return JobParameters(
             voice=self.voice_key,
             language=self._language(settings, voice),
