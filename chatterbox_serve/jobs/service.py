@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from chatterbox_serve.chunking import split_text
 from chatterbox_serve.config import Settings
 from chatterbox_serve.errors import (
     ConflictError,
@@ -35,6 +34,7 @@ from chatterbox_serve.jobs.records import (
     JobState,
 )
 from chatterbox_serve.jobs.store import JobGone, JobStore, StaleUpdate, require
+from chatterbox_serve.text.chunking import split_text
 
 _CANCELLABLE = (JobState.PENDING, JobState.CHUNKING, JobState.PROCESSING, JobState.PAUSED)
 _RETRYABLE = (JobState.FAILED, JobState.CANCELLED)

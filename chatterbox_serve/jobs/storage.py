@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from chatterbox_serve.config import Settings
-from chatterbox_serve.voice_store import LocalVoiceStore, S3VoiceStore, VoiceStore
+from chatterbox_serve.voices.store import LocalVoiceStore, S3VoiceStore, VoiceStore
 
 READ_BLOCK = 1 << 20
 
