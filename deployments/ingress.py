@@ -39,7 +39,7 @@ from deployments.http import (
     request_id_of,
 )
 from deployments.metrics import IngressMetrics
-from deployments.routes import ApiState, ops, speech
+from deployments.routes import ApiState, compat, ops, speech
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
 
@@ -102,6 +102,9 @@ def build_api(
     if jobs is not None:
         app.include_router(jobs_routes.router)
     app.include_router(ops.router)
+    app.include_router(compat.router)
+    app.state.request_log = compat.RequestLog()
+    app.add_middleware(compat.RequestLogMiddleware, log=app.state.request_log)
     if status is not None:
         app.include_router(ops.cluster_router)
     return app

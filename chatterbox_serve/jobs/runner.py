@@ -331,6 +331,7 @@ class JobRunner:
             return "deleted" if isinstance(exc, JobGone) else str(exc)
         if active > 0:
             await asyncio.to_thread(self.store.record_throughput, record.total_chars / active)
+        await asyncio.to_thread(self.store.drop_unreferenced_audio, job_id, record.generation)
         return "completed"
 
     async def _finish_failed(

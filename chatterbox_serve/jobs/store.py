@@ -262,6 +262,16 @@ class JobStore:
     def chunk_audio(self, commit: ChunkCommit) -> bytes:
         return self.blobs.get(commit.audio_key)
 
+    def drop_unreferenced_audio(self, job_id: str, generation: int) -> int:
+        """Delete chunk audio no commit names: left by a worker that died between
+        writing a chunk's audio and committing it. Returns how many were removed."""
+        named = {c.audio_key for c in self.commits(job_id, generation).values()}
+        folder = f"jobs/{job_id}/g{generation}/"
+        stray = [k for k in self.blobs.list(folder) if k.endswith(".wav") and k not in named]
+        for key in stray:
+            self.blobs.delete(key)
+        return len(stray)
+
     def drop_generation(self, job_id: str, generation: int) -> None:
         for key in self.blobs.list(f"jobs/{job_id}/g{generation}/"):
             self.blobs.delete(key)

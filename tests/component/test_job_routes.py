@@ -161,3 +161,36 @@ async def test_bad_input_gets_400_envelopes(client: httpx.AsyncClient) -> None:
     missing_voice = await client.post(LONG, json={"input": TEXT, "voice": "nobody"})
     assert missing_voice.status_code == 404
     await finished(client, job_id)
+
+
+async def test_original_ops_routes_and_aliases(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/audio/speech", json={"input": "Hello there.", "response_format": "pcm"})
+    info = (await client.get("/api/info")).json()
+    assert info["status"] == "operational" and info["statistics"]["completed_requests"] == 1
+    stats = (await client.get("/stats")).json()
+    assert stats["total_requests"] == 1 and stats["success_rate"] == 100.0
+    history = (await client.get("/history", params={"limit": 5})).json()
+    assert history["request_history"][0]["path"] == "/v1/audio/speech"
+    assert (await client.get("/progress")).json()["is_processing"] is False
+    routes = (await client.get("/routes")).json()["mappings"]
+    assert "/tts" in routes["POST /v1/audio/speech"]["aliases"]
+    assert routes["DELETE /v1/audio/speech/long/history"]["primary"].endswith("/history")
+    assert (await client.get("/v1/config")).status_code == 200
+    for path in ("/memory/reset", "/status/history/clear"):
+        refused = await client.post(path)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "confirm"
+    assert (await client.post("/status/history/clear", params={"confirm": "true"})).json()[
+        "success"
+    ]
+    assert (await client.get("/status/history")).json()["total_records"] == 0
+    reset = await client.post("/v1/memory/reset", params={"confirm": "true"})
+    assert reset.json()["status"] == "success"
+    bad = await client.post("/memory/config", params={"cpu_memory_percent": 20})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "cpu_memory_percent"
+    ok = await client.post("/memory/config", params={"cpu_memory_percent": 60})
+    assert ok.json()["new_thresholds"]["cpu_memory_percent"] == 60
+    assert (await client.get("/memory/config")).json()["alert_thresholds"][
+        "cpu_memory_percent"
+    ] == 60
+    recs = (await client.get("/v1/memory/recommendations")).json()
+    assert recs["recommendation_count"] == len(recs["recommendations"])

@@ -142,6 +142,10 @@ def test_a_chunk_commits_once(any_blobs: JobBlobStore) -> None:
     found = store.commits("j1", 0)
     assert list(found) == [3] and store.chunk_audio(found[3]) == b"first"
     assert len(any_blobs.list("jobs/j1/g0/")) == 2  # the loser's audio is gone
+    # A worker that died between writing audio and committing it leaves a stray file.
+    any_blobs.put("jobs/j1/g0/000004-deadbeef0000.wav", b"orphan")
+    assert store.drop_unreferenced_audio("j1", 0) == 1
+    assert store.chunk_audio(store.commits("j1", 0)[3]) == b"first"
 
 
 def test_requeue_survives_a_stale_dequeue(store: JobStore) -> None:
