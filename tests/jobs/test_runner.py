@@ -164,11 +164,16 @@ async def test_deleting_a_running_job_stops_its_worker(
     await wait_for(lambda: store.get(record.job_id).completed_chunks >= 1)  # type: ignore[union-attr]
     service.delete(None, record.job_id)
     await wait_for(lambda: not w.running)
-    assert w.reports[-1].outcome == "deleted"
+    assert w.reports[-1].outcome in ("deleted", "lost")
     with pytest.raises(JobGone):
         store.update(record.job_id, lambda r: r)
-    store.sweep(retention_s=1e9)
-    assert store.blobs.list(f"jobs/{record.job_id}/") == []
+
+    # A chunk write already in a thread may land after the run ends; the sweep takes it.
+    def swept() -> bool:
+        store.sweep(retention_s=1e9)
+        return store.blobs.list(f"jobs/{record.job_id}/") == []
+
+    await wait_for(swept, 5)
 
 
 async def test_total_chunks_in_flight_are_bounded_across_jobs(
