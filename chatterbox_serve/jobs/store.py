@@ -33,6 +33,8 @@ from chatterbox_serve.jobs.storage import BlobWriter, JobBlobStore
 
 # Versions kept per cell; a writer more than this many versions behind is refused.
 _KEEP_VERSIONS = 32
+# Files of an unindexed job older than this are debris of a deleted job.
+_DEBRIS_AGE_S = 3600.0
 
 
 class JobGone(Exception):
@@ -87,6 +89,18 @@ class VersionedCell:
         latest = self.store.list(self.folder)[-1]
         if int(latest.rsplit("/", 1)[1].split(".")[0]) >= version + _KEEP_VERSIONS:
             self.store.delete(self._key(version))
+            return False
+        # The version we replaced is gone: the cell was deleted while we wrote (a job
+        # deleted under a worker). Withdraw, so the write cannot bring it back.
+        if expected > 0 and not self._exists(expected):
+            self.store.delete(self._key(version))
+            return False
+        return True
+
+    def _exists(self, version: int) -> bool:
+        try:
+            self.store.get(self._key(version))
+        except FileNotFoundError:
             return False
         return True
 
@@ -317,10 +331,12 @@ class JobStore:
                 self.delete(job_id, owner)
                 removed.append(job_id)
         indexed = {k.rsplit("/", 1)[1] for k in self.blobs.list("jobs-index/")}
-        for key in self.blobs.list("jobs/"):
-            job_id = key.split("/")[1]
-            if job_id not in indexed and self.get(job_id) is None:
-                self.blobs.delete(key)
+        for job_id in {key.split("/")[1] for key in self.blobs.list("jobs/")} - indexed:
+            record = self.get(job_id)
+            # A job being created has its record a moment before its index entry.
+            if record is None or now - record.updated_at > _DEBRIS_AGE_S:
+                for key in self.blobs.list(f"jobs/{job_id}/"):
+                    self.blobs.delete(key)
         return removed
 
 

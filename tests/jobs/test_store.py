@@ -218,3 +218,14 @@ def test_a_writer_far_behind_is_refused_even_if_its_slot_was_pruned(tmp_path: Pa
         store.update("j1", lambda r: replace(r, completed_chars=r.completed_chars + 1))
     assert cell.write(stale.version, record(completed_chars=-1).to_json()) is False
     assert store.get("j1").completed_chars == 40  # type: ignore[union-attr]
+
+
+def test_a_write_racing_a_delete_does_not_bring_the_job_back(tmp_path: Path) -> None:
+    store = JobStore(LocalJobBlobStore(tmp_path))
+    store.create(record(), "t", JobPlan(("t",)))
+    cell = store._record_cell("j1")
+    seen = cell.read()
+    assert seen is not None
+    store.delete("j1", "open")  # a worker read the record just before this delete
+    assert cell.write(seen.version, record(completed_chars=9).to_json()) is False
+    assert store.get("j1") is None
