@@ -29,11 +29,14 @@ from chatterbox_serve.engines.base import SynthesisRequest, VoicePrompt
 from chatterbox_serve.jobs import JobRunner, JobStore, JobWorker, build_job_blob_store
 from chatterbox_serve.voices import resolve_voice
 from chatterbox_serve.voices.library import build_voice_library
+from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import JobMetrics
 
 logger = logging.getLogger("ray.serve")
 
 SWEEP_EVERY_S = 600.0
+# Jobs by state, for the gauge: reads every record, so not on every poll.
+COUNT_EVERY_S = 15.0
 
 
 class JobWorkerDeployment:
@@ -45,6 +48,9 @@ class JobWorkerDeployment:
         self._voices = build_voice_library(settings)
         self._model = model
         self._metrics = JobMetrics()
+        # Reported to `/status` and `/memory` like every deployment; `run_job` is its load.
+        self._load = ReplicaLoad()
+        self._reporter = StatusReporter(self._load)
         try:
             holder = serve.get_replica_context().replica_id.unique_id
         except Exception:  # outside a replica (tests building the class directly)
@@ -73,6 +79,10 @@ class JobWorkerDeployment:
 
     async def run_job(self, job_id: str) -> str:
         """Run one job to its end on this replica, unless another worker holds it."""
+        with self._load.track():
+            return await self._run_job(job_id)
+
+    async def _run_job(self, job_id: str) -> str:
         task = self.worker.running.get(job_id)
         if task is None:
             lease = await asyncio.to_thread(
@@ -86,16 +96,19 @@ class JobWorkerDeployment:
         return report.outcome
 
     async def _poll_forever(self) -> None:
-        last_sweep = 0.0
+        last_sweep = last_count = 0.0
         while True:
             try:
                 await self.worker.poll_once()
-                if time.monotonic() - last_sweep > SWEEP_EVERY_S:
-                    last_sweep = time.monotonic()
+                now = time.monotonic()
+                if now - last_sweep > SWEEP_EVERY_S:
+                    last_sweep = now
                     retention = self.settings.jobs.retention_days * 86400
                     removed = await asyncio.to_thread(self.store.sweep, retention)
                     if removed:
                         logger.info("Job retention removed %d jobs", len(removed))
+                if now - last_count > COUNT_EVERY_S:
+                    last_count = now
                     records = await asyncio.to_thread(self.store.records, None)
                     self._metrics.states(records)
                 for report in self.worker.drain_reports():
@@ -112,6 +125,7 @@ class JobWorkerDeployment:
         return {"worker": self.worker.id, "running": sorted(self.worker.running)}
 
     async def __del__(self) -> None:
+        self._reporter.stop()
         self._loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._loop
