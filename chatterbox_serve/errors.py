@@ -7,7 +7,9 @@
     │   ├── AuthenticationError (401)
     │   ├── VoiceNotFoundError (404)
     │   ├── ConflictError (409)
-    │   └── PayloadTooLargeError (413)
+    │   ├── PayloadTooLargeError (413)
+    │   ├── RangeNotSatisfiableError (416)
+    │   └── TooManyJobsError (429)
     └── ServerError (5xx)                 we must fix it; the public message is fixed
         ├── EngineError (500)
         └── EngineOverloadedError (503)   retryable, with Retry-After
@@ -90,6 +92,17 @@ class ConflictError(ClientError):
 class PayloadTooLargeError(ClientError):
     status_code = 413
     default_code = "payload_too_large"
+
+
+class RangeNotSatisfiableError(ClientError):
+    status_code = 416
+    default_code = "range_not_satisfiable"
+
+
+class TooManyJobsError(ClientError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "too_many_jobs"
 
 
 class ServerError(ChatterboxError):

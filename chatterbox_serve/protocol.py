@@ -69,7 +69,9 @@ class SpeechRequest(OpenAIBaseModel):
         None, description="A library voice name, alias or {'id': ...}; omitted means default."
     )
     instructions: str | None = Field(None, description="Accepted, not applied.")
-    response_format: AudioFormat = Field(AudioFormat.MP3)
+    response_format: AudioFormat | None = Field(
+        None, description="Audio format; omitted means DEFAULT_RESPONSE_FORMAT (mp3)."
+    )
     speed: float = Field(1.0, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] | None = Field(
         None, description="Stream raw encoded audio, or server-sent events."
@@ -158,7 +160,7 @@ class SpeechRequest(OpenAIBaseModel):
         return SpeechJob(
             request_id=request_id,
             text=text,
-            format=self.response_format,
+            format=self.response_format or AudioFormat(settings.audio.default_response_format),
             template=template,
             speed=self.speed,
             streaming=streaming,

@@ -6,6 +6,11 @@ or two-item batches behind the running call (issue 5: 2.0 items per call at 64
 clients, 0.21 of engine capacity). `BatchGate` holds items back while the engine runs
 and then lets in at most one batch's worth, so the items that piled up during a call
 form the next full batch and the overflow waits for the one after.
+
+Background items (chunks of long-text jobs) take only the room interactive items
+leave: one waits while any interactive item waits, and a batch takes at most
+`background_per_batch` of them, so a running job adds little to the latency of
+interactive requests however long it is (issue 16).
 """
 
 from __future__ import annotations
@@ -17,26 +22,46 @@ from collections.abc import Iterable
 class Ticket:
     """One admitted item; `started` once its batch reached the engine (or it gave up)."""
 
-    __slots__ = ("started",)
+    __slots__ = ("background", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, background: bool = False) -> None:
         self.started = False
+        self.background = background
 
 
 class BatchGate:
     """Admit up to `limit` items per engine call, and only while no call runs."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, background_per_batch: int | None = None) -> None:
         self.limit = limit
+        self.background_per_batch = background_per_batch or max(1, limit // 8)
         self._busy = False
         self._admitted = 0
+        self._background = 0
+        self._interactive_waiting = 0
         self._wake = asyncio.Event()
 
-    async def enter(self) -> Ticket:
-        while self._busy or self._admitted >= self.limit:
-            await self._wake.wait()
+    async def enter(self, background: bool = False) -> Ticket:
+        if background:
+            while (
+                self._busy
+                or self._interactive_waiting
+                or self._admitted >= self.limit
+                or self._background >= self.background_per_batch
+            ):
+                await self._wake.wait()
+            self._background += 1
+        else:
+            self._interactive_waiting += 1
+            try:
+                while self._busy or self._admitted >= self.limit:
+                    await self._wake.wait()
+            finally:
+                self._interactive_waiting -= 1
+                if not self._interactive_waiting:
+                    self._notify()  # background items may take what room is left
         self._admitted += 1
-        return Ticket()
+        return Ticket(background)
 
     def started(self, tickets: Iterable[Ticket]) -> None:
         """The engine call over these items begins."""
@@ -58,6 +83,7 @@ class BatchGate:
         if not ticket.started:
             ticket.started = True
             self._admitted -= 1
+            self._background -= ticket.background
 
     def _notify(self) -> None:
         # Wake every current waiter; each re-checks, and those still held wait on a new event.

@@ -21,6 +21,7 @@ from chatterbox_serve.config import Settings, load_settings
 from chatterbox_serve.engines import ENGINES, engine_class, resolve_engine_name
 from deployments.defaults import (
     INGRESS,
+    JOB_WORKER,
     MODEL,
     TEXT_AUDIO,
     check_batch_size,
@@ -28,6 +29,7 @@ from deployments.defaults import (
     merge_options,
 )
 from deployments.ingress import SpeechIngress
+from deployments.job_worker import JobWorkerDeployment
 from deployments.model import SpeechModelDeployment
 from deployments.text_audio import TextAudioDeployment
 
@@ -76,8 +78,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     logger.info("Engine %s (%s); deployment options: %s", engine, engine_path, options)
     model = _deployment(SpeechModelDeployment, options[MODEL]).bind(settings, engine_path)
     text_audio = _deployment(TextAudioDeployment, options[TEXT_AUDIO]).bind(model, settings)
+    worker = _deployment(JobWorkerDeployment, options[JOB_WORKER]).bind(model, settings)
     ingress = _deployment(SpeechIngress, options[INGRESS])
-    return ingress.bind(text_audio, model, settings, engine)
+    return ingress.bind(text_audio, model, settings, engine, worker)
 
 
 def _deployment(cls: type, options: dict[str, Any]) -> Deployment:

@@ -24,7 +24,8 @@ from chatterbox_serve.config import ConfigError, Settings
 INGRESS = "SpeechIngress"
 TEXT_AUDIO = "TextAudioDeployment"
 MODEL = "SpeechModelDeployment"
-DEPLOYMENTS = (INGRESS, TEXT_AUDIO, MODEL)
+JOB_WORKER = "JobWorkerDeployment"
+DEPLOYMENTS = (INGRESS, TEXT_AUDIO, MODEL, JOB_WORKER)
 
 # Options whose value is a dict that the builder merges key by key.
 NESTED_OPTIONS = frozenset({"ray_actor_options", "autoscaling_config", "user_config"})
@@ -42,6 +43,7 @@ def _lifecycle(graceful_shutdown_timeout_s: float) -> dict[str, Any]:
 def deployment_defaults(settings: Settings, needs_gpu: bool) -> dict[str, dict[str, Any]]:
     """Options by deployment name for these settings; `needs_gpu` is the engine class's."""
     batch = settings.engine.max_batch_size
+    jobs = settings.jobs.jobs_per_worker
     return {
         INGRESS: {
             "ray_actor_options": {"num_cpus": 0.25},
@@ -94,6 +96,23 @@ def deployment_defaults(settings: Settings, needs_gpu: bool) -> dict[str, dict[s
             # engine only adds latency (docs/PERFORMANCE.md).
             "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.0},
             **_lifecycle(60),
+        },
+        JOB_WORKER: {
+            "ray_actor_options": {"num_cpus": 0.5},
+            # One ongoing request per running job (`run_job` lasts the whole job), so the
+            # autoscaler adds a worker when each has its share of jobs running.
+            "max_ongoing_requests": jobs,
+            "max_queued_requests": 64 * jobs,
+            "autoscaling_config": {
+                "min_replicas": 1,
+                "initial_replicas": 1,
+                "max_replicas": 4,
+                "target_ongoing_requests": jobs,
+                "upscale_delay_s": 30,
+                "downscale_delay_s": 600,
+            },
+            # Stopping cancels its runs; their leases lapse and another worker resumes them.
+            **_lifecycle(10),
         },
     }
 

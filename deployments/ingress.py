@@ -19,7 +19,9 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatterbox_serve.auth import load_api_keys
 from chatterbox_serve.config import Settings
+from chatterbox_serve.jobs import JobsAccess, JobService, JobStore, build_job_blob_store
 from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
 from chatterbox_serve.voices import EmptyVoiceLibrary, VoiceLookup
 from chatterbox_serve.voices.library import VoiceLibrary, build_voice_library
@@ -38,7 +40,8 @@ from deployments.http import (
     request_id_of,
 )
 from deployments.metrics import IngressMetrics
-from deployments.routes import ApiState, ops, speech
+from deployments.routes import ApiState, compat, ops, speech
+from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
 
 logger = logging.getLogger("ray.serve")
@@ -64,16 +67,18 @@ def build_api(
     engine_name: str,
     voices: VoiceLookup | None = None,
     status: StatusSource | None = None,
+    jobs: JobsAccess | None = None,
 ) -> FastAPI:
     """The FastAPI app: the routers of `deployments/routes/`, error handlers, middleware.
 
     The routes find their collaborators in `app.state.api`. The voice library routes
     and multipart speech exist only with a `VoiceLibrary`; `/status` and `/memory`
-    only with a `status` source (a Serve cluster).
+    only with a `status` source (a Serve cluster); the long-text job routes only
+    with `jobs`.
     """
     app = FastAPI(title="chatterbox-serve", version="0.1.0")
     library = voices or EmptyVoiceLibrary()
-    app.state.api = ApiState(settings, backend, engine_name, library, status)
+    app.state.api = ApiState(settings, backend, engine_name, library, status, jobs)
     install_error_handlers(app)
     # The last middleware added runs first: CORS, then the API key, then the body limit,
     # so no body is read for an unauthenticated caller and every error has CORS headers.
@@ -95,7 +100,12 @@ def build_api(
     if isinstance(library, VoiceLibrary):
         app.include_router(voices_routes.router)
         app.include_router(speech.upload_router)
+    if jobs is not None:
+        app.include_router(jobs_routes.router)
     app.include_router(ops.router)
+    app.include_router(compat.router)
+    app.state.request_log = compat.RequestLog()
+    app.add_middleware(compat.RequestLogMiddleware, log=app.state.request_log)
     if status is not None:
         app.include_router(ops.cluster_router)
     return app
@@ -165,8 +175,10 @@ class SpeechIngress:
         model: DeploymentHandle[Any],
         settings: Settings,
         engine_name: str,
+        job_worker: DeploymentHandle[Any] | None = None,
     ) -> None:
         self._backend = ServeSpeechBackend(text_audio, model)
+        self._jobs = _jobs_access(settings, job_worker)
         self._settings = settings
         self._engine_name = engine_name
         self._voices = build_voice_library(settings)
@@ -179,8 +191,33 @@ class SpeechIngress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         status = ClusterStatus(self._reporter.app_name)
         app = build_api(
-            self._settings, self._backend, self._engine_name, self._voices, status=status
+            self._settings,
+            self._backend,
+            self._engine_name,
+            self._voices,
+            status=status,
+            jobs=self._jobs,
         )
         app.add_middleware(LoadTrackingMiddleware, load=self._load)
         IngressMetrics().install(app)  # last, so outermost: it sees every status code
         return app
+
+
+def _jobs_access(settings: Settings, worker: DeploymentHandle[Any] | None) -> JobsAccess:
+    """The job routes' collaborators; `notify` starts a job on a worker replica at once.
+
+    The call lasts as long as the job runs and nobody awaits it: it is how the worker
+    deployment's autoscaler sees running jobs. The workers' queue polling would find
+    the job anyway, a poll interval later.
+    """
+    service = JobService(JobStore(build_job_blob_store(settings)), settings)
+
+    def notify(job_id: str) -> None:
+        if worker is None:
+            return
+        try:
+            worker.run_job.remote(job_id)
+        except Exception:  # the workers' polling picks the job up instead
+            logger.warning("Could not hand job %s to a worker; polling will", job_id)
+
+    return JobsAccess(service, load_api_keys(settings).enabled, notify)

@@ -12,6 +12,7 @@ already computes; they measure nothing themselves except around the engine call.
 
 from __future__ import annotations
 
+from collections import Counter as Counter_
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatterbox_serve.engines.base import SynthesisOutcome
 from chatterbox_serve.errors import ChatterboxError
+from chatterbox_serve.jobs import JobRecord, JobState, RunReport
 from chatterbox_serve.pipeline import StageTimings
 
 Kind = Literal["counter", "gauge", "histogram"]
@@ -95,6 +97,24 @@ ENGINE_ERRORS = MetricSpec(
     "Engine failures: scope=call for a whole failed call, scope=item for one failed item.",
     ("scope", "error"),
 )
+JOBS_BY_STATE = MetricSpec(
+    "chatterbox_jobs",
+    "gauge",
+    "Long-text jobs in the job store, by state; set by each job worker replica.",
+    ("state",),
+)
+JOB_CHUNKS = MetricSpec(
+    "chatterbox_job_chunks",
+    "counter",
+    "Long-text job chunks finished, by outcome (done or failed).",
+    ("outcome",),
+)
+JOB_SECONDS = MetricSpec(
+    "chatterbox_job_seconds",
+    "histogram",
+    "Wall seconds of one run of a long-text job on a worker, by how the run ended.",
+    ("outcome",),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     REQUESTS,
@@ -107,6 +127,9 @@ METRICS: tuple[MetricSpec, ...] = (
     QUEUE_WAIT,
     CONDITIONALS_CACHE,
     ENGINE_ERRORS,
+    JOBS_BY_STATE,
+    JOB_CHUNKS,
+    JOB_SECONDS,
 )
 
 
@@ -245,3 +268,25 @@ class EngineMetrics:
         counts = cache if isinstance(cache, Mapping) else {}
         self._cache.set(float(counts.get("hits", 0)), tags={"result": "hit"})
         self._cache.set(float(counts.get("misses", 0)), tags={"result": "miss"})
+
+
+class JobMetrics:
+    """Long-text job figures, recorded by the job worker deployment."""
+
+    def __init__(self) -> None:
+        self._states = _gauge(JOBS_BY_STATE)
+        self._chunks = _counter(JOB_CHUNKS)
+        self._seconds = _histogram(
+            JOB_SECONDS, [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0]
+        )
+
+    def chunk(self, outcome: str) -> None:
+        self._chunks.inc(tags={"outcome": outcome})
+
+    def run(self, report: RunReport) -> None:
+        self._seconds.observe(report.seconds, tags={"outcome": report.outcome})
+
+    def states(self, records: Iterable[JobRecord]) -> None:
+        counts = Counter_(r.state.value for r in records)
+        for state in JobState:
+            self._states.set(float(counts.get(state.value, 0)), tags={"state": state.value})

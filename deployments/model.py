@@ -64,9 +64,16 @@ class SpeechModelDeployment:
 
     async def synthesize(self, item: SynthesisRequest) -> SynthesisResult:
         """Synthesise one item as part of whatever batch it lands in."""
+        return await self._synthesize(item, background=False)
+
+    async def synthesize_background(self, item: SynthesisRequest) -> SynthesisResult:
+        """As `synthesize`, for a long-text job: only where interactive items leave room."""
+        return await self._synthesize(item, background=True)
+
+    async def _synthesize(self, item: SynthesisRequest, *, background: bool) -> SynthesisResult:
         arrived = time.monotonic()
         with self._load.track():
-            ticket = await self._gate.enter()
+            ticket = await self._gate.enter(background)
             try:
                 outcome = await self._batch((item, arrived, ticket))
             except asyncio.CancelledError:

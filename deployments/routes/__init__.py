@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from chatterbox_serve.config import Settings
+from chatterbox_serve.jobs import JobsAccess
 from chatterbox_serve.pipeline import SpeechBackend
 from chatterbox_serve.voices import VoiceLookup
 from deployments.cluster_status import StatusSource
@@ -22,13 +23,14 @@ from deployments.cluster_status import StatusSource
 
 @dataclass(frozen=True)
 class ApiState:
-    """What the routes work with: settings, the speech backend, voices, cluster status."""
+    """What the routes work with: settings, the speech backend, voices, cluster status, jobs."""
 
     settings: Settings
     backend: SpeechBackend
     engine_name: str
     voices: VoiceLookup
     status: StatusSource | None = None
+    jobs: JobsAccess | None = None
 
 
 def api_state(request: Request) -> ApiState:

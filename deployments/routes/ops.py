@@ -81,6 +81,7 @@ async def ping() -> dict[str, str]:
 
 
 @router.get("/config")
+@router.get("/v1/config", include_in_schema=False)
 async def config(state: State) -> dict[str, Any]:
     """The engine and every setting by its environment variable name (secrets redacted)."""
     return {"engine": state.engine_name, "settings": state.settings.env_view()}

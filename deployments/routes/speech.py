@@ -36,8 +36,12 @@ logger = logging.getLogger("ray.serve")
 
 SPEECH_PATHS = ("/v1/audio/speech", "/audio/speech", "/tts")
 STREAM_PATHS = ("/v1/audio/speech/stream", "/audio/speech/stream", "/tts/stream")
-UPLOAD_PATHS = ("/v1/audio/speech/upload", "/audio/speech/upload")
-STREAM_UPLOAD_PATHS = ("/v1/audio/speech/stream/upload", "/audio/speech/stream/upload")
+UPLOAD_PATHS = ("/v1/audio/speech/upload", "/audio/speech/upload", "/tts/upload")
+STREAM_UPLOAD_PATHS = (
+    "/v1/audio/speech/stream/upload",
+    "/audio/speech/stream/upload",
+    "/tts/stream/upload",
+)
 
 router = APIRouter()
 # Multipart speech with a one-off `voice_file`: included with the voice library routes.

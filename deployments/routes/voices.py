@@ -22,7 +22,13 @@ from chatterbox_serve.voices.validation import read_bounded
 from deployments.routes import State
 
 _ERRORS: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 409: ERROR_RESPONSES[400]}
-_LIBRARY_PREFIXES = ("/voices", "/voice-library", "/v1/voices", "/v1/voice-library")
+_LIBRARY_PREFIXES = (
+    "/voices",
+    "/voice-library",
+    "/v1/voices",
+    "/v1/voice-library",
+    "/voice_library",
+)
 
 # Form fields of the library's upload route (the original Chatterbox API's names).
 NAME_FIELD = "voice_name"
@@ -89,6 +95,12 @@ def all_names(library: Library) -> dict[str, Any]:
     """Every voice name and alias."""
     names = library.all_names()
     return {"names": names, "count": len(names)}
+
+
+def cleanup_voices(library: Library) -> dict[str, Any]:
+    """Remove voices that crashes left unreachable (the original's missing-file cleanup)."""
+    removed = library.sweep_orphans(0.0)
+    return {"message": "Cleanup completed", "removed_voices": removed, "count": len(removed)}
 
 
 def get_default(library: Library) -> dict[str, Any]:
@@ -189,6 +201,7 @@ _LIBRARY_ROUTES: tuple[tuple[str, str, Any, int], ...] = (
     ("GET", "", list_voices, 200),
     ("POST", "", create_voice, 201),
     ("GET", "/all-names", all_names, 200),
+    ("POST", "/cleanup", cleanup_voices, 200),
     ("GET", "/default", get_default, 200),
     ("POST", "/default", set_default, 200),
     ("DELETE", "/default", clear_default, 200),
@@ -211,6 +224,14 @@ for _method, _path, _endpoint, _status in _LIBRARY_ROUTES:
             responses=_ERRORS,
             include_in_schema=_i == 0,
         )
+
+# The original API's `/default-voice` alias of `/voices/default`.
+for _method, _path, _endpoint, _status in _LIBRARY_ROUTES:
+    if _path != "/default":
+        continue
+    router.add_api_route(
+        "/default-voice", _endpoint, methods=[_method], responses=_ERRORS, include_in_schema=False
+    )
 
 for _i, _path in enumerate(("/v1/audio/voices", "/audio/voices")):
     router.add_api_route(

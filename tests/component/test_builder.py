@@ -25,6 +25,10 @@ def _deployments(app):
     return ingress, audio, model
 
 
+def _job_worker(app):
+    return app._bound_deployment.init_args[4]._bound_deployment
+
+
 def test_simulated_app_asks_for_no_gpu(monkeypatch):
     monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
     ingress, audio, model = _deployments(build_app({"engine": "simulated", "dotenv_path": None}))
@@ -139,8 +143,14 @@ def test_serve_config_builds_and_has_no_serve_level_deployment_options(monkeypat
     assert application["import_path"] == "deployments.builder:build_app"
     # Serve's own list would replace whole option dicts and bypass the builder.
     assert "deployments" not in application
-    ingress, audio, model = _deployments(build_app({**application["args"], "dotenv_path": None}))
-    assert [d.name for d in (ingress, audio, model)] == list(DEPLOYMENTS)
+    app = build_app({**application["args"], "dotenv_path": None})
+    ingress, audio, model = _deployments(app)
+    worker = _job_worker(app)
+    assert [d.name for d in (ingress, audio, model, worker)] == list(DEPLOYMENTS)
+    # The job worker feeds the model deployment, on CPU, always at least one replica.
+    assert worker.init_args[0]._bound_deployment is model
+    assert worker.ray_actor_options.get("num_gpus", 0) == 0
+    assert worker._deployment_config.autoscaling_config.min_replicas >= 1
 
 
 def test_importing_the_builder_builds_nothing_and_serve_build_has_its_own_module():

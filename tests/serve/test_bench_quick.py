@@ -49,6 +49,7 @@ def test_quick_benchmark_writes_every_field(tmp_path, capsys):
         "served",
         "control",
         "long_text",
+        "with_job",
         "ttfb",
         "targets",
     }
@@ -73,6 +74,11 @@ def test_quick_benchmark_writes_every_field(tmp_path, capsys):
     assert all(lv["errors"] == 0 for lv in report["control"]["short"])
     assert report["long_text"]["errors"] == 0 and report["long_text"]["speedup"] > 0
     assert report["long_text"]["pcm_errors"] == 0 and report["long_text"]["pcm_speedup"] > 0
-    assert len(report["targets"]) == 13
+    job = report["with_job"]
+    assert job["concurrency"] == 4 and job["job_characters"] > 5000
+    assert job["without_job"]["errors"] == 0 and job["with_job"]["errors"] == 0
+    assert job["p50_ratio"] > 0
+    assert len(report["targets"]) == 14
     assert all({"name", "value", "target", "met"} <= set(t) for t in report["targets"])
-    assert "| short, mp3 | 4 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| short, mp3 | 4 |" in out and "job running: p50" in out

@@ -11,6 +11,7 @@ buckets are exact, so the assertions read those.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,12 @@ from tests.serve.conftest import ServeApp, start_app
 BASE_S = 1.0
 BATCH = 2
 CHARS_PER_S = 15.0  # simulated engine default
-DEPLOYMENTS = {"SpeechIngress", "TextAudioDeployment", "SpeechModelDeployment"}
+DEPLOYMENTS = {
+    "SpeechIngress",
+    "TextAudioDeployment",
+    "SpeechModelDeployment",
+    "JobWorkerDeployment",
+}
 SHORT = "Metrics should count this sentence."
 LONG = " ".join(["A longer passage that the chunker must split into several pieces."] * 8)
 
@@ -35,7 +41,13 @@ Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 @pytest.fixture(scope="module")
 def app() -> Iterator[ServeApp]:
-    settings = {"CHATTERBOX_SIM_BASE_S": BASE_S, "VLLM_MAX_BATCH_SIZE": BATCH}
+    settings = {
+        "CHATTERBOX_SIM_BASE_S": BASE_S,
+        "VLLM_MAX_BATCH_SIZE": BATCH,
+        "MAX_TOTAL_LENGTH": 600,
+        "JOBS_URL": tempfile.mkdtemp(prefix="metrics-jobs-"),
+        "CHATTERBOX_JOB_POLL_S": 0.5,
+    }
     yield from start_app(settings=settings, metrics=True)
 
 
@@ -52,7 +64,15 @@ def traffic(app: ServeApp) -> dict[str, float]:
         assert bad.status_code == 400
         failed = c.post("/v1/audio/speech", json={"input": "x <<simulate-engine-failure>>"})
         assert failed.status_code >= 500
-    return {"audio_s": (2 * len(SHORT) + len(LONG)) / CHARS_PER_S}
+        job = c.post("/v1/audio/speech/long", json={"input": f"{LONG} {LONG}"}).json()
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/audio/speech/long/{job['job_id']}").json()["status"] != "completed":
+            assert time.monotonic() < deadline, "long-text job did not complete"
+            time.sleep(0.5)
+    return {
+        "audio_s": (2 * len(SHORT) + len(LONG)) / CHARS_PER_S,
+        "job_chunks": job["total_chunks"],
+    }
 
 
 def _scrape(url: str) -> Samples:
@@ -180,7 +200,7 @@ def test_memory_reports_each_replica_process(app: ServeApp) -> None:
     replicas = {name: d["replicas"] for name, d in body["deployments"].items()}
     assert set(replicas) == DEPLOYMENTS
     pids = {r["pid"] for rs in replicas.values() for r in rs}
-    assert len(pids) == 3  # three replica processes, each reading its own figures
+    assert len(pids) == 4  # four replica processes, each reading its own figures
     for rs in replicas.values():
         host = rs[0]["host"]
         assert 20 * 2**20 < host["rss_bytes"] <= host["peak_rss_bytes"]
@@ -192,3 +212,9 @@ def _speak(app: ServeApp, text: str) -> int:
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
         r = c.post("/v1/audio/speech", json={"input": text, "response_format": "mp3"})
         return r.status_code
+
+
+def test_job_chunks_and_runs_are_counted(scraped: Samples, traffic: dict[str, float]) -> None:
+    done = _total(scraped, "ray_chatterbox_job_chunks_total", outcome="done")
+    assert done == traffic["job_chunks"]
+    assert _total(scraped, "ray_chatterbox_job_seconds_count", outcome="completed") == 1

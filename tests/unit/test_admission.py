@@ -51,3 +51,36 @@ async def test_cancelled_item_frees_its_place_so_the_queue_cannot_stall():
     await _settle()
     assert not held.done()
     held.cancel()
+
+
+async def test_background_items_take_only_the_room_interactive_items_leave():
+    gate = BatchGate(limit=4, background_per_batch=2)
+    running = await gate.enter()
+    gate.started([running])  # the engine is busy; everything below queues
+    jobs = [asyncio.ensure_future(gate.enter(background=True)) for _ in range(3)]
+    users = [asyncio.ensure_future(gate.enter()) for _ in range(3)]
+    await _settle()
+    gate.finished()
+    await _settle()
+    # All three interactive items get in; of the background ones, only what fits
+    # in the one place left, within the per-batch share.
+    assert all(t.done() for t in users)
+    assert [t.done() for t in jobs] == [True, False, False]
+    gate.started([t.result() for t in users + jobs[:1]])
+    gate.finished()
+    await _settle()
+    assert all(t.done() for t in jobs)
+    for t in jobs:
+        t.cancel()
+
+
+async def test_background_share_per_batch_is_bounded_on_an_idle_engine():
+    gate = BatchGate(limit=8, background_per_batch=1)
+    jobs = [asyncio.ensure_future(gate.enter(background=True)) for _ in range(3)]
+    await _settle()
+    assert sum(t.done() for t in jobs) == 1
+    user = asyncio.ensure_future(gate.enter())
+    await _settle()
+    assert user.done()  # interactive items still get the rest of the batch
+    for t in jobs:
+        t.cancel()

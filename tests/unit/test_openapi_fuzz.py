@@ -8,6 +8,7 @@ simulated engine, so it needs no Ray.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -19,6 +20,8 @@ from schemathesis.specs.openapi.checks import (
 
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
+from chatterbox_serve.jobs import JobsAccess, JobService, JobStore
+from chatterbox_serve.jobs.storage import LocalJobBlobStore
 from deployments.ingress import build_api
 from tests.local_backend import LocalBackend
 
@@ -30,8 +33,16 @@ _SETTINGS = load_settings(
     },
     None,
 )
+# Jobs are created and queued (no worker runs them here), so every job route is fuzzed.
+_JOBS = JobsAccess(
+    JobService(JobStore(LocalJobBlobStore(tempfile.mkdtemp(prefix="fuzz-jobs-"))), _SETTINGS),
+    keys_enabled=False,
+)
 APP = build_api(
-    _SETTINGS, LocalBackend(_SETTINGS, SimulatedEngine(_SETTINGS.simulated)), "simulated"
+    _SETTINGS,
+    LocalBackend(_SETTINGS, SimulatedEngine(_SETTINGS.simulated)),
+    "simulated",
+    jobs=_JOBS,
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))

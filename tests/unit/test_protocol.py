@@ -81,3 +81,16 @@ def test_cfg_weight_and_instructions_give_warnings_not_errors():
     assert any("cfg_weight" in w for w in job.warnings)
     assert any("instructions" in w for w in job.warnings)
     assert _job(cfg_weight=0.5).warnings == ()
+
+
+def test_default_response_format_setting_applies_when_none_is_asked():
+    wav = load_settings({"DEFAULT_RESPONSE_FORMAT": "wav"}, dotenv_path=None)
+    voice = ResolvedVoice("default", None)
+    assert SpeechRequest(input="Hi").to_job(wav, voice, "r", streaming=False).format is (
+        AudioFormat.WAV
+    )
+    asked = SpeechRequest(input="Hi", response_format="flac")
+    assert asked.to_job(wav, voice, "r", streaming=False).format is AudioFormat.FLAC
+    assert SpeechRequest(input="Hi").to_job(SETTINGS, voice, "r", streaming=False).format is (
+        AudioFormat.MP3
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class BenchOptions:
     num_cpus: int = 2
     settings: dict[str, Any] = field(default_factory=dict)
     quick: bool = False
+    # Interactive latency with a long-text job running (tools/bench/jobload.py).
+    job_concurrency: int = 16
+    job_characters: int = 100_000
 
     @classmethod
     def quick_run(cls, **overrides: Any) -> BenchOptions:
@@ -50,6 +54,8 @@ class BenchOptions:
             "encode_repeats": 1,
             "cost_scale": _QUICK_COST_SCALE,
             "quick": True,
+            "job_concurrency": 4,
+            "job_characters": 6_000,
         }
         base.update(overrides)
         return cls(**base)
@@ -64,4 +70,6 @@ class BenchOptions:
             "CHATTERBOX_SIM_PER_ITEM_S": sim.per_item_s * self.cost_scale,
             "CHATTERBOX_SIM_PER_CHAR_S": sim.per_char_s * self.cost_scale,
         }
-        return {"VLLM_MAX_BATCH_SIZE": self.max_batch_size, **scaled, **self.settings}
+        # Jobs go to a fresh directory, not beside a voice library in the working directory.
+        jobs = {"JOBS_URL": tempfile.mkdtemp(prefix="bench-jobs-")}
+        return {"VLLM_MAX_BATCH_SIZE": self.max_batch_size, **scaled, **jobs, **self.settings}

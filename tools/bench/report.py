@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tools.bench.jobload import format_row as format_job_row
+
 
 def format_table(report: dict[str, Any]) -> str:
     """Markdown tables, so the same text goes into docs/PERFORMANCE.md."""
@@ -45,6 +47,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"speed-up {lt['speedup']:.1f}x ({report['meta']['options']['response_format']}); as pcm: "
         f"baseline {lt['pcm_baseline_wall_s']:.2f} s, served {lt['pcm_served_wall_s']:.2f} s, "
         f"speed-up {lt['pcm_speedup']:.1f}x.",
+        "",
+        format_job_row(report["with_job"]),
         "",
         "| time to first audio, c=1 | first-chunk engine s | audio TTFB s | sse TTFB s |",
         "|---|---|---|---|",

@@ -18,6 +18,7 @@ from tools.bench.app import ModelStats, serve_app
 from tools.bench.baseline import run_sequential
 from tools.bench.capacity import engine_time_alone, measure_capacity
 from tools.bench.encoding import measure_encoding
+from tools.bench.jobload import interactive_with_job, job_text
 from tools.bench.loadgen import closed_loop, make_client, send_file, send_stream
 from tools.bench.options import BenchOptions
 from tools.bench.summary import latency_summary, level_summary
@@ -41,8 +42,9 @@ def _planned_steps(opts: BenchOptions, workloads: dict[str, Workload]) -> int:
         c * short_requests_per_worker(opts, c)
         for c in {min(opts.concurrency), max(opts.concurrency)}
     )
+    with_job = 2 * opts.job_concurrency * short_requests_per_worker(opts, opts.job_concurrency)
     return (
-        3 + short + long + control + 2 * pieces + ttfb + baseline
+        3 + short + long + control + 2 * pieces + ttfb + baseline + with_job
     )  # 3 = encoding, capacity, warm-up
 
 
@@ -78,6 +80,8 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
                 report["control"] = await _control(opts, client, stats, workloads, report, bar)
                 bar.set_postfix_str("long text")
                 report["long_text"] = await _long_text(opts, client, workloads, report, bar)
+                bar.set_postfix_str("interactive with a job")
+                report["with_job"] = await _with_job(opts, client, stats, workloads, report, bar)
                 bar.set_postfix_str("time to first audio")
                 report["ttfb"] = await _ttfb(opts, client, workloads, report, bar)
     report["targets"] = evaluate_targets(report)
@@ -241,6 +245,26 @@ async def _long_text(
             }
         )
     return out
+
+
+async def _with_job(
+    opts: BenchOptions,
+    client: Any,
+    stats: ModelStats,
+    workloads: dict[str, Workload],
+    report: dict[str, Any],
+    bar: tqdm,
+) -> dict[str, Any]:
+    """Short requests at `job_concurrency`, without and with a long-text job running."""
+    capacity = report["engine"]["capacity"]["short"]["audio_s_per_s"]
+    c = opts.job_concurrency
+
+    async def measure() -> dict[str, Any]:
+        short = workloads["short"]
+        return await _level(opts, client, stats, short, c, opts.response_format, capacity, bar)
+
+    text = job_text(" ".join(workloads["long"].requests), opts.job_characters)
+    return await interactive_with_job(client, measure, text, c)
 
 
 async def _ttfb(

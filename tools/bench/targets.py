@@ -64,6 +64,17 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "ms",
                 )
             )
+    job = report["with_job"]
+    targets.append(
+        _target(
+            f"short p50 at c={job['concurrency']} with a {job['job_characters']}-char job / "
+            "without",
+            job["p50_ratio"],
+            job["p50_ratio_target"],
+            False,
+            "ratio",
+        )
+    )
     pcm = report["control"]["short"]
     targets += [
         _target(

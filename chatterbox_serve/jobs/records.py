@@ -1,0 +1,209 @@
+"""What the job store keeps about a long-text job, as frozen dataclasses with JSON forms.
+
+A job is split by who writes it, so no two writers ever race on the same bytes
+without a compare-and-swap:
+
+- `JobPlan` (the chunk texts) and the input text are written once, at creation.
+- `JobRecord` (state, progress, user metadata) is a versioned cell: every change
+  is a read-modify-write that fails and retries if someone else wrote first.
+- `ChunkCommit` marks one finished chunk; it is created once, never replaced, so a
+  chunk can never be counted twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+class JobState(str, enum.Enum):
+    """The original API's job states."""
+
+    PENDING = "pending"
+    CHUNKING = "chunking"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+    @property
+    def runnable(self) -> bool:
+        """A worker should be running (or about to run) the job."""
+        return self in (JobState.PENDING, JobState.CHUNKING, JobState.PROCESSING)
+
+
+_FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+# Owner of jobs created while the API has no keys: everyone shares one namespace.
+OPEN_OWNER = "open"
+
+
+def owner_of(api_key: str | None) -> str:
+    """The owner id stored with a job: a hash of the API key, never the key itself."""
+    if not api_key:
+        return OPEN_OWNER
+    return "k" + hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class JobParameters:
+    """Generation settings of a job, fixed at creation (retry may replace some)."""
+
+    voice: str | None
+    language: str
+    response_format: str
+    exaggeration: float
+    cfg_weight: float
+    temperature: float
+    top_p: float
+    min_p: float
+    repetition_penalty: float
+    seed: int | None = None
+    speed: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobParameters:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """The mutable state of one job; replaced whole through the store's CAS."""
+
+    job_id: str
+    owner: str
+    created_at: float
+    updated_at: float
+    state: JobState
+    text_length: int
+    text_hash: str
+    total_chunks: int
+    total_chars: int
+    parameters: JobParameters
+    generation: int = 0
+    completed_chunks: int = 0
+    completed_chars: int = 0
+    failed_chunks: tuple[int, ...] = ()
+    current_chunk: int | None = None
+    error: str | None = None
+    session_id: str | None = None
+    processing_started_at: float | None = None
+    processing_paused_at: float | None = None
+    processing_completed_at: float | None = None
+    active_s: float = 0.0
+    audio_s: float = 0.0
+    output_key: str | None = None
+    output_size_bytes: int | None = None
+    output_duration_s: float | None = None
+    retry_count: int = 0
+    attempts: int = 0
+    is_archived: bool = False
+    display_name: str | None = None
+    tags: tuple[str, ...] = ()
+    last_accessed: float | None = None
+
+    @property
+    def progress_percent(self) -> float:
+        if self.state is JobState.COMPLETED:
+            return 100.0
+        if self.total_chunks <= 0:
+            return 0.0
+        return round(100.0 * self.completed_chunks / self.total_chunks, 2)
+
+    @property
+    def estimated_remaining_s(self) -> int | None:
+        """Seconds left at the throughput measured so far (characters per active second)."""
+        if self.state.finished or self.completed_chars <= 0 or self.active_s <= 0:
+            return None
+        rate = self.completed_chars / self.active_s
+        return int(round(max(0, self.total_chars - self.completed_chars) / rate))
+
+    def touched(self, now: float, **changes: Any) -> JobRecord:
+        return replace(self, updated_at=now, **changes)
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> JobRecord:
+        data = json.loads(raw)
+        names = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
+        data["state"] = JobState(data["state"])
+        data["parameters"] = JobParameters.from_dict(data["parameters"])
+        data["failed_chunks"] = tuple(data.get("failed_chunks", ()))
+        data["tags"] = tuple(data.get("tags", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The chunk texts, in order; written once when the job is created."""
+
+    chunks: tuple[str, ...]
+
+    def to_json(self) -> bytes:
+        return json.dumps({"chunks": list(self.chunks)}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> JobPlan:
+        return cls(tuple(json.loads(raw)["chunks"]))
+
+
+@dataclass(frozen=True)
+class ChunkCommit:
+    """One finished chunk: which audio object holds it, and how it was made."""
+
+    index: int
+    audio_key: str
+    samples: int
+    sample_rate: int
+    chars: int
+    started_at: float
+    completed_at: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.sample_rate
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ChunkCommit:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who runs a job until when; `expires_at` 0 means released."""
+
+    holder: str
+    expires_at: float
+    epoch: int = 0
+
+    def live(self, now: float) -> bool:
+        return self.expires_at > now
+
+    def to_json(self) -> bytes:
+        return json.dumps({"holder": self.holder, "expires_at": self.expires_at}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, epoch: int) -> Lease:
+        data = json.loads(raw)
+        return cls(str(data["holder"]), float(data["expires_at"]), epoch)

@@ -1,0 +1,117 @@
+"""Helpers for the job library tests: small limits, a fast simulated engine, S3 stores."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from chatterbox_serve.config import Settings, load_settings
+from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
+from chatterbox_serve.engines.simulated import SimulatedEngine
+from chatterbox_serve.errors import EngineError
+from chatterbox_serve.jobs import JobParameters, JobRunner, JobStore
+from chatterbox_serve.jobs.storage import S3JobBlobStore
+from chatterbox_serve.pipeline import DirectSubmitter
+
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
+
+
+def job_settings(**extra: Any) -> Settings:
+    overrides = {
+        "MAX_TOTAL_LENGTH": 100,
+        "MAX_CHUNK_LENGTH": 70,
+        "LONG_TEXT_MAX_LENGTH": 5000,
+        "CHATTERBOX_MAX_JOBS_PER_KEY": 3,
+        "CHATTERBOX_JOB_LEASE_S": 1.0,
+        "CHATTERBOX_JOB_CHUNKS_IN_FLIGHT": 2,
+        "CHATTERBOX_JOB_TOTAL_CHUNKS_IN_FLIGHT": 3,
+        "CHATTERBOX_JOB_CHUNK_ATTEMPTS": 2,
+        "CHATTERBOX_SIM_BASE_S": 0.002,
+        "CHATTERBOX_SIM_PER_ITEM_S": 0.0,
+        "CHATTERBOX_SIM_PER_CHAR_S": 0.0,
+        **extra,
+    }
+    return load_settings(environ={}, dotenv_path=None, overrides=overrides)
+
+
+def params(**changes: Any) -> JobParameters:
+    base: dict[str, Any] = {
+        "voice": None,
+        "language": "en",
+        "response_format": "wav",
+        "exaggeration": 0.5,
+        "cfg_weight": 0.5,
+        "temperature": 0.8,
+        "top_p": 1.0,
+        "min_p": 0.05,
+        "repetition_penalty": 1.2,
+        "seed": 7,
+    }
+    return JobParameters(**{**base, **changes})
+
+
+class CountingSubmit:
+    """The model handle's contract over a local engine: counts calls per chunk, can fail
+    chosen chunks (as a crashed model replica would), and tracks calls in flight."""
+
+    def __init__(self, engine: SimulatedEngine, fail: dict[int, int] | None = None) -> None:
+        self.direct = DirectSubmitter(engine)
+        self.calls: Counter[int] = Counter()
+        self.fail = dict(fail or {})
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.delay_s = 0.0
+
+    def __call__(self, item: SynthesisRequest) -> asyncio.Task[SynthesisResult]:
+        return asyncio.ensure_future(self._one(item))
+
+    async def _one(self, item: SynthesisRequest) -> SynthesisResult:
+        self.calls[item.chunk_index] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if self.fail.get(item.chunk_index, 0) > 0:
+                self.fail[item.chunk_index] -= 1
+                raise EngineError("replica died")
+            return await self.direct(item)
+        finally:
+            self.in_flight -= 1
+
+
+def make_runner(
+    store: JobStore, settings: Settings, submit: CountingSubmit, holder: str = "w1"
+) -> JobRunner:
+    return JobRunner(
+        store, settings, submit, lambda voice: None, holder=holder, retry_backoff_s=0.01
+    )
+
+
+def long_text(sentences: int = 8) -> str:
+    return SENTENCE * sentences
+
+
+def s3_blobs(endpoint: str) -> S3JobBlobStore:
+    import uuid
+
+    bucket = f"jobs-{uuid.uuid4().hex[:12]}"
+    store = S3JobBlobStore(
+        f"s3://{bucket}/jobs",
+        endpoint,
+        key="testing",
+        secret="testing",
+        client_kwargs={"region_name": "us-east-1"},
+    )
+    store.fs.call_s3("create_bucket", Bucket=bucket)
+    return store
+
+
+async def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
