@@ -18,10 +18,22 @@ from pathlib import Path
 
 from chatterbox_serve.config import ConfigError, Settings
 
-# Paths that must be answered without a key: liveness probes and the API docs.
+# Paths that must be answered without a key: liveness probes, the API docs and the
+# playground's page and files (its API calls carry the key). `/` is public only for
+# browsers asking for HTML; the middleware decides that from the Accept header.
 PUBLIC_PATHS = frozenset(
-    {"/health", "/v1/health", "/ping", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {
+        "/health",
+        "/v1/health",
+        "/ping",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/ui",
+    }
 )
+PUBLIC_PREFIXES = ("/ui/",)
 
 
 @dataclass(frozen=True)

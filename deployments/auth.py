@@ -7,10 +7,17 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chatterbox_serve.auth import PUBLIC_PATHS, ApiKeys, bearer_token, load_api_keys
+from chatterbox_serve.auth import (
+    PUBLIC_PATHS,
+    PUBLIC_PREFIXES,
+    ApiKeys,
+    bearer_token,
+    load_api_keys,
+)
 from chatterbox_serve.config import Settings
 from chatterbox_serve.errors import AuthenticationError
 from deployments.http import error_response
+from deployments.web import wants_html
 
 logger = logging.getLogger("ray.serve")
 
@@ -72,4 +79,15 @@ def _public(scope: Scope) -> bool:
     root = str(scope.get("root_path", ""))
     if root and path.startswith(root):
         path = path[len(root) :] or "/"
-    return path in PUBLIC_PATHS
+    if path == "/":
+        # The playground page loads without a key (it then asks for one); API clients
+        # of `/` keep getting what they always got.
+        return wants_html(_header(scope, b"accept"))
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None

@@ -50,6 +50,7 @@ from deployments.http import (
 )
 from deployments.metrics import IngressMetrics
 from deployments.voice_routes import build_voice_router
+from deployments.web import build_web_router
 
 logger = logging.getLogger("ray.serve")
 
@@ -156,6 +157,7 @@ def build_api(
 
     if isinstance(library, VoiceLibrary):
         app.include_router(build_voice_router(library, speech))
+    app.include_router(build_web_router())
 
     served = [
         "chatterbox-multilingual" if settings.engine.use_multilingual_model else "chatterbox",
