@@ -7,7 +7,7 @@ import { $, busy, clearMessage, el, errorText, formatDate, showMessage } from ".
 
 const BASE = "audio/speech/long";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-const FALLBACK_MIN_LENGTH = 3000;
+const FALLBACK_MIN_LENGTH = 3001;
 
 let current = null; // {id, status, format}
 let watcher = null; // AbortController of the SSE reader
@@ -39,18 +39,26 @@ function message(text, kind = "error") {
   showMessage($("long-message"), text, kind);
 }
 
+/** Jobs take what one request cannot: more than MAX_TOTAL_LENGTH characters. */
 function minLength() {
-  const fromServer = Number(store.settings.LONG_TEXT_MIN_LENGTH);
-  return fromServer > 0 ? fromServer : FALLBACK_MIN_LENGTH;
+  const single = Number(store.settings.MAX_TOTAL_LENGTH);
+  return single > 0 ? single + 1 : FALLBACK_MIN_LENGTH;
+}
+
+function maxLength() {
+  return Number(store.settings.LONG_TEXT_MAX_LENGTH) || null;
 }
 
 function updateCount() {
   const count = $("long-text").value.trim().length;
   const min = minLength();
+  const max = maxLength();
   $("long-min").textContent = String(min);
   const out = $("long-count");
-  out.textContent = count < min ? `${count} characters (${min - count} more needed)` : `${count} characters`;
-  out.classList.toggle("over", count > 0 && count < min);
+  const limit = max ? ` / ${max}` : "";
+  out.textContent =
+    count < min ? `${count}${limit} characters (${min - count} more needed)` : `${count}${limit} characters`;
+  out.classList.toggle("over", (count > 0 && count < min) || Boolean(max && count > max));
 }
 
 const SAMPLE = [
@@ -77,6 +85,10 @@ function insertSample() {
 async function submit() {
   clearMessage($("long-message"));
   const text = $("long-text").value.trim();
+  if (maxLength() && text.length > maxLength()) {
+    message(`Long-text jobs take at most ${maxLength()} characters; this text has ${text.length}.`);
+    return;
+  }
   if (text.length < minLength()) {
     message(
       `Long-text jobs take at least ${minLength()} characters; this text has ${text.length}. ` +

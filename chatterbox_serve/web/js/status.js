@@ -77,7 +77,11 @@ function renderDeployments(status) {
     return;
   }
   const rows = Object.entries(status.deployments || {}).map(([name, d]) => {
-    const states = Object.entries(d.replica_states || {}).map(([s, n]) => `${n} ${s.toLowerCase()}`).join(", ");
+    // Starting, stopping or failing replicas are worth a line; running ones are counted already.
+    const states = Object.entries(d.replica_states || {})
+      .filter(([s]) => s !== "RUNNING")
+      .map(([s, n]) => `${n} ${s.toLowerCase()}`)
+      .join(", ");
     return el(
       "tr",
       { "data-deployment": name },

@@ -75,7 +75,10 @@ export function fillLanguageSelect(select, { auto }) {
   const previous = select.value;
   const options = auto ? [el("option", { value: "" }, "The voice's language")] : [];
   for (const lang of store.languages) {
-    options.push(el("option", { value: lang.code }, `${lang.name} (${lang.code})`));
+    const option = el("option", { value: lang.code }, `${lang.name} (${lang.code})`);
+    // What a form reset returns to: the voice's language, else English.
+    option.defaultSelected = !auto && lang.code === "en";
+    options.push(option);
   }
   select.replaceChildren(...options);
   if ([...select.options].some((o) => o.value === previous)) select.value = previous;
