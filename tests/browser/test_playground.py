@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import API_KEY, Console, open_page, screenshots
@@ -73,18 +74,44 @@ def test_speak_streams_mp3_and_reports_timings(page: Page, tmp_path: Path) -> No
     screenshots(page, "speak")
 
 
-def test_speak_pcm_plays_through_web_audio(page: Page, tmp_path: Path) -> None:
-    page.locator("#view-speak").get_by_label("Text", exact=True).fill(
-        "Raw samples, played as they arrive."
-    )
-    page.locator("#view-speak").get_by_label("Format").select_option("pcm")
-    page.locator("#view-speak").get_by_label("Seed").fill("7")
+# Counts the seconds of audio handed to Web Audio, to see that streaming playback happened.
+COUNT_SCHEDULED = """() => {
+  window.scheduledSeconds = 0;
+  const start = AudioBufferSourceNode.prototype.start;
+  AudioBufferSourceNode.prototype.start = function (...args) {
+    window.scheduledSeconds += this.buffer.duration;
+    return start.apply(this, args);
+  };
+}"""
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("pcm", "streaming (Web Audio)"),
+        ("wav", "streaming (Web Audio)"),
+        ("opus", "streaming (WebCodecs + Web Audio)"),
+    ],
+)
+def test_speak_streams_other_formats_through_web_audio(
+    page: Page, tmp_path: Path, fmt: str, mode: str
+) -> None:
+    page.evaluate(COUNT_SCHEDULED)
+    speak_view = page.locator("#view-speak")
+    speak_view.get_by_label("Text", exact=True).fill("Raw samples, played as they arrive.")
+    speak_view.get_by_label("Format").select_option(fmt)
+    speak_view.get_by_label("Seed").fill("7")
     body = speak(page)
-    assert body["response_format"] == "pcm" and body["seed"] == 7
+    assert body["response_format"] == fmt and body["seed"] == 7
     duration = playable_duration(page, "#speak-audio")
-    expect(page.locator("#speak-mode")).to_have_text("streaming (Web Audio)")
+    expect(page.locator("#speak-mode")).to_have_text(mode)
+    # Opus pre-skip and frame padding make its decoded length differ by a few ms.
+    assert abs(page.evaluate("window.scheduledSeconds") - duration) < 0.05
     data = download(page, "#speak-download", tmp_path)
-    assert abs(len(data) / 2 / 24_000 - duration) < 0.01
+    if fmt == "pcm":
+        assert abs(len(data) / 2 / 24_000 - duration) < 0.01
+    else:
+        assert abs(float(str(probe(data)["duration_s"])) - duration) < 0.05
 
 
 def test_too_long_text_is_refused_before_sending(page: Page) -> None:

@@ -1,8 +1,11 @@
 // Playback that starts while the response is still streaming.
 //
 // mp3 and aac go through MediaSource (an <audio> element fed chunk by chunk); pcm and wav
-// (16-bit mono at 24 kHz) are scheduled on Web Audio as they arrive; formats the browser
-// cannot stream (flac, and Ogg opus where MediaSource refuses it) play once complete.
+// (16-bit mono at 24 kHz) are scheduled on Web Audio as they arrive. Ogg opus goes
+// through MediaSource where the browser takes it, else its pages are split here and
+// decoded with WebCodecs onto Web Audio (Chromium's MediaSource refuses Ogg). What the
+// browser cannot stream at all (flac; opus without WebCodecs, which needs a secure
+// page) plays once complete.
 
 export const SAMPLE_RATE = 24000;
 
@@ -20,12 +23,14 @@ export function playbackMode(format) {
   if (format === "pcm" || format === "wav") return "webaudio";
   const type = MEDIA_SOURCE_TYPES[format];
   if (type && window.MediaSource && MediaSource.isTypeSupported(type)) return "mediasource";
+  if (format === "opus" && window.AudioDecoder) return "webcodecs";
   return "buffered";
 }
 
 export const MODE_LABELS = {
   mediasource: "streaming (MediaSource)",
   webaudio: "streaming (Web Audio)",
+  webcodecs: "streaming (WebCodecs + Web Audio)",
   buffered: "after download (this browser cannot stream the format)",
 };
 
@@ -110,8 +115,7 @@ class MediaSourceSink {
 class WebAudioSink {
   constructor(audio, format) {
     this.audio = audio;
-    this.context = new AudioContext({ sampleRate: SAMPLE_RATE });
-    this.nextStart = 0;
+    this.scheduler = new Scheduler(SAMPLE_RATE);
     this.carry = new Uint8Array(0);
     this.needHeader = format === "wav";
     this.parts = [];
@@ -139,16 +143,9 @@ class WebAudioSink {
     this.parts.push(pcmBytes);
     this.byteLength += pcmBytes.length;
     const samples = new Int16Array(pcmBytes.buffer, pcmBytes.byteOffset, pcmBytes.length / 2);
-    const buffer = this.context.createBuffer(1, samples.length, SAMPLE_RATE);
-    const channel = buffer.getChannelData(0);
-    for (let i = 0; i < samples.length; i += 1) channel[i] = samples[i] / 32768;
-    const node = this.context.createBufferSource();
-    node.buffer = buffer;
-    node.connect(this.context.destination);
-    // A small lead keeps chunk boundaries gapless when a chunk arrives just in time.
-    const at = Math.max(this.context.currentTime + 0.05, this.nextStart);
-    node.start(at);
-    this.nextStart = at + buffer.duration;
+    const floats = new Float32Array(samples.length);
+    for (let i = 0; i < samples.length; i += 1) floats[i] = samples[i] / 32768;
+    this.scheduler.play(floats, SAMPLE_RATE);
   }
 
   async finish() {
@@ -160,7 +157,130 @@ class WebAudioSink {
   }
 
   stop() {
+    this.scheduler.stop();
+  }
+}
+
+/** Plays Float32 blocks back to back on an AudioContext, starting as soon as one arrives. */
+class Scheduler {
+  constructor(sampleRate) {
+    this.context = new AudioContext({ sampleRate });
+    this.nextStart = 0;
+  }
+
+  play(samples, sampleRate) {
+    if (!samples.length) return;
+    const buffer = this.context.createBuffer(1, samples.length, sampleRate);
+    buffer.copyToChannel(samples, 0);
+    const node = this.context.createBufferSource();
+    node.buffer = buffer;
+    node.connect(this.context.destination);
+    // A small lead keeps block boundaries gapless when a block arrives just in time.
+    const at = Math.max(this.context.currentTime + 0.05, this.nextStart);
+    node.start(at);
+    this.nextStart = at + buffer.duration;
+  }
+
+  stop() {
     this.context.close().catch(() => {});
+  }
+}
+
+/**
+ * Ogg opus, streamed: Ogg pages are split into packets here (RFC 3533, RFC 7845) and
+ * decoded with WebCodecs; the first channel is played (the server sends mono).
+ */
+class OggOpusSink {
+  constructor(audio) {
+    this.audio = audio;
+    this.scheduler = new Scheduler(48000);
+    this.pending = new Uint8Array(0);
+    this.packet = [];
+    this.packets = 0;
+    this.decoder = null;
+    this.preSkip = 0;
+    this.parts = [];
+    this.failure = null;
+  }
+
+  push(bytes) {
+    if (this.failure) return Promise.reject(this.failure);
+    this.parts.push(bytes);
+    let data = this.pending.length ? concat(this.pending, bytes) : bytes;
+    let at = 0;
+    for (;;) {
+      if (data.length - at < 27) break;
+      if (data[at] !== 0x4f || data[at + 1] !== 0x67 || data[at + 2] !== 0x67 || data[at + 3] !== 0x53) {
+        return Promise.reject(new Error("The server sent a malformed Ogg stream."));
+      }
+      const segments = data[at + 26];
+      const header = 27 + segments;
+      if (data.length - at < header) break;
+      const lacing = data.subarray(at + 27, at + header);
+      const size = lacing.reduce((sum, n) => sum + n, 0);
+      if (data.length - at < header + size) break;
+      let offset = at + header;
+      for (const n of lacing) {
+        this.packet.push(data.slice(offset, offset + n));
+        offset += n;
+        if (n < 255) this.onPacket();
+      }
+      at += header + size;
+    }
+    this.pending = data.slice(at);
+    return Promise.resolve();
+  }
+
+  onPacket() {
+    const packet = this.packet.length === 1 ? this.packet[0] : this.packet.reduce(concat);
+    this.packet = [];
+    this.packets += 1;
+    if (this.packets === 1) {
+      this.preSkip = packet[10] | (packet[11] << 8);
+      this.decoder = new AudioDecoder({
+        output: (data) => this.onAudio(data),
+        error: (err) => {
+          this.failure = err;
+        },
+      });
+      this.decoder.configure({
+        codec: "opus",
+        sampleRate: 48000,
+        numberOfChannels: packet[9],
+        description: packet,
+      });
+      return;
+    }
+    if (this.packets === 2) return; // OpusTags
+    // Timestamps only order the chunks here; the scheduler plays them back to back.
+    const timestamp = (this.packets - 3) * 20000;
+    this.decoder.decode(new EncodedAudioChunk({ type: "key", timestamp, data: packet }));
+  }
+
+  onAudio(data) {
+    const samples = new Float32Array(data.numberOfFrames);
+    data.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
+    const rate = data.sampleRate;
+    data.close();
+    let start = 0;
+    if (this.preSkip) {
+      start = Math.min(this.preSkip, samples.length);
+      this.preSkip -= start;
+    }
+    this.scheduler.play(samples.subarray(start), rate);
+  }
+
+  async finish() {
+    if (this.decoder) await this.decoder.flush();
+    if (this.failure) throw this.failure;
+    this.audio.src = URL.createObjectURL(new Blob(this.parts, { type: MEDIA_TYPES.opus }));
+    await waitFor(this.audio, "loadedmetadata");
+    return knownDuration(this.audio);
+  }
+
+  stop() {
+    this.scheduler.stop();
+    if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
   }
 }
 
@@ -227,7 +347,12 @@ function wavDataOffset(bytes) {
  */
 export function createPlayback(audio, format) {
   const mode = playbackMode(format);
-  const Sink = { mediasource: MediaSourceSink, webaudio: WebAudioSink, buffered: BufferedSink }[mode];
+  const Sink = {
+    mediasource: MediaSourceSink,
+    webaudio: WebAudioSink,
+    webcodecs: OggOpusSink,
+    buffered: BufferedSink,
+  }[mode];
   const sink = new Sink(audio, format);
   return {
     mode,
