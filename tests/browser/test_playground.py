@@ -6,9 +6,15 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Playwright, expect
 
-from tests.browser.conftest import API_KEY, Console, open_page, screenshots
+from tests.browser.conftest import (
+    API_KEY,
+    Console,
+    launch,
+    open_page,
+    screenshots,
+)
 from tests.conftest import probe
 from tests.serve.conftest import ServeApp
 from tests.voice_audio import sample
@@ -245,4 +251,32 @@ def test_a_bad_key_shows_the_servers_message(
     expect(page.locator("#speak-message")).to_have_text("Invalid API key. (HTTP 401)")
     page.context.close()
     assert console.errors, "the 401 responses should show in the console"
+    assert console.unexpected() == []
+
+
+def test_record_a_voice_from_the_microphone(
+    playwright: Playwright, app: ServeApp, console: Console
+) -> None:
+    # Chromium's fake capture device: a beeping microphone, granted without a prompt.
+    browser = launch(
+        playwright, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"
+    )
+    try:
+        page = open_page(browser, app, console)
+        page.get_by_role("tab", name="Voices").click()
+        upload = page.locator("#voice-upload")
+        upload.get_by_label("Name", exact=True).fill("microphone")
+        page.get_by_role("button", name="Record").click()
+        expect(page.locator("#voice-record-state")).to_contain_text("recording… 2 s")
+        page.get_by_role("button", name="Stop recording").click()
+        expect(page.locator("#voice-record-state")).to_contain_text("recorded")
+        expect(page.locator("#voice-record-preview")).to_be_visible()
+        page.get_by_role("button", name="Upload voice").click()
+        expect(page.locator("#voices-message")).to_have_text("Voice 'microphone' uploaded.")
+        # The server decoded the recording (webm/opus) and measured it: two seconds or so.
+        info = page.locator("li[data-voice='microphone'] .hint").first.inner_text()
+        seconds = float(re.search(r"(\d+\.\d+) s", info).group(1))  # type: ignore[union-attr]
+        assert 1.5 < seconds < 10
+    finally:
+        browser.close()
     assert console.unexpected() == []
