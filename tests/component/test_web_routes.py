@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
 from deployments.ingress import build_api
-from deployments.web import build_web_router, load_web_files
+from deployments.routes import web
 from tests.component.conftest import make_settings
+from tests.local_backend import LocalBackend
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
@@ -63,7 +63,7 @@ async def test_only_packaged_files_are_served(keyed, path):
 
 
 def test_every_module_the_page_imports_ships_in_the_package():
-    files = load_web_files()
+    files = web.web_files()
     assert {"index.html", "style.css", "js/app.js", "js/player.js"} <= set(files)
     for name, data in files.items():
         if name.endswith(".js"):
@@ -78,7 +78,7 @@ async def test_the_page_follows_the_route_prefix():
     from fastapi import FastAPI
 
     app = FastAPI()
-    app.include_router(build_web_router())
+    app.include_router(web.router)
     transport = httpx.ASGITransport(app=app, root_path="/tts")
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         r = await c.get("/tts/ui/", headers=BROWSER)
