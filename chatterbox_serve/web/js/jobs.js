@@ -295,14 +295,20 @@ function historyItem(job) {
       el("button", {
         type: "button",
         class: "secondary",
+        "aria-label": `Show job ${job.job_id}`,
         onclick: () => attach(job.job_id, job.status, format),
       }, "Show"),
       job.status === "completed"
-        ? el("button", { type: "button", onclick: () => download(job.job_id, format) }, "Download")
+        ? el("button", {
+            type: "button",
+            "aria-label": `Download job ${job.job_id}`,
+            onclick: () => download(job.job_id, format),
+          }, "Download")
         : null,
       el("button", {
         type: "button",
         class: "danger",
+        "aria-label": `Delete job ${job.job_id}`,
         onclick: async () => {
           if (!window.confirm(`Delete job ${job.job_id} and its audio?`)) return;
           try {
