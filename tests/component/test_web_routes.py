@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -84,3 +87,15 @@ async def test_the_page_follows_the_route_prefix():
         r = await c.get("/tts/ui/", headers=BROWSER)
     assert r.status_code == 200
     assert '<base href="/tts/ui/">' in r.text
+
+
+def test_the_wheel_ships_every_file_of_the_page():
+    # A regex, not tomllib, which Python 3.10 (still in requires-python) lacks.
+    root = Path(__file__).resolve().parents[2]
+    line = re.search(r"^chatterbox_serve = \[(.*)\]$", (root / "pyproject.toml").read_text(), re.M)
+    assert line, "pyproject.toml lists no package-data for chatterbox_serve"
+    globs = re.findall(r'"([^"]+)"', line.group(1))
+    web_dir = root / "chatterbox_serve" / "web"
+    files = [p.relative_to(web_dir).as_posix() for p in web_dir.rglob("*") if p.is_file()]
+    shipped = [f for f in files if any(fnmatch.fnmatch(f"web/{f}", g) for g in globs)]
+    assert sorted(shipped) == sorted(files) == sorted(web.web_files())
