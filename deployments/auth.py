@@ -11,13 +11,26 @@ from chatterbox_serve.auth import ApiKeys, load_api_keys
 from chatterbox_serve.config import Settings
 from chatterbox_serve.errors import AuthenticationError
 from deployments.http import error_response
+from deployments.routes.web import wants_html
 
 logger = logging.getLogger("ray.serve")
 
-# Paths that must be answered without a key: liveness probes and the API docs.
+# Paths that must be answered without a key: liveness probes, the API docs and the
+# playground's page and files (its API calls carry the key). `/` is public only for
+# browsers asking for HTML; `_public` decides that from the Accept header.
 PUBLIC_PATHS = frozenset(
-    {"/health", "/v1/health", "/ping", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {
+        "/health",
+        "/v1/health",
+        "/ping",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/ui",
+    }
 )
+PUBLIC_PREFIXES = ("/ui/",)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -87,4 +100,15 @@ def _public(scope: Scope) -> bool:
     root = str(scope.get("root_path", ""))
     if root and path.startswith(root):
         path = path[len(root) :] or "/"
-    return path in PUBLIC_PATHS
+    if path == "/":
+        # The playground page loads without a key (it then asks for one); API clients
+        # of `/` keep getting what they always got.
+        return wants_html(_header(scope, b"accept"))
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None

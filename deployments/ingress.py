@@ -40,7 +40,7 @@ from deployments.http import (
     request_id_of,
 )
 from deployments.metrics import IngressMetrics
-from deployments.routes import ApiState, compat, ops, speech
+from deployments.routes import ApiState, compat, ops, speech, web
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
 
@@ -108,6 +108,7 @@ def build_api(
     app.add_middleware(compat.RequestLogMiddleware, log=app.state.request_log)
     if status is not None:
         app.include_router(ops.cluster_router)
+    app.include_router(web.router)
     return app
 
 

@@ -1,4 +1,4 @@
-"""HTTP routes, one module-level `APIRouter` per concern: speech, voices, ops.
+"""HTTP routes, one module-level `APIRouter` per concern: speech, voices, ops, web.
 
 Routes get their collaborators from `app.state.api` (an `ApiState`, set once by
 `deployments.ingress.build_api`) through the `State` dependency, never from
