@@ -26,7 +26,7 @@ __all__ = [
     "vllm_available",
 ]
 
-ConcreteEngine = Literal["vllm", "simulated"]
+ConcreteEngine = Literal["vllm", "torch", "simulated"]
 
 
 def vllm_available() -> bool:
@@ -48,6 +48,10 @@ def build_engine(settings: Settings) -> TTSEngine:
         from chatterbox_serve.engines.simulated import SimulatedEngine
 
         return SimulatedEngine(settings.simulated)
+    if resolve_engine_name(settings) == "torch":
+        from chatterbox_serve.engines.torch_engine import TorchEngine
+
+        return TorchEngine(settings)
     module = importlib.import_module("chatterbox_serve.engines.vllm_engine")
     engine: TTSEngine = module.VLLMEngine(settings)
     return engine
