@@ -35,10 +35,14 @@ def vllm_available() -> bool:
 
 
 def resolve_engine_name(settings: Settings) -> ConcreteEngine:
-    """Turn `auto` into `vllm` or `simulated`."""
+    """Turn `auto` into a concrete engine (`engines/auto.py` has the rule)."""
     name = settings.engine.engine
     if name == "auto":
-        return "vllm" if vllm_available() else "simulated"
+        from chatterbox_serve.engines.auto import choose_engine
+
+        chosen = choose_engine(settings).engine
+        assert chosen in ("vllm", "torch", "simulated")
+        return chosen  # type: ignore[return-value]
     return name
 
 
