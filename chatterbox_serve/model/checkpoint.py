@@ -175,10 +175,6 @@ def load_t3(
     with torch.device("meta"):
         model = T3(config)
     model.load_state_dict(state, strict=True, assign=True)
-    # Buffers that are not in the file (RoPE frequencies) were made on the meta device.
-    from chatterbox_serve.model.t3.backbone import llama3_inverse_frequencies
-
-    model.tfmr.inv_freq = llama3_inverse_frequencies(config.backbone)
     return model.to(device=device, dtype=dtype or torch.float32).eval()
 
 

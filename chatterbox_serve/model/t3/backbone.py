@@ -179,7 +179,9 @@ class LlamaBackbone(nn.Module):
         self.embed_tokens = nn.Embedding(8, config.hidden_size)
         self.layers = nn.ModuleList(LlamaLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.register_buffer("inv_freq", llama3_inverse_frequencies(config), persistent=False)
+        # RoPE frequencies stay float32 on every device, whatever dtype the weights take
+        # (a bf16 buffer would shift the rotation angles of distant positions).
+        self._inv_freq: dict[torch.device, Tensor] = {}
 
     def new_cache(self, rows: int, capacity: int) -> KVCache:
         weight = self.norm.weight
@@ -201,7 +203,11 @@ class LlamaBackbone(nn.Module):
             raise ValueError(f"KV cache of {cache.capacity} slots cannot take {start + n}")
         cache.valid[:, start : start + n] = valid
         mask = self._mask(cache.valid[:, : start + n], start, n)
-        freqs = positions[..., None].float() * self.inv_freq  # type: ignore[operator]
+        inv_freq = self._inv_freq.get(positions.device)
+        if inv_freq is None:
+            inv_freq = llama3_inverse_frequencies(self.config).to(positions.device)
+            self._inv_freq[positions.device] = inv_freq
+        freqs = positions[..., None].float() * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = emb.cos().to(embeds.dtype)[:, None]
         sin = emb.sin().to(embeds.dtype)[:, None]
