@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -178,6 +179,8 @@ def bench_cpu_rtf(args: argparse.Namespace) -> dict[str, Any]:
         "tokens_per_item": args.tokens,
         "diffusion_steps": settings.engine.diffusion_steps,
         "load_s": round(load_s, 1),
+        # Other processes on the box skew CPU figures; this says how busy it was.
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "runs": runs,
         "torch": torch.__version__,
     }
