@@ -41,13 +41,28 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _checkpoint(path: Path | None, multilingual: bool) -> Path:
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str) -> float | None:
+    import torch
+
+    if not device.startswith("cuda"):
+        return None  # a CPU smoke run (--device cpu) has no allocator statistics
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+
+
+def _checkpoint(path: Path | None, multilingual: bool, tiny: bool = False) -> Path:
     if path is not None:
         return path
     from tools.write_checkpoint import write_checkpoint
 
     target = Path(tempfile.mkdtemp(prefix="chatterbox-random-"))
-    return write_checkpoint(target, multilingual=multilingual, seed=0)
+    return write_checkpoint(target, multilingual=multilingual, seed=0, tiny=tiny)
 
 
 def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,7 +76,7 @@ def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
 
     device = args.device
     dtype = getattr(torch, args.dtype)
-    directory = _checkpoint(args.checkpoint, args.multilingual)
+    directory = _checkpoint(args.checkpoint, args.multilingual, args.tiny)
     t3 = checkpoint.load_t3(directory, args.multilingual, device, dtype)
     s3gen = checkpoint.load_s3gen(directory, device)
     settings = Settings(engine=EngineConfig(use_multilingual_model=args.multilingual))
@@ -83,15 +98,15 @@ def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
     generate(t3, items(2, 4), use_alignment=False)
     runs = []
     for batch in args.batches:
-        torch.cuda.reset_peak_memory_stats()
+        _reset_peak(device)
         _sync(device)
         began = time.perf_counter()
         results = generate(t3, items(batch, args.tokens), use_alignment=False)
         _sync(device)
         t3_s = time.perf_counter() - began
-        t3_peak = torch.cuda.max_memory_allocated()
+        t3_peak = _peak_gib(device)
         speech = [torch.tensor(r.speech_tokens(), device=device) for r in results]
-        torch.cuda.reset_peak_memory_stats()
+        _reset_peak(device)
         began = time.perf_counter()
         with torch.inference_mode():
             wavs = runner.run(speech, [voice.s3gen_ref] * batch, settings.engine.diffusion_steps)
@@ -104,10 +119,10 @@ def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
                 "tokens_per_item": args.tokens,
                 "t3_s": round(t3_s, 3),
                 "t3_tokens_per_s": round(batch * args.tokens / t3_s, 1),
-                "t3_peak_gib": round(t3_peak / 2**30, 2),
+                "t3_peak_gib": t3_peak,
                 "s3gen_s": round(s3_s, 3),
                 "s3gen_audio_s_per_s": round(audio_s / s3_s, 1),
-                "s3gen_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                "s3gen_peak_gib": _peak_gib(device),
                 "audio_s": round(audio_s, 2),
             }
         )
@@ -116,7 +131,7 @@ def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
     first = generate(t3, items(1, 1), use_alignment=False)[0]
     return {
         "mode": "gpu",
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
         "dtype": args.dtype,
         "t3_layers": t3.config.backbone.num_layers,
         "multilingual": args.multilingual,
@@ -193,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-rtf", action="store_true", help="CPU real-time factor mode")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--tiny", action="store_true", help="write a tiny checkpoint (smoke run)")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 16, 64])  # fmt: skip
     parser.add_argument("--tokens", type=int, default=None, help="speech tokens per item")
