@@ -5,7 +5,6 @@ engines and the speech pipeline. The Ray Serve deployments live in `deployments/
 """
 
 from chatterbox_serve.audio import AudioFormat, StreamingEncoder, encode_audio
-from chatterbox_serve.chunking import split_text
 from chatterbox_serve.config import ConfigError, Settings, load_settings
 from chatterbox_serve.engines import (
     SynthesisRequest,
@@ -24,8 +23,9 @@ from chatterbox_serve.errors import (
     ServerError,
     VoiceNotFoundError,
 )
-from chatterbox_serve.pipeline import LocalBackend, SpeechJob, SpeechPipeline
+from chatterbox_serve.pipeline import SpeechJob, SpeechPipeline
 from chatterbox_serve.protocol import SpeechRequest
+from chatterbox_serve.text.chunking import split_text
 
 __version__ = "0.1.0"
 
@@ -37,7 +37,6 @@ __all__ = [
     "EngineError",
     "EngineOverloadedError",
     "InvalidRequestError",
-    "LocalBackend",
     "ServerError",
     "Settings",
     "SimulatedEngine",

@@ -1,5 +1,8 @@
 """API keys: where they come from and how a presented key is checked.
 
+The HTTP side (which paths are public, reading the `Authorization` header) is in
+`deployments/auth.py`.
+
 `API_KEYS` holds either the keys themselves, comma-separated, or the path of a file
 with one key per line (commas also allowed), which is how a Kubernetes Secret is
 mounted. The file is read when the ingress replica starts, so a rotated Secret takes
@@ -17,11 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatterbox_serve.config import ConfigError, Settings
-
-# Paths that must be answered without a key: liveness probes and the API docs.
-PUBLIC_PATHS = frozenset(
-    {"/health", "/v1/health", "/ping", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-)
 
 
 @dataclass(frozen=True)
@@ -79,13 +77,3 @@ def load_api_keys(settings: Settings) -> ApiKeys:
     if value.startswith(("/", "./", "../", "~")):
         raise ConfigError(f"API_KEYS names a file that does not exist: {value!r}")
     return ApiKeys(parse_keys(value))
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, else None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()

@@ -17,11 +17,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 logger = logging.getLogger(__name__)
-
-EngineName = Literal["auto", "vllm", "torch", "simulated"]
 
 
 class ConfigError(ValueError):
@@ -37,19 +35,18 @@ class _Section(BaseModel):
 
 
 class EngineConfig(_Section):
-    engine: EngineName = Field(
+    engine: str = Field(
         "auto",
-        description=(
-            "Engine: vllm, torch, simulated, or auto (vllm with its extra and a CUDA GPU; else "
-            "torch with torch and a checkpoint; else simulated)."
-        ),
+        description="Engine name from the registry in `chatterbox_serve/engines/__init__.py` "
+        "(simulated, torch, vllm, ...), or auto (vllm with its extra and a CUDA GPU; else torch "
+        "with torch and a checkpoint at hand; else simulated).",
         json_schema_extra=_env("CHATTERBOX_ENGINE"),
     )
     max_batch_size: int = Field(
         10,
         ge=1,
         le=256,
-        description="vLLM max_num_seqs, and the default Serve batch size.",
+        description="The engine batch size (vLLM max_num_seqs); the Serve batch size follows it.",
         json_schema_extra=_env("VLLM_MAX_BATCH_SIZE"),
     )
     max_model_len: int = Field(
@@ -149,6 +146,16 @@ class EngineConfig(_Section):
         description="Voice conditionals kept per model replica (LRU, keyed by audio sha256).",
         json_schema_extra=_env("CHATTERBOX_CONDITIONALS_CACHE_SIZE"),
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        # The registry imports this module, so it is looked up at validation time.
+        from chatterbox_serve.engines import engine_names
+
+        if name not in engine_names():
+            raise ValueError("not a registered engine")
+        return name
 
 
 class GenerationDefaults(_Section):
@@ -397,6 +404,10 @@ def _allowed(section: str, field: str) -> str:
         return "allowed: " + " and ".join(bounds)
     if info.annotation is bool:
         return "allowed: true or false"
+    if (section, field) == ("engine", "engine"):
+        from chatterbox_serve.engines import engine_names
+
+        return "allowed: " + ", ".join(engine_names())
     return f"allowed: {info.annotation}".replace("typing.", "")
 
 

@@ -24,11 +24,12 @@ from chatterbox_serve.audio import (
     Stitcher,
     StreamingEncoder,
     change_speed,
+    fix_wav_sizes,
 )
-from chatterbox_serve.chunking import split_text
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, TTSEngine
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.text.chunking import split_text
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class SpeechPipeline:
         final = pieces[-1]
         data = b"".join(p.data for p in pieces)
         if job.format is AudioFormat.WAV:
-            data = _fix_wav_sizes(data)
+            data = fix_wav_sizes(data)
         assert final.usage is not None and final.timings is not None
         return RenderedSpeech(data, job.format, final.usage, final.audio_s, final.timings)
 
@@ -254,17 +255,8 @@ def _timings(
     )
 
 
-def _fix_wav_sizes(data: bytes) -> bytes:
-    """Write the real sizes into a streamed WAV header once the length is known."""
-    import struct
-
-    body = len(data) - 44
-    riff, size = struct.pack("<I", 36 + body), struct.pack("<I", body)
-    return data[:4] + riff + data[8:40] + size + data[44:]
-
-
 class DirectSubmitter:
-    """Sends each item straight to a local engine, one call per item (tests, baseline)."""
+    """Sends each item straight to a local engine, one call per item (tests, bench baseline)."""
 
     def __init__(self, engine: TTSEngine) -> None:
         self.engine = engine
@@ -281,28 +273,10 @@ class DirectSubmitter:
 
 
 class SpeechBackend(Protocol):
-    """What the HTTP layer calls: a Serve handle wrapper in production, `LocalBackend` in tests."""
+    """What the HTTP layer calls: a Serve handle wrapper in production, a local one in tests."""
 
     async def render(self, job: SpeechJob) -> RenderedSpeech: ...
 
     def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]: ...
 
     async def health(self) -> dict[str, Any]: ...
-
-
-class LocalBackend:
-    """Runs the pipeline and an engine in this process, without Ray."""
-
-    def __init__(self, settings: Settings, engine: TTSEngine) -> None:
-        self.engine = engine
-        self.pipeline = SpeechPipeline(settings, DirectSubmitter(engine))
-
-    async def render(self, job: SpeechJob) -> RenderedSpeech:
-        return await self.pipeline.render(job)
-
-    def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
-        return self.pipeline.stream(job)
-
-    async def health(self) -> dict[str, Any]:
-        await self.engine.check_health()
-        return {"model_ready": True, "replicas": 1, **self.engine.info()}

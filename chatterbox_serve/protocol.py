@@ -11,9 +11,9 @@ from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.errors import InvalidRequestError
-from chatterbox_serve.languages import DEFAULT_LANGUAGE, languages_for, normalize_language
 from chatterbox_serve.pipeline import SpeechJob
-from chatterbox_serve.voices import ResolvedVoice
+from chatterbox_serve.text.languages import DEFAULT_LANGUAGE, languages_for, normalize_language
+from chatterbox_serve.voices.resolve import ResolvedVoice
 
 logger = logging.getLogger(__name__)
 

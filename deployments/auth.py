@@ -7,12 +7,27 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chatterbox_serve.auth import PUBLIC_PATHS, ApiKeys, bearer_token, load_api_keys
+from chatterbox_serve.auth import ApiKeys, load_api_keys
 from chatterbox_serve.config import Settings
 from chatterbox_serve.errors import AuthenticationError
 from deployments.http import error_response
 
 logger = logging.getLogger("ray.serve")
+
+# Paths that must be answered without a key: liveness probes and the API docs.
+PUBLIC_PATHS = frozenset(
+    {"/health", "/v1/health", "/ping", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 class ApiKeyMiddleware:

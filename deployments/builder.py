@@ -1,4 +1,10 @@
-"""Builds the Serve application: `import_path: deployments.builder:build_app`."""
+"""Builds the Serve application: `import_path: deployments.builder:build_app`.
+
+The engine is resolved here, once: `auto` becomes a registry name, its class decides
+whether the model replica asks for a GPU, and its import path is bound into the
+model deployment, which builds exactly that engine. Deployment options come from
+the one table in `deployments/defaults.py`, with `args.deployments` merged over it.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,16 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from chatterbox_serve.config import EngineName, Settings, load_settings
-from chatterbox_serve.engines import resolve_engine_name
+from chatterbox_serve.config import Settings, load_settings
+from chatterbox_serve.engines import ENGINES, engine_class, resolve_engine_name
+from deployments.defaults import (
+    INGRESS,
+    MODEL,
+    TEXT_AUDIO,
+    check_batch_size,
+    deployment_defaults,
+    merge_options,
+)
 from deployments.ingress import SpeechIngress
 from deployments.model import SpeechModelDeployment
 from deployments.text_audio import TextAudioDeployment
@@ -25,14 +39,16 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: EngineName = Field("auto", description="Overridden by CHATTERBOX_ENGINE.")
+    engine: str = Field(
+        "auto", description="An engine name, or auto; CHATTERBOX_ENGINE overrides it."
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict, description="Settings by env var name; the environment wins."
     )
     dotenv_path: str | None = Field(".env", description="A .env file to read, if present.")
     deployments: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Option overrides by deployment name, merged over each class's defaults.",
+        description="Option overrides by deployment name, merged over deployments/defaults.py.",
     )
 
 
@@ -42,39 +58,29 @@ def build_settings(args: AppArgs) -> Settings:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Validate the args, load settings once, and bind the three deployments."""
+    """Validate the args, load settings and resolve the engine once, and bind the deployments.
+
+    Raises:
+        ConfigError: a bad setting, an unknown engine or deployment, or a Serve batch
+            size that differs from `VLLM_MAX_BATCH_SIZE`.
+    """
     app_args = AppArgs.model_validate(args or {})
     settings = build_settings(app_args)
     engine = resolve_engine_name(settings)
-    needs_gpu = engine == "vllm"
+    engine_path = ENGINES[engine]
+    needs_gpu = engine_class(engine_path).needs_gpu
     if engine == "simulated":
         logger.warning("Engine is SIMULATED: responses are synthetic tones, not speech.")
-    over = app_args.deployments
-    model_opts = {
-        **SpeechModelDeployment.get_deployment_options(settings, needs_gpu),
-        **over.get("SpeechModelDeployment", {}),
-    }
-    audio_opts = {
-        **TextAudioDeployment.get_deployment_options(settings),
-        **over.get("TextAudioDeployment", {}),
-    }
-    ingress_opts = {
-        **SpeechIngress.get_deployment_options(settings),
-        **over.get("SpeechIngress", {}),
-    }
-    logger.info(
-        "Deployment defaults: model=%s audio=%s ingress=%s", model_opts, audio_opts, ingress_opts
-    )
-    model = _deployment(SpeechModelDeployment, model_opts).bind(settings)
-    text_audio = _deployment(TextAudioDeployment, audio_opts).bind(model, settings)
-    return _deployment(SpeechIngress, ingress_opts).bind(text_audio, model, settings, engine)
+    options = merge_options(deployment_defaults(settings, needs_gpu), app_args.deployments)
+    check_batch_size(options, settings)
+    logger.info("Engine %s (%s); deployment options: %s", engine, engine_path, options)
+    model = _deployment(SpeechModelDeployment, options[MODEL]).bind(settings, engine_path)
+    text_audio = _deployment(TextAudioDeployment, options[TEXT_AUDIO]).bind(model, settings)
+    ingress = _deployment(SpeechIngress, options[INGRESS])
+    return ingress.bind(text_audio, model, settings, engine)
 
 
 def _deployment(cls: type, options: dict[str, Any]) -> Deployment:
     deployment = serve.deployment(cls)
     assert isinstance(deployment, Deployment)
     return deployment.options(**options)
-
-
-# A module-level application, for `serve build deployments.builder:app`.
-app = build_app({})

@@ -12,7 +12,7 @@ already computes; they measure nothing themselves except around the engine call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -142,8 +142,24 @@ class IngressMetrics:
         route serves it and `other` otherwise, so scanners cannot blow up the series
         count. The speech routes leave the chosen format in `request.state`.
         """
-        known = frozenset(getattr(route, "path", "") for route in app.routes)
+        known = frozenset(_route_paths(app.routes))
         app.add_middleware(_CountRequests, counter=self._requests, known=known)
+
+
+def _route_paths(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
+    """Every route path, including those of routers added with `include_router`.
+
+    FastAPI 0.137 and later keep an included router as one node (with
+    `original_router` and the include prefix) instead of copying its routes into
+    `app.routes`, so a flat walk would count every speech request as `other`.
+    """
+    for route in routes:
+        router = getattr(route, "original_router", None)
+        if router is not None:
+            context = getattr(route, "include_context", None)
+            yield from _route_paths(router.routes, prefix + getattr(context, "prefix", ""))
+        elif getattr(route, "path", None) is not None:
+            yield prefix + str(route.path)
 
 
 class _CountRequests:

@@ -24,32 +24,12 @@ logger = logging.getLogger("ray.serve")
 class SpeechModelDeployment:
     """Collects synthesis items from every concurrent request into one engine call."""
 
-    @classmethod
-    def get_deployment_options(cls, settings: Settings, needs_gpu: bool) -> dict[str, Any]:
-        batch = settings.engine.max_batch_size
-        return {
-            "ray_actor_options": {
-                "num_gpus": 1 if needs_gpu else 0,
-                "num_cpus": 1 if needs_gpu else 0.5,
-            },
-            "max_ongoing_requests": 64 * batch,
-            "max_queued_requests": 64 * batch,
-            "autoscaling_config": {
-                "min_replicas": 1,
-                "initial_replicas": 1,
-                "max_replicas": 4,
-                "target_ongoing_requests": 2 * batch,
-            },
-            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.0},
-            "health_check_period_s": 10,
-            "health_check_timeout_s": 30,
-            "graceful_shutdown_timeout_s": 60,
-            "graceful_shutdown_wait_loop_s": 2,
-        }
-
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
+    async def __init__(  # type: ignore[misc]  # Serve awaits it
+        self, settings: Settings, engine: str
+    ) -> None:
+        """`engine` is the import path the builder resolved; no `auto` is decided here."""
         self.settings = settings
-        self.engine = build_engine(settings)
+        self.engine = build_engine(settings, engine)
         await self.engine.start()
         self._user_config: dict[str, Any] = {}
         self._metrics = EngineMetrics()
@@ -60,10 +40,21 @@ class SpeechModelDeployment:
         logger.info("Model replica ready with engine %s", self.engine.name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply `max_batch_size` and `batch_wait_timeout_s` from `user_config` at runtime."""
-        size = int(user_config.get("max_batch_size", self.settings.engine.max_batch_size))
+        """Apply `batch_wait_timeout_s` from `user_config` at runtime.
+
+        `max_batch_size` must equal `VLLM_MAX_BATCH_SIZE`, the engine's own limit (the
+        builder derives it; /health and /config then agree). A different value is
+        refused, which fails the deploy instead of running a batch the engine cannot.
+        """
+        engine_batch = self.settings.engine.max_batch_size
+        size = int(user_config.get("max_batch_size", engine_batch))
         wait = float(user_config.get("batch_wait_timeout_s", 0.0))
-        if size < 1 or wait < 0:
+        if size != engine_batch:
+            raise ValueError(
+                f"user_config max_batch_size={size} differs from VLLM_MAX_BATCH_SIZE="
+                f"{engine_batch}; set VLLM_MAX_BATCH_SIZE only"
+            )
+        if wait < 0:
             raise ValueError(f"invalid user_config {user_config!r}")
         self._batch.set_max_batch_size(size)  # type: ignore[attr-defined]
         self._gate.limit = size

@@ -46,24 +46,6 @@ class _ModelCall:
 class TextAudioDeployment:
     """Runs `SpeechPipeline`; raw audio flows model -> here, only encoded bytes go on."""
 
-    @classmethod
-    def get_deployment_options(cls, settings: Settings) -> dict[str, Any]:
-        return {
-            "ray_actor_options": {"num_cpus": 0.5},
-            "max_ongoing_requests": 64,
-            "max_queued_requests": 512,
-            "autoscaling_config": {
-                "min_replicas": 1,
-                "initial_replicas": 1,
-                "max_replicas": 8,
-                "target_ongoing_requests": 16,
-            },
-            "health_check_period_s": 10,
-            "health_check_timeout_s": 30,
-            "graceful_shutdown_timeout_s": 30,
-            "graceful_shutdown_wait_loop_s": 2,
-        }
-
     def __init__(self, model: DeploymentHandle[Any], settings: Settings) -> None:
         self._model = model
         self.pipeline = SpeechPipeline(settings, self._submit)

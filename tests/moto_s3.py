@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from chatterbox_serve.voice_store import S3VoiceStore
+from chatterbox_serve.voices.store import S3VoiceStore
 
 
 @contextmanager

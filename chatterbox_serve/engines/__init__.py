@@ -1,12 +1,20 @@
-"""TTS engines: the interface, the simulated engine, and selection by name."""
+"""TTS engines: the interface, the registry of engines by name, and construction.
+
+Adding an engine takes one module with a `TTSEngine` subclass and one line in
+`ENGINES`. The class is imported only when chosen, so an engine whose module needs
+torch or vLLM costs nothing on a machine that runs another engine. An engine is
+constructed with `cls.from_settings(settings)` when the class defines it, else
+with `cls(settings)`; `needs_gpu` on the class decides whether its model replica
+asks Ray for a GPU.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Literal
+from collections.abc import Callable
 
-from chatterbox_serve.config import Settings
+from chatterbox_serve.config import ConfigError, Settings
 from chatterbox_serve.engines.base import (
     SynthesisOutcome,
     SynthesisRequest,
@@ -16,17 +24,29 @@ from chatterbox_serve.engines.base import (
 )
 
 __all__ = [
+    "AUTO",
+    "ENGINES",
     "SynthesisOutcome",
     "SynthesisRequest",
     "SynthesisResult",
     "TTSEngine",
     "VoicePrompt",
     "build_engine",
+    "engine_class",
     "resolve_engine_name",
     "vllm_available",
 ]
 
-ConcreteEngine = Literal["vllm", "torch", "simulated"]
+# Engine name (CHATTERBOX_ENGINE, `args.engine`) -> "module:Class".
+ENGINES: dict[str, str] = {
+    "simulated": "chatterbox_serve.engines.simulated:SimulatedEngine",
+    "vllm": "chatterbox_serve.engines.vllm.engine:VLLMEngine",
+    "torch": "chatterbox_serve.engines.torch_engine:TorchEngine",
+}
+
+# Not an engine: vllm with its extra and a CUDA GPU, else torch with a checkpoint at
+# hand, else simulated (`engines/auto.py`).
+AUTO = "auto"
 
 
 def vllm_available() -> bool:
@@ -34,28 +54,41 @@ def vllm_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("vllm", "chatterbox_vllm"))
 
 
-def resolve_engine_name(settings: Settings) -> ConcreteEngine:
-    """Turn `auto` into a concrete engine (`engines/auto.py` has the rule)."""
+def resolve_engine_name(settings: Settings) -> str:
+    """The registry name the settings choose, with `auto` decided by what is installed."""
     name = settings.engine.engine
-    if name == "auto":
+    if name == AUTO:
         from chatterbox_serve.engines.auto import choose_engine
 
-        chosen = choose_engine(settings).engine
-        assert chosen in ("vllm", "torch", "simulated")
-        return chosen  # type: ignore[return-value]
+        return choose_engine(settings).engine
+    if name not in ENGINES:
+        raise ConfigError(f"CHATTERBOX_ENGINE={name!r}; allowed: {', '.join(engine_names())}")
     return name
 
 
-def build_engine(settings: Settings) -> TTSEngine:
-    """Construct (not start) the configured engine; vLLM is imported only when chosen."""
-    if resolve_engine_name(settings) == "simulated":
-        from chatterbox_serve.engines.simulated import SimulatedEngine
+def engine_names() -> list[str]:
+    """Every name CHATTERBOX_ENGINE accepts."""
+    return [AUTO, *ENGINES]
 
-        return SimulatedEngine(settings.simulated)
-    if resolve_engine_name(settings) == "torch":
-        from chatterbox_serve.engines.torch_engine import TorchEngine
 
-        return TorchEngine(settings)
-    module = importlib.import_module("chatterbox_serve.engines.vllm_engine")
-    engine: TTSEngine = module.VLLMEngine(settings)
-    return engine
+def engine_class(path: str) -> type[TTSEngine]:
+    """Import the `module:Class` at `path`, or a registry name's, and check it is an engine."""
+    module_name, _, attr = ENGINES.get(path, path).partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, TTSEngine)):
+        raise ConfigError(f"engine {path!r} is not a TTSEngine subclass")
+    return cls
+
+
+def build_engine(settings: Settings, engine: str | None = None) -> TTSEngine:
+    """Construct (not start) an engine: `engine` by name or import path, else the settings'.
+
+    The builder passes the path it resolved once, so a model replica never decides
+    `auto` again on a node whose installed packages differ.
+    """
+    cls = engine_class(engine or resolve_engine_name(settings))
+    factory: Callable[[Settings], object] = getattr(cls, "from_settings", cls)
+    built = factory(settings)
+    if not isinstance(built, TTSEngine):
+        raise ConfigError(f"engine {cls.__name__} built a {type(built).__name__}")
+    return built

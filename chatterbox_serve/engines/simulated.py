@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from chatterbox_serve.config import SimulatedEngineConfig
+from chatterbox_serve.config import Settings, SimulatedEngineConfig
 from chatterbox_serve.engines.base import (
     SynthesisOutcome,
     SynthesisRequest,
@@ -84,6 +84,11 @@ class SimulatedEngine(TTSEngine):
         self.config = config or SimulatedEngineConfig.model_validate({})
         self.recorder = BatchRecorder()
         self._device = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SimulatedEngine:
+        """The engine the registry builds: only the simulated section matters to it."""
+        return cls(settings.simulated)
 
     async def start(self) -> None:
         logger.warning(

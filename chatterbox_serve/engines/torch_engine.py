@@ -161,9 +161,9 @@ class TorchEngine(TTSEngine):
     # Everything below runs on the engine thread.
 
     def _load(self) -> _Loaded:
-        from chatterbox_serve.engines.s3gen_runner import runner_factory
-        from chatterbox_serve.engines.t3_tokenizer import T3TextTokenizer
         from chatterbox_serve.model import checkpoint
+        from chatterbox_serve.model.s3gen.runner import runner_factory
+        from chatterbox_serve.model.tokenizer import T3TextTokenizer
 
         e = self.settings.engine
         directory = checkpoint.resolve_checkpoint_dir(e.model_dir, self.multilingual)

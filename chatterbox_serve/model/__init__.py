@@ -1,5 +1,7 @@
-"""Chatterbox model code shared by the engines: T3 in PyTorch and checkpoint loading.
+"""Chatterbox model code shared by the engines: tokenizer, batched S3Gen, T3, checkpoints.
 
-Nothing here is imported by the serving layers at import time; torch loads only when
-an engine that needs it starts.
+`t3/` is the reference T3 in PyTorch, `checkpoint.py` names and loads the checkpoint
+files, `voice.py` turns reference audio into model inputs. Modules here that need torch
+or chatterbox-vllm import them at module level or in their functions; the engines
+import these modules lazily, so the library imports without torch or the `vllm` extra.
 """

@@ -8,7 +8,7 @@ A checkpoint directory holds upstream's files under upstream's names and keys:
 - `conds.pt`: the built-in voice (T3 conditioning inputs and the S3Gen reference);
 - `Cangjie5_TC.json` (multilingual): the Chinese character table.
 
-The text vocabularies ship inside chatterbox-vllm (`engines/t3_tokenizer.py`).
+The text vocabularies ship inside chatterbox-vllm (`model/tokenizer.py`).
 
 The directory is `CHATTERBOX_MODEL_DIR`, else the Hugging Face hub at a pinned
 revision. `cached_checkpoint` looks in the hub cache without the network (what the
@@ -59,7 +59,7 @@ class CheckpointVariant:
         return self.name == "multilingual"
 
 
-# The revisions chatterbox-vllm 0.2.1 pins (engines/vllm_loading.py uses the same).
+# The revisions chatterbox-vllm 0.2.1 pins (engines/vllm/loading.py uses the same).
 ENGLISH = CheckpointVariant(
     name="english",
     t3_file="t3_cfg.safetensors",

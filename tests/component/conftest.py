@@ -9,8 +9,8 @@ import pytest
 
 from chatterbox_serve.config import Settings, load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
 from deployments.ingress import build_api
+from tests.local_backend import LocalBackend
 
 
 def make_settings(**env: str) -> Settings:

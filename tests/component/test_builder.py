@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from chatterbox_serve.config import ConfigError
+from chatterbox_serve.engines import ENGINES
 from deployments.builder import build_app
+from deployments.defaults import DEPLOYMENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,33 +61,101 @@ def test_batch_settings_reach_user_config_and_ongoing_limit(monkeypatch):
 
 
 def test_bad_args_and_bad_settings_stop_the_build():
-    with pytest.raises(ValidationError):
-        build_app({"engine": "tpu"})
+    with pytest.raises(ConfigError, match="CHATTERBOX_ENGINE"):
+        build_app({"engine": "tpu", "dotenv_path": None})
     with pytest.raises(ValidationError):
         build_app({"enigne": "vllm"})
     with pytest.raises(ConfigError, match="VLLM_MAX_BATCH_SIZE"):
         build_app({"settings": {"VLLM_MAX_BATCH_SIZE": 0}, "dotenv_path": None})
+    with pytest.raises(ConfigError, match="SpeechModelDeploymnet"):
+        build_app({"deployments": {"SpeechModelDeploymnet": {}}, "dotenv_path": None})
 
 
-def test_serve_config_declares_all_three_deployments_validly():
+def test_the_model_replica_builds_the_engine_resolved_once(monkeypatch):
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
+    ingress, _, model = _deployments(build_app({"engine": "auto", "dotenv_path": None}))
+    assert ingress.init_args[3] == "simulated"  # no vllm extra here
+    assert model.init_args[1] == ENGINES["simulated"]
+
+
+def test_overrides_merge_key_by_key_over_the_defaults(monkeypatch):
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
+    app = build_app(
+        {
+            "engine": "simulated",
+            "dotenv_path": None,
+            "deployments": {"TextAudioDeployment": {"autoscaling_config": {"max_replicas": 3}}},
+        }
+    )
+    _, audio, _ = _deployments(app)
+    autoscaling = audio._deployment_config.autoscaling_config
+    assert autoscaling.max_replicas == 3
+    assert autoscaling.target_ongoing_requests == 16  # kept from the defaults table
+
+
+def test_a_serve_batch_size_other_than_the_engine_batch_size_is_refused(monkeypatch):
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
+    with pytest.raises(ConfigError, match="differs from VLLM_MAX_BATCH_SIZE=10"):
+        build_app(
+            {
+                "engine": "simulated",
+                "dotenv_path": None,
+                "deployments": {"SpeechModelDeployment": {"user_config": {"max_batch_size": 16}}},
+            }
+        )
+
+
+def test_the_builder_logs_the_merged_options(monkeypatch):
+    # Ray's "ray.serve" logger does not propagate to pytest's handler; listen on it.
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    serve_logger = logging.getLogger("ray.serve")
+    serve_logger.addHandler(handler)
+    monkeypatch.setattr(serve_logger, "level", logging.INFO)
+    try:
+        build_app(
+            {
+                "engine": "simulated",
+                "dotenv_path": None,
+                "deployments": {"TextAudioDeployment": {"autoscaling_config": {"max_replicas": 3}}},
+            }
+        )
+    finally:
+        serve_logger.removeHandler(handler)
+    logged = "\n".join(r.getMessage() for r in records)
+    assert "deployment options" in logged
+    assert "'max_replicas': 3, 'target_ongoing_requests': 16" in logged
+
+
+def test_serve_config_builds_and_has_no_serve_level_deployment_options(monkeypatch):
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     assert schema.http_options.port == 8000
     assert schema.http_options.request_timeout_s >= 300
     (application,) = config["applications"]
     assert application["import_path"] == "deployments.builder:build_app"
-    by_name = {d["name"]: d for d in application["deployments"]}
-    assert set(by_name) == {"SpeechIngress", "TextAudioDeployment", "SpeechModelDeployment"}
-    for d in by_name.values():
-        for key in (
-            "autoscaling_config",
-            "max_ongoing_requests",
-            "max_queued_requests",
-            "health_check_period_s",
-            "graceful_shutdown_timeout_s",
-        ):
-            assert key in d, (d["name"], key)
-    model = by_name["SpeechModelDeployment"]
-    assert model["max_ongoing_requests"] >= model["user_config"]["max_batch_size"]
-    # ray_actor_options replaces the code's dict whole: the builder must own num_gpus.
-    assert "ray_actor_options" not in model
+    # Serve's own list would replace whole option dicts and bypass the builder.
+    assert "deployments" not in application
+    ingress, audio, model = _deployments(build_app({**application["args"], "dotenv_path": None}))
+    assert [d.name for d in (ingress, audio, model)] == list(DEPLOYMENTS)
+
+
+def test_importing_the_builder_builds_nothing_and_serve_build_has_its_own_module():
+    import subprocess
+    import sys
+
+    import deployments.builder
+
+    assert not hasattr(deployments.builder, "app")  # no import-time app, no env read
+    code = (
+        "from ray.serve import Application; import deployments.app as m; "
+        "assert isinstance(m.app, Application)"
+    )
+    env = {"CHATTERBOX_ENGINE": "simulated", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

@@ -15,9 +15,9 @@ from fastapi.responses import StreamingResponse
 
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
 from deployments.cluster_status import LoadTrackingMiddleware, ReplicaLoad, host_memory
 from deployments.ingress import build_api
+from tests.local_backend import LocalBackend
 
 
 def test_queued_is_in_flight_minus_running_only_where_there_is_a_queue() -> None:

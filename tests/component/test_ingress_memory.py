@@ -15,9 +15,9 @@ import tracemalloc
 import httpx
 
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
 from deployments.ingress import build_api
 from tests.component.conftest import make_settings
+from tests.local_backend import LocalBackend
 
 WARM_UP, MEASURED = 100, 300
 # Each response is kilobytes of audio; keeping even a reference per request would

@@ -92,3 +92,19 @@ async def test_openapi_documents_error_responses(client):
     spec = (await client.get("/openapi.json")).json()
     responses = spec["paths"]["/v1/audio/speech"]["post"]["responses"]
     assert {"400", "404", "413", "500", "503"} <= set(responses)
+
+
+def test_request_metrics_know_the_routes_of_included_routers():
+    # FastAPI nests included routers; a flat walk tagged every speech request `other`.
+    from chatterbox_serve.engines.simulated import SimulatedEngine
+    from deployments.ingress import build_api
+    from deployments.metrics import _route_paths
+    from tests.component.conftest import make_settings
+    from tests.local_backend import LocalBackend
+
+    settings = make_settings()
+    app = build_api(
+        settings, LocalBackend(settings, SimulatedEngine(settings.simulated)), "simulated"
+    )
+    paths = set(_route_paths(app.routes))
+    assert {"/v1/audio/speech", "/v1/audio/speech/stream", "/health", "/v1/models"} <= paths

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatterbox_serve.voice_library import VoiceLibrary
-from chatterbox_serve.voice_store import LocalVoiceStore
+from chatterbox_serve.voices.library import VoiceLibrary
+from chatterbox_serve.voices.store import LocalVoiceStore
 from deployments.ingress import sweep_voice_debris
 from tests.voice_audio import sample
 

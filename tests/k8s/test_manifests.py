@@ -24,7 +24,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from chatterbox_serve.config import load_settings
-from deployments.builder import AppArgs
+from deployments.builder import AppArgs, build_app
 from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,12 +130,27 @@ def _serve_config_v2() -> dict[str, Any]:
     return config
 
 
+def _built_model(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The model deployment the builder binds from the manifest's application args."""
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
+    (app,) = _serve_config_v2()["applications"]
+    ingress = build_app({**app["args"], "dotenv_path": None})._bound_deployment
+    return ingress.init_args[1]._bound_deployment
+
+
 def test_serve_config_v2_parses_with_serve_schema() -> None:
     schema = ServeDeploySchema.model_validate(_serve_config_v2())
     (app,) = schema.applications
     assert app.import_path == "deployments.builder:build_app"
-    names = {d.name for d in app.deployments}
-    assert names == {"SpeechIngress", "TextAudioDeployment", "SpeechModelDeployment"}
+    # Options go through the builder's args, never Serve's whole-dict-replacing list.
+    assert app.deployments == []
+
+
+def test_serve_config_v2_model_replica_takes_a_gpu_and_no_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = _built_model(monkeypatch)
+    assert model.ray_actor_options == {"num_gpus": 1, "num_cpus": 0}
 
 
 def test_serve_config_v2_args_build_valid_settings() -> None:
@@ -158,10 +173,10 @@ def test_generator_notices_a_serve_config_change() -> None:
     manifest = (K8S / "rayservice.yaml").read_text()
     serve_config = (ROOT / "serve_config.yaml").read_text()
     assert gen.regenerate(manifest, serve_config) == manifest
-    changed = serve_config.replace("max_replicas: 8", "max_replicas: 9", 1)
+    changed = serve_config.replace("settings: {}", "settings: {MAX_CHUNK_LENGTH: 99}", 1)
     assert changed != serve_config
     regenerated = gen.regenerate(manifest, changed)
-    assert regenerated != manifest and "max_replicas: 9" in regenerated
+    assert regenerated != manifest and "MAX_CHUNK_LENGTH: 99" in regenerated
     # Everything outside the block is kept.
     assert regenerated.split("serveConfigV2: |")[0] == manifest.split("serveConfigV2: |")[0]
     assert regenerated.split("  rayClusterConfig:")[1] == manifest.split("  rayClusterConfig:")[1]
@@ -170,14 +185,14 @@ def test_generator_notices_a_serve_config_change() -> None:
 def test_kuberay_overlay_changes_only_the_engine_and_model_placement() -> None:
     base = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     generated = _serve_config_v2()
-    model = next(
-        d
-        for d in generated["applications"][0]["deployments"]
-        if d["name"] == "SpeechModelDeployment"
-    )
-    assert model.pop("ray_actor_options") == {"num_cpus": 0, "num_gpus": 1}
-    assert generated["applications"][0]["args"].pop("engine") == "vllm"
-    base["applications"][0]["args"].pop("engine")
+    args = generated["applications"][0]["args"]
+    assert args.pop("deployments") == {
+        "SpeechModelDeployment": {"ray_actor_options": {"num_cpus": 0}}
+    }
+    assert args.pop("engine") == "vllm"
+    base_args = base["applications"][0]["args"]
+    assert base_args.pop("deployments") == {}
+    base_args.pop("engine")
     assert generated == base
 
 
@@ -202,7 +217,7 @@ def _containers(group: dict[str, Any]) -> list[dict[str, Any]]:
     return list(group["template"]["spec"]["containers"])
 
 
-def test_cluster_shape_head_gpu_and_cpu_groups() -> None:
+def test_cluster_shape_head_gpu_and_cpu_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     service = _rayservice()
     cluster = service["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
@@ -223,9 +238,8 @@ def test_cluster_shape_head_gpu_and_cpu_groups() -> None:
     # GPU workers offer Ray no CPUs, so only the model replica (0 CPUs, 1 GPU) fits there.
     assert gpu["rayStartParams"]["num-cpus"] == "0"
     # Serve's model autoscaling cannot ask for more GPU pods than the group allows.
-    (app,) = _serve_config_v2()["applications"]
-    model = next(d for d in app["deployments"] if d["name"] == "SpeechModelDeployment")
-    assert model["autoscaling_config"]["max_replicas"] <= gpu["maxReplicas"]
+    model = _built_model(monkeypatch)
+    assert model._deployment_config.autoscaling_config.max_replicas <= gpu["maxReplicas"]
 
 
 def test_initializing_timeout_covers_download_and_load() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from deployments.bench.__main__ import main
 from tests.conftest import SHARED
+from tools.bench.__main__ import main
 
 LEVEL_FIELDS = {
     "workload",

@@ -18,11 +18,11 @@ import httpx
 import pytest
 from ray import serve
 
-from chatterbox_serve.chunking import split_text
-from deployments.replicas import kill_replica, list_replicas, wait_for_replacement
+from chatterbox_serve.text.chunking import split_text
 from tests.conftest import SHARED, probe
 from tests.serve.conftest import ServeApp, start_app
 from tests.serve.proxy_env import proxy_envelopes
+from tools.replicas import kill_replica, list_replicas, wait_for_replacement
 
 APP = "chatterbox"
 MODEL, AUDIO, INGRESS = "SpeechModelDeployment", "TextAudioDeployment", "SpeechIngress"

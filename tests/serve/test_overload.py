@@ -19,10 +19,10 @@ import pytest
 from ray import serve
 
 from deployments.builder import build_app
-from deployments.replicas import list_replicas
 from tests.conftest import probe
 from tests.serve.conftest import ServeApp, start_app
 from tests.serve.proxy_env import proxy_envelopes
+from tools.replicas import list_replicas
 
 ENGINE_S = 1.0  # each engine call costs this, so accepted requests take >= 1 s
 SINGLE = {"max_replicas": 1, "min_replicas": 1, "initial_replicas": 1}

@@ -190,3 +190,10 @@ def test_health_reports_engine_and_model_readiness(serve_app):
     body = httpx.get(serve_app.base_url + "/health").json()
     assert body["status"] == "ok" and body["engine"] == "simulated"
     assert body["model_ready"] is True and body["batching"]["max_batch_size"] == 4
+
+
+def test_health_and_config_report_the_one_batch_size(serve_app):
+    # VLLM_MAX_BATCH_SIZE is the one setting; the model's Serve batch size follows it.
+    health = httpx.get(serve_app.base_url + "/health").json()
+    config = httpx.get(serve_app.base_url + "/config").json()
+    assert health["batching"]["max_batch_size"] == config["settings"]["VLLM_MAX_BATCH_SIZE"] == 4

@@ -8,11 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatterbox_serve.auth import ApiKeys, bearer_token, load_api_keys, parse_keys
+from chatterbox_serve.auth import ApiKeys, load_api_keys, parse_keys
 from chatterbox_serve.config import ConfigError, load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
+from deployments.auth import bearer_token
 from deployments.ingress import build_api
+from tests.local_backend import LocalBackend
 
 KEYS = "sk-alpha,sk-beta"
 

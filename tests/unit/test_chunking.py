@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from chatterbox_serve.chunking import normalize_text, split_text
+from chatterbox_serve.text.chunking import normalize_text, split_text
 from tests.conftest import SHARED
 
 

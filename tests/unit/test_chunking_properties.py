@@ -12,7 +12,7 @@ import os
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from chatterbox_serve.chunking import split_text
+from chatterbox_serve.text.chunking import split_text
 
 # Text that exercises every boundary kind, mixed with arbitrary code points.
 _PIECES = st.sampled_from(

@@ -1,6 +1,6 @@
 import json
 
-from chatterbox_serve.languages import SUPPORTED_LANGUAGES, languages_for, normalize_language
+from chatterbox_serve.text.languages import SUPPORTED_LANGUAGES, languages_for, normalize_language
 from tests.conftest import SHARED
 
 

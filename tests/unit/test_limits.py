@@ -9,8 +9,8 @@ import pytest
 
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
 from deployments.ingress import build_api
+from tests.local_backend import LocalBackend
 
 LIMITS = {
     "CHATTERBOX_SIM_BASE_S": "0",

@@ -19,8 +19,8 @@ from schemathesis.specs.openapi.checks import (
 
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
 from deployments.ingress import build_api
+from tests.local_backend import LocalBackend
 
 _SETTINGS = load_settings(
     {

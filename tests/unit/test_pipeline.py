@@ -8,7 +8,8 @@ from chatterbox_serve.config import SimulatedEngineConfig, load_settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import EngineError, InvalidRequestError
-from chatterbox_serve.pipeline import DirectSubmitter, LocalBackend, SpeechJob, SpeechPipeline
+from chatterbox_serve.pipeline import DirectSubmitter, SpeechJob, SpeechPipeline
+from tests.local_backend import LocalBackend
 
 SETTINGS = load_settings(
     {

@@ -5,7 +5,7 @@ from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.errors import InvalidRequestError
 from chatterbox_serve.protocol import SpeechRequest
-from chatterbox_serve.voices import ResolvedVoice
+from chatterbox_serve.voices.resolve import ResolvedVoice
 
 SETTINGS = load_settings({"MAX_TOTAL_LENGTH": "50"}, dotenv_path=None)
 DEFAULT = ResolvedVoice("default", None)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chatterbox_serve.engines.s3gen_batch import S3GenBatchPolicy, plan_batches
+from chatterbox_serve.model.s3gen.batch import S3GenBatchPolicy, plan_batches
 
 # Both in absolute units; docs/S3GEN.md says why. Observed on CPU: about 1e-5 on mels
 # (values up to ~6) and 1e-7 on waveforms. Padding leaks planted on purpose gave 4e-2
@@ -35,10 +35,10 @@ def _stub_torchaudio() -> None:
         import torchaudio  # noqa: F401
     except (ImportError, OSError):
         names = ["torchaudio", "torchaudio.transforms", "torchaudio.compliance"]
+        names.append("torchaudio.compliance.kaldi")
         modules = {name: types.ModuleType(name) for name in names}
-        modules["torchaudio.compliance.kaldi"] = types.ModuleType("torchaudio.compliance.kaldi")
         for name, module in modules.items():
-            # transformers (imported by diffusers when present) probes with find_spec.
+            # Libraries probe optional packages with find_spec, which needs a spec.
             module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         modules["torchaudio"].transforms = modules["torchaudio.transforms"]  # type: ignore[attr-defined]
         modules["torchaudio"].compliance = modules["torchaudio.compliance"]  # type: ignore[attr-defined]
@@ -72,7 +72,7 @@ def _ref_dict(gen: Any, prompt_tokens: int) -> dict[str, Any]:
 def test_batched_equals_sequential_for_mixed_lengths_and_voices(s3gen: Any) -> None:
     import torch
 
-    from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner, run_sequential
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner, run_sequential
 
     gen = torch.Generator().manual_seed(1)
     voices = [_ref_dict(gen, 5), _ref_dict(gen, 9)]
@@ -99,7 +99,7 @@ def test_batched_mels_equal_sequential_mels(s3gen: Any, attention: str) -> None:
     """
     import torch
 
-    from chatterbox_serve.engines.s3gen_flow import flow_mels
+    from chatterbox_serve.model.s3gen.flow import flow_mels
 
     gen = torch.Generator().manual_seed(3)
     voices = [_ref_dict(gen, 6), _ref_dict(gen, 10)]
@@ -116,7 +116,7 @@ def test_batched_mels_equal_sequential_mels(s3gen: Any, attention: str) -> None:
 def test_runner_returns_items_in_input_order_across_buckets(s3gen: Any) -> None:
     import torch
 
-    from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
 
     gen = torch.Generator().manual_seed(2)
     voice = _ref_dict(gen, 4)
@@ -128,7 +128,7 @@ def test_runner_returns_items_in_input_order_across_buckets(s3gen: Any) -> None:
 
 
 def test_runner_rejects_mismatched_inputs(s3gen: Any) -> None:
-    from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
 
     with pytest.raises(ValueError, match="2 token sequences but 1 refs"):
         BatchedS3GenRunner(s3gen).run([[1], [2]], [{}], 10)
@@ -152,7 +152,7 @@ def test_policy_rejects_nonsense() -> None:
 def test_module_imports_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None; "
-        "import chatterbox_serve.engines.s3gen_batch as m; print(m.BatchedS3GenRunner.__name__)"
+        "import chatterbox_serve.model.s3gen.batch as m; print(m.BatchedS3GenRunner.__name__)"
     )
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)

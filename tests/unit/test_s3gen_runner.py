@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from chatterbox_serve.config import load_settings
-from chatterbox_serve.engines.s3gen_batch import BatchedS3GenRunner
-from chatterbox_serve.engines.s3gen_runner import SequentialS3GenRunner, runner_factory
+from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
+from chatterbox_serve.model.s3gen.runner import SequentialS3GenRunner, runner_factory
 
 
 class _FakeS3Gen:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from chatterbox_serve.audio import AudioFormat
-from deployments.soak import Tally, plan_requests, report
+from tools.soak import Tally, plan_requests, report
 
 
 def test_the_mix_covers_every_format_kind_and_voice() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from chatterbox_serve.engines.vllm_engine import PROMPT_OVERHEAD, SPEECH_VOCAB_SIZE
-from chatterbox_serve.engines.vllm_loading import ENGLISH, MULTILINGUAL
-from chatterbox_serve.languages import SUPPORTED_LANGUAGES
+from chatterbox_serve.engines.vllm.engine import PROMPT_OVERHEAD, SPEECH_VOCAB_SIZE
+from chatterbox_serve.engines.vllm.loading import ENGLISH, MULTILINGUAL
+from chatterbox_serve.text.languages import SUPPORTED_LANGUAGES
 
 
 def _package() -> Path:

@@ -13,10 +13,10 @@ import soundfile as sf
 
 from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
-from chatterbox_serve.engines.s3gen_runner import SequentialS3GenRunner
-from chatterbox_serve.engines.vllm_engine import VLLMEngine
-from chatterbox_serve.engines.vllm_loading import LoadedModel
+from chatterbox_serve.engines.vllm.engine import VLLMEngine
+from chatterbox_serve.engines.vllm.loading import LoadedModel
 from chatterbox_serve.errors import EngineError, InvalidRequestError
+from chatterbox_serve.model.s3gen.runner import SequentialS3GenRunner
 from tests.conftest import SHARED
 from tests.unit.vllm_doubles import (
     COND_ROWS,
@@ -54,7 +54,7 @@ def _engine(
 def _level(voice: VoicePrompt | None) -> float:
     if voice is None:
         return 0.25
-    from chatterbox_serve.engines.vllm_conditionals import decode_reference
+    from chatterbox_serve.engines.vllm.conditionals import decode_reference
 
     samples, _ = decode_reference(voice.audio)
     buf = io.BytesIO()

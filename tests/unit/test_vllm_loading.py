@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from chatterbox_serve.config import EngineConfig, Settings
-from chatterbox_serve.engines.vllm_engine import VLLMEngine
-from chatterbox_serve.engines.vllm_loading import (
+from chatterbox_serve.engines.vllm.engine import VLLMEngine
+from chatterbox_serve.engines.vllm.loading import (
     ENGLISH,
     MULTILINGUAL,
     ModelVariant,

@@ -9,15 +9,15 @@ from types import ModuleType
 
 import pytest
 
-from chatterbox_serve.engines import t3_tokenizer
-from chatterbox_serve.engines.t3_tokenizer import (
+from chatterbox_serve.errors import EngineError, InvalidRequestError
+from chatterbox_serve.model import tokenizer as t3_tokenizer
+from chatterbox_serve.model.tokenizer import (
     CangjieConverter,
     T3TextTokenizer,
     load_pkuseg,
     package_file,
 )
-from chatterbox_serve.errors import EngineError, InvalidRequestError
-from chatterbox_serve.languages import SUPPORTED_LANGUAGES
+from chatterbox_serve.text.languages import SUPPORTED_LANGUAGES
 from tests.conftest import SHARED
 
 TEXTS: dict[str, str] = json.loads((SHARED / "data/texts/multilingual.json").read_text())

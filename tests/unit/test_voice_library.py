@@ -18,9 +18,9 @@ from chatterbox_serve.errors import (
     PayloadTooLargeError,
     VoiceNotFoundError,
 )
-from chatterbox_serve.voice_library import VoiceLibrary
-from chatterbox_serve.voice_store import LocalVoiceStore
-from chatterbox_serve.voices import resolve_voice
+from chatterbox_serve.voices.library import VoiceLibrary
+from chatterbox_serve.voices.resolve import resolve_voice
+from chatterbox_serve.voices.store import LocalVoiceStore
 from tests.moto_s3 import moto_s3_server, new_bucket_store, open_store
 from tests.voice_audio import NOT_AUDIO, corrupt, encode, sample, truncated
 
@@ -32,14 +32,14 @@ def library(tmp_path) -> VoiceLibrary:
 
 def test_upload_list_get_and_download(library):
     entry = library.add_voice("my-voice", sample(0), language="fr", original_filename="s.mp3")
-    item = library.get_voice("my-voice").to_dict()
-    assert item == entry.to_dict()
-    assert item["name"] == "my-voice" and item["filename"] == "my-voice.mp3"
-    assert item["original_filename"] == "s.mp3" and item["language"] == "fr"
-    assert item["file_size"] == len(sample(0)) and item["aliases"] == []
-    assert item["sha256"] == hashlib.sha256(sample(0)).hexdigest()
-    assert item["duration_s"] == pytest.approx(5.72, abs=0.05)
-    assert item["upload_date"].startswith("20")
+    assert library.get_voice("my-voice") == entry
+    record = entry.record
+    assert entry.name == "my-voice" and entry.filename == "my-voice.mp3"
+    assert record.original_filename == "s.mp3" and record.language == "fr"
+    assert record.file_size == len(sample(0)) and entry.aliases == ()
+    assert record.sha256 == hashlib.sha256(sample(0)).hexdigest()
+    assert record.duration_s == pytest.approx(5.72, abs=0.05)
+    assert record.upload_date.startswith("20")
     found, data = library.audio("my-voice")
     assert data == sample(0) and found.record.media_type == "audio/mpeg"
     assert [e.name for e in library.list_voices()] == ["my-voice"]

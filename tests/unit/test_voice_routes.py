@@ -9,10 +9,10 @@ import pytest
 
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import LocalBackend
-from chatterbox_serve.voice_library import build_voice_library
+from chatterbox_serve.voices.library import build_voice_library
 from deployments.ingress import build_api
 from tests.conftest import probe
+from tests.local_backend import LocalBackend
 from tests.voice_audio import NOT_AUDIO, corrupt, encode, sample, truncated
 
 FAST = {"CHATTERBOX_SIM_BASE_S": 0, "CHATTERBOX_SIM_PER_ITEM_S": 0, "CHATTERBOX_SIM_PER_CHAR_S": 0}

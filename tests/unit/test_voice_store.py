@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chatterbox_serve.config import VoiceConfig
-from chatterbox_serve.voice_store import (
+from chatterbox_serve.voices.store import (
     LocalVoiceStore,
     S3VoiceStore,
     VoiceStore,

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from chatterbox_serve.errors import InvalidRequestError, PayloadTooLargeError
-from chatterbox_serve.voice_validation import inspect_audio, read_bounded, validate_name
+from chatterbox_serve.voices.validation import inspect_audio, read_bounded, validate_name
 from tests.voice_audio import NOT_AUDIO, corrupt, encode, sample, truncated
 
 
@@ -57,7 +57,7 @@ def test_reports_real_sample_facts():
 )
 def test_rejects_bad_audio_with_a_clear_400(data, code):
     with pytest.raises(InvalidRequestError) as info:
-        inspect_audio(data())
+        inspect_audio(data(), "voice_file")
     assert info.value.status_code == 400
     assert info.value.code == code
     assert info.value.param == "voice_file"
@@ -82,7 +82,7 @@ def test_accepts_names(name):
 )
 def test_rejects_names(name):
     with pytest.raises(InvalidRequestError) as info:
-        validate_name(name)
+        validate_name(name, "voice_name")
     assert info.value.param == "voice_name"
     assert info.value.code == "invalid_name"
 

@@ -2,7 +2,7 @@ import pytest
 
 from chatterbox_serve.engines.base import VoicePrompt
 from chatterbox_serve.errors import VoiceNotFoundError
-from chatterbox_serve.voices import (
+from chatterbox_serve.voices.resolve import (
     OPENAI_VOICE_NAMES,
     EmptyVoiceLibrary,
     ResolvedVoice,

@@ -69,8 +69,8 @@ def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from chatterbox_serve.config import EngineConfig, Settings
-    from chatterbox_serve.engines.s3gen_runner import runner_factory
     from chatterbox_serve.model import checkpoint
+    from chatterbox_serve.model.s3gen.runner import runner_factory
     from chatterbox_serve.model.t3.generation import GenerationItem, generate
     from chatterbox_serve.model.voice import builtin_voice_inputs
 

@@ -1,0 +1,1 @@
+"""S3Gen (speech tokens to waveform) run over padded batches: policy, flow, vocoder, runner."""

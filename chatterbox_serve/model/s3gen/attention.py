@@ -1,0 +1,184 @@
+"""Self-attention of the CFM estimator over a padded batch, computed per item's length.
+
+The estimator's 56 transformer blocks use diffusers' `AttnProcessor2_0`, which adds a
+float bias (-1e10 on padded keys) to every score. For a padded batch that costs twice:
+every row attends over the batch's longest length (attention is quadratic, so a batch
+of lengths 460 to 1100 frames does about 1.8x the work of its items alone), and a float
+bias keeps scaled-dot-product attention off its flash kernels. `packed_attention`
+swaps in `LengthAttention` for the duration of one solve; it computes each row over its
+own frames only, with no bias (measured per backend and precision in docs/S3GEN.md):
+
+- `"packed"`: the valid frames of all rows are packed into one jagged nested tensor
+  (no padded frame reaches the projections or the attention kernel);
+- `"flex"`: `flex_attention` with a key-length block mask, compiled on CUDA (blocks past
+  a row's end are skipped).
+
+Both give each valid frame the output the biased attention gives it (exp(-1e10) is 0
+in float32 and bfloat16), up to rounding. Padded query frames get zeros ("packed") or
+attention over the valid keys ("flex"); nothing downstream reads them, since every
+later layer of the estimator is masked or causal.
+
+Imported lazily by `flow`: this module needs torch and diffusers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+AttentionBackend = Literal["auto", "bias", "packed", "flex"]
+
+_compiled_flex: Callable[..., torch.Tensor] | None = None
+
+
+class LengthAttention:
+    """A diffusers attention processor for self-attention over rows of known lengths.
+
+    Holds the batch's layout (lengths, packing indices or block mask), so one instance
+    serves every attention module of the estimator during one solve.
+    """
+
+    def __init__(self, lengths: torch.Tensor, frames: int, backend: AttentionBackend) -> None:
+        self.backend = backend
+        self.frames = frames
+        rows = lengths.shape[0]
+        lens = [int(n) for n in lengths.tolist()]
+        device = lengths.device
+        if backend == "packed":
+            steps = torch.arange(frames, device=device)
+            valid = (steps.unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)
+            self.index = valid.nonzero().squeeze(1)
+            self.offsets = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int64)
+            self.min_len, self.max_len = min(lens), max(lens)
+        elif backend == "flex":
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            def key_in_row(b: Any, h: Any, q: Any, kv: Any) -> Any:
+                return kv < lengths[b]
+
+            self.block_mask = create_block_mask(
+                key_in_row, rows, None, frames, frames, device=device.type
+            )
+        else:
+            raise ValueError(f"unknown attention backend {backend!r}")
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            raise ValueError("LengthAttention computes self-attention only")
+        rows, frames, channels = hidden_states.shape
+        if frames != self.frames:
+            raise ValueError(f"laid out for {self.frames} frames, got {frames}")
+        if self.backend == "packed":
+            out = self._packed(attn, hidden_states.reshape(rows * frames, channels))
+        else:
+            out = self._flex(attn, hidden_states)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if self.backend == "packed":
+            full = out.new_zeros(rows * frames, out.shape[-1])
+            out = full.index_copy_(0, self.index, out).view(rows, frames, -1)
+        if attn.residual_connection:
+            out = out + hidden_states
+        result: torch.Tensor = out / attn.rescale_output_factor
+        return result
+
+    def _packed(self, attn: Any, flat: torch.Tensor) -> torch.Tensor:
+        """(total valid frames, heads x head_dim), from a jagged nested tensor."""
+        x = flat.index_select(0, self.index)
+        heads = attn.heads
+
+        def jagged(t: torch.Tensor) -> torch.Tensor:
+            t = t.view(t.shape[0], heads, -1)
+            nested = torch.nested.nested_tensor_from_jagged(
+                t, self.offsets, min_seqlen=self.min_len, max_seqlen=self.max_len
+            )
+            return nested.transpose(1, 2)  # (rows, heads, jagged frames, head_dim)
+
+        q, k, v = jagged(attn.to_q(x)), jagged(attn.to_k(x)), jagged(attn.to_v(x))
+        out = F.scaled_dot_product_attention(q, k, v)
+        values: torch.Tensor = out.transpose(1, 2).values()
+        return values.reshape(values.shape[0], -1)
+
+    def _flex(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(rows, frames, heads x head_dim), key padding skipped block by block."""
+        rows, frames, _ = hidden_states.shape
+        heads = attn.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(rows, frames, heads, -1).transpose(1, 2)
+
+        q = split(attn.to_q(hidden_states))
+        k = split(attn.to_k(hidden_states))
+        v = split(attn.to_v(hidden_states))
+        out = _flex_attention(q.device)(q, k, v, block_mask=self.block_mask)
+        return out.transpose(1, 2).reshape(rows, frames, -1)
+
+
+def _flex_attention(device: torch.device) -> Callable[..., torch.Tensor]:
+    """flex_attention, compiled once on CUDA (eager materialises the scores)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=True)
+    return _compiled_flex
+
+
+def resolve_attention(
+    backend: AttentionBackend, precision: str, device: torch.device
+) -> AttentionBackend:
+    """The backend "auto" stands for: the fastest one measured on the H200 (docs/S3GEN.md).
+
+    tf32 on CUDA: "flex" (1.7x the bias path at 16 and 64 items). fp32: "bias"; "packed"
+    halves the attention work but its jagged tensors cost milliseconds of Python per
+    call, so it wins only at 64 items. bf16: "bias" (cuDNN attention; flex measured the
+    same, and needs no compilation).
+    """
+    if backend != "auto":
+        return backend
+    if device.type == "cuda" and precision == "tf32":
+        return "flex"
+    return "bias"
+
+
+@contextlib.contextmanager
+def packed_attention(
+    estimator: torch.nn.Module,
+    lengths: torch.Tensor | None,
+    frames: int,
+    backend: AttentionBackend,
+) -> Iterator[None]:
+    """Swap `LengthAttention` into every attention module of `estimator`, then restore.
+
+    `lengths` holds each row's valid frames (rows in estimator batch order). Not safe
+    while another thread runs the same estimator: the processors are module state.
+    """
+    if backend == "auto":
+        raise ValueError("resolve 'auto' first (resolve_attention)")
+    if backend == "bias":
+        yield
+        return
+    if lengths is None:
+        raise ValueError(f"attention {backend!r} needs each row's length")
+    processor = LengthAttention(lengths, frames, backend)
+    modules = [m for m in estimator.modules() if hasattr(m, "processor") and hasattr(m, "to_q")]
+    saved = [m.processor for m in modules]
+    for module in modules:
+        module.processor = processor  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for module, previous in zip(modules, saved, strict=True):
+            module.processor = previous

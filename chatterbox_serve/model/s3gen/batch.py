@@ -1,0 +1,171 @@
+"""Batched S3Gen: many utterances through the flow decoder and the vocoder in one pass.
+
+chatterbox-vllm runs S3Gen once per utterance, and S3Gen (not T3) is where the time goes
+(its author measured 13.3 s in T3 against 60.8 s in S3Gen for 40 minutes of audio on an
+RTX 3090; issue 8). `BatchedS3GenRunner` sorts the items by length, cuts them into
+batches (`S3GenBatchPolicy`), and runs each batch through `flow.flow_mels` and
+`vocoder.vocode`, which reuse chatterbox-vllm's own modules and weights with
+padding masks. Each item's waveform equals what the one-at-a-time path gives for it, up
+to float rounding (tests/unit/test_s3gen_batch.py; docs/S3GEN.md).
+
+This module imports without torch; torch and chatterbox-vllm load on the first `run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Precision = Literal["fp32", "tf32", "bf16"]
+AttentionBackend = Literal["auto", "bias", "packed", "flex"]
+
+__all__ = ["BatchedS3GenRunner", "S3GenBatchPolicy", "plan_batches", "run_sequential"]
+
+
+@dataclass(frozen=True)
+class S3GenBatchPolicy:
+    """How `BatchedS3GenRunner` groups items.
+
+    Attributes:
+        max_batch_size: most items in one forward pass.
+        max_length_ratio: a batch's longest item (prompt plus speech tokens) is at most
+            this many times its shortest; a longer one starts a new batch. Bounds the
+            compute spent on padding. `inf` disables length bucketing.
+        precision: the CFM estimator's arithmetic ("fp32" = PyTorch defaults, "tf32",
+            or "bf16" autocast). The encoder and the vocoder always run in float32.
+        attention: how the estimator's self-attention handles padding: "packed" (each
+            item over its own frames, jagged), "flex" (compiled flex_attention with a
+            key-length block mask), "bias" (chatterbox-vllm's own float bias over the
+            padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
+            measured). See `attention`.
+    """
+
+    max_batch_size: int = 64
+    max_length_ratio: float = 1.5
+    precision: Precision = "fp32"
+    attention: AttentionBackend = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if self.max_length_ratio < 1.0:
+            raise ValueError("max_length_ratio must be at least 1.0")
+
+
+def plan_batches(lengths: Sequence[int], policy: S3GenBatchPolicy) -> list[list[int]]:
+    """Group item indices into batches: sorted by length, cut by size and length ratio."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        if (
+            current is None
+            or len(current) >= policy.max_batch_size
+            or lengths[i] > policy.max_length_ratio * max(1, lengths[current[0]])
+        ):
+            batches.append([i])
+        else:
+            current.append(i)
+    return batches
+
+
+class BatchedS3GenRunner:
+    """Runs S3Gen over padded batches; same contract as the engine's `S3GenRunner`.
+
+    `s3gen` is chatterbox-vllm's `S3Gen` (`S3Token2Wav`) with its weights loaded, in eval
+    mode, on its device. Returns one waveform (1, n) per item in input order, on that
+    device, with the same 20 ms fade-in chatterbox-vllm applies.
+    """
+
+    def __init__(self, s3gen: Any, policy: S3GenBatchPolicy | None = None) -> None:
+        self.s3gen = s3gen
+        self.policy = policy or S3GenBatchPolicy()
+
+    def run(
+        self,
+        speech_tokens: Sequence[Any],
+        ref_dicts: Sequence[dict[str, Any]],
+        n_timesteps: int,
+        *,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Any]:
+        """Waveforms for each item; `seeds` makes the vocoder's noise reproducible per item."""
+        if len(speech_tokens) != len(ref_dicts):
+            raise ValueError(f"{len(speech_tokens)} token sequences but {len(ref_dicts)} refs")
+        if seeds is not None and len(seeds) != len(speech_tokens):
+            raise ValueError(f"{len(speech_tokens)} token sequences but {len(seeds)} seeds")
+        import torch
+
+        lengths = [
+            _numel(tok) + int(ref["prompt_token"].shape[-1])
+            for tok, ref in zip(speech_tokens, ref_dicts, strict=True)
+        ]
+        out: list[Any] = [None] * len(speech_tokens)
+        with torch.inference_mode():
+            for batch in plan_batches(lengths, self.policy):
+                wavs = self._run_batch(
+                    [speech_tokens[i] for i in batch],
+                    [ref_dicts[i] for i in batch],
+                    n_timesteps,
+                    None if seeds is None else [seeds[i] for i in batch],
+                )
+                for i, wav in zip(batch, wavs, strict=True):
+                    out[i] = wav
+        return out
+
+    def _run_batch(
+        self,
+        speech_tokens: list[Any],
+        ref_dicts: list[dict[str, Any]],
+        n_timesteps: int,
+        seeds: list[int] | None,
+    ) -> list[Any]:
+        from chatterbox_serve.model.s3gen.flow import flow_mels
+        from chatterbox_serve.model.s3gen.vocoder import vocode
+
+        mels = flow_mels(
+            self.s3gen.flow,
+            speech_tokens,
+            ref_dicts,
+            n_timesteps,
+            self.policy.precision,
+            self.policy.attention,
+        )
+        wavs = vocode(self.s3gen.mel2wav, mels, seeds)
+        fade = self.s3gen.trim_fade
+        for wav in wavs:
+            n = min(wav.shape[-1], fade.shape[0])
+            wav[:, :n] *= fade[:n]
+        return wavs
+
+
+def run_sequential(
+    s3gen: Any,
+    speech_tokens: Sequence[Any],
+    ref_dicts: Sequence[dict[str, Any]],
+    n_timesteps: int,
+    *,
+    seeds: Sequence[int] | None = None,
+) -> list[Any]:
+    """The reference: chatterbox-vllm's own per-item loop (`generate_with_conds`).
+
+    Kept for the equality test and the benchmark. Returns CPU tensors, as that loop
+    does. With `seeds`, the global generators are seeded before each item, which fixes
+    the vocoder's noise.
+    """
+    import torch
+
+    wavs = []
+    for i, (tokens, ref) in enumerate(zip(speech_tokens, ref_dicts, strict=True)):
+        if seeds is not None:
+            torch.manual_seed(seeds[i])
+        if i % 10 == 0 and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # as chatterbox-vllm does every 10 prompts
+        wav, _ = s3gen.inference(speech_tokens=tokens, ref_dict=ref, n_timesteps=n_timesteps)
+        wavs.append(wav.cpu())
+    return wavs
+
+
+def _numel(tokens: Any) -> int:
+    return int(tokens.numel()) if hasattr(tokens, "numel") else len(tokens)

@@ -1,0 +1,213 @@
+"""Batched token-to-mel stage of S3Gen: conformer encoder plus the CFM Euler solver.
+
+chatterbox-vllm's `CausalMaskedDiffWithXvec.inference` asserts a batch of one and its
+solver allocates for exactly one item (doubled for classifier-free guidance). This module
+drives the same sub-modules (`flow.encoder`, `flow.decoder.estimator`, ...) over a
+right-padded batch, so each item sees exactly the inputs it would see alone:
+
+- each item is laid out as `[prompt tokens | speech tokens]`, padded per item, so items
+  with different voices (different prompt lengths) share a batch;
+- padded frames are zeroed before the encoder's 3-frame look-ahead convolution, which
+  would otherwise read them where the single-item path reads its zero padding;
+- attention layers take key-padding masks; every other layer of the encoder and the
+  estimator is causal or pointwise, so padding never leaks into real frames;
+- the solver's noise is `decoder.rand_noise[:, :, :T]` per item, as in the original.
+
+Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from chatterbox_vllm.models.s3gen.utils.mask import add_optional_chunk_mask, make_pad_mask
+
+from chatterbox_serve.model.s3gen.attention import (
+    AttentionBackend,
+    packed_attention,
+    resolve_attention,
+)
+
+Precision = Literal["fp32", "tf32", "bf16"]
+
+# The encoder's relative-position attention materialises (rows, 8, T, 2T - 1) scores
+# several times over: about 15 GiB for 64 items of 1,100 frames. It runs once per batch,
+# so running it a few items at a time costs little time and caps that memory.
+ENCODER_CHUNK = 8
+
+
+def flow_mels(
+    flow: Any,
+    speech_tokens: Sequence[torch.Tensor],
+    ref_dicts: Sequence[dict[str, Any]],
+    n_timesteps: int,
+    precision: Precision = "fp32",
+    attention: AttentionBackend = "auto",
+) -> list[torch.Tensor]:
+    """Mel spectrograms (80, n_i) of the generated part of each item, prompt removed."""
+    device = flow.input_embedding.weight.device
+    refs = [_ref_on(ref, device) for ref in ref_dicts]
+    seqs = [
+        torch.cat([ref["prompt_token"].reshape(-1), tok.reshape(-1).to(device)])
+        for ref, tok in zip(refs, speech_tokens, strict=True)
+    ]
+    token_lens = torch.tensor([s.numel() for s in seqs], device=device)
+    tokens = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+
+    embedding = torch.cat([ref["embedding"].reshape(1, -1) for ref in refs]).float()
+    spks = flow.spk_embed_affine_layer(F.normalize(embedding, dim=1))
+
+    token_mask = (~make_pad_mask(token_lens, tokens.shape[1])).unsqueeze(-1).to(spks)
+    vocab = flow.input_embedding.num_embeddings
+    x = flow.input_embedding(torch.clamp(tokens, min=0, max=vocab - 1)) * token_mask
+    h = torch.cat(
+        [
+            flow.encoder_proj(
+                encode(flow.encoder, x[i : i + ENCODER_CHUNK], token_lens[i : i + ENCODER_CHUNK])
+            )
+            for i in range(0, x.shape[0], ENCODER_CHUNK)
+        ]
+    )
+
+    mel_lens = [2 * int(n) for n in token_lens.tolist()]
+    prompt_lens = [int(ref["prompt_feat"].shape[1]) for ref in refs]
+    batch, frames = h.shape[0], h.shape[1]
+    cond = torch.zeros(batch, flow.output_size, frames, device=device, dtype=h.dtype)
+    noise = torch.zeros_like(cond)
+    rand_noise = flow.decoder.rand_noise
+    for i, ref in enumerate(refs):
+        cond[i, :, : prompt_lens[i]] = ref["prompt_feat"][0].transpose(0, 1)
+        noise[i, :, : mel_lens[i]] = rand_noise[0, :, : mel_lens[i]].to(device)
+    mel_len_t = torch.tensor(mel_lens, device=device)
+    mel_mask = (~make_pad_mask(mel_len_t, frames)).unsqueeze(1).to(h)
+
+    feat = solve_euler(
+        flow.decoder,
+        noise,
+        mu=h.transpose(1, 2).contiguous(),
+        mask=mel_mask,
+        spks=spks,
+        cond=cond,
+        n_timesteps=n_timesteps,
+        precision=precision,
+        attention=resolve_attention(attention, precision, device),
+        lengths=mel_len_t,
+    )
+    return [feat[i, :, prompt_lens[i] : mel_lens[i]] for i in range(batch)]
+
+
+def encode(encoder: Any, xs: torch.Tensor, xs_lens: torch.Tensor) -> torch.Tensor:
+    """`UpsampleConformerEncoder.forward` for a padded batch, with the look-ahead fixed.
+
+    The one change from the original: padded frames are zeroed after the input embedding.
+    Its linear layer, layer norm and positional scaling turn zero padding into non-zero
+    frames, and the look-ahead convolution reads 3 frames past each item's end.
+    """
+    masks = ~make_pad_mask(xs_lens, xs.size(1)).unsqueeze(1)
+    xs, pos_emb, masks = encoder.embed(xs, masks)
+    chunk_masks = add_optional_chunk_mask(xs, masks, False, False, 0, encoder.static_chunk_size, -1)
+    xs = xs * masks.transpose(1, 2).to(xs.dtype)
+    xs = encoder.pre_lookahead_layer(xs)
+    xs = encoder.forward_layers(xs, chunk_masks, pos_emb, masks)
+
+    xs, xs_lens = encoder.up_layer(xs.transpose(1, 2).contiguous(), xs_lens)
+    xs = xs.transpose(1, 2).contiguous()
+    masks = ~make_pad_mask(xs_lens, xs.size(1)).unsqueeze(1)
+    xs, pos_emb, masks = encoder.up_embed(xs, masks)
+    chunk_masks = add_optional_chunk_mask(
+        xs, masks, False, False, 0, encoder.static_chunk_size * encoder.up_layer.stride, -1
+    )
+    xs = encoder.forward_up_layers(xs, chunk_masks, pos_emb, masks)
+    if encoder.normalize_before:
+        xs = encoder.after_norm(xs)
+    out: torch.Tensor = xs
+    return out
+
+
+def solve_euler(
+    decoder: Any,
+    x: torch.Tensor,
+    *,
+    mu: torch.Tensor,
+    mask: torch.Tensor,
+    spks: torch.Tensor,
+    cond: torch.Tensor,
+    n_timesteps: int,
+    precision: Precision,
+    attention: AttentionBackend = "bias",
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The CFM Euler solver of `ConditionalCFM.solve_euler`, for B items at once.
+
+    Classifier-free guidance doubles the batch: rows [0, B) are conditioned, rows
+    [B, 2B) see zero `mu`, `spks` and `cond`. The state `x` stays float32 whatever the
+    estimator's precision. `attention` other than "bias" needs `lengths` (B,), each
+    item's valid frames (`attention`).
+    """
+    t_span = torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype)
+    if decoder.t_scheduler == "cosine":
+        t_span = 1 - torch.cos(t_span * 0.5 * torch.pi)
+    mask_in = torch.cat([mask, mask])
+    mu_in = torch.cat([mu, torch.zeros_like(mu)])
+    spks_in = torch.cat([spks, torch.zeros_like(spks)])
+    cond_in = torch.cat([cond, torch.zeros_like(cond)])
+    row_lengths = None if lengths is None else torch.cat([lengths, lengths])
+    with packed_attention(decoder.estimator, row_lengths, x.shape[-1], attention):
+        return _euler_steps(decoder, x, t_span, mask_in, mu_in, spks_in, cond_in, precision)
+
+
+def _euler_steps(
+    decoder: Any,
+    x: torch.Tensor,
+    t_span: torch.Tensor,
+    mask_in: torch.Tensor,
+    mu_in: torch.Tensor,
+    spks_in: torch.Tensor,
+    cond_in: torch.Tensor,
+    precision: Precision,
+) -> torch.Tensor:
+    batch = x.shape[0]
+    t, dt = t_span[0], t_span[1] - t_span[0]
+    rate = decoder.inference_cfg_rate
+    for step in range(1, len(t_span)):
+        t_in = t.expand(2 * batch)
+        with _estimator_precision(precision, x.device):
+            dphi = decoder.estimator(torch.cat([x, x]), mask_in, mu_in, t_in, spks_in, cond_in)
+        dphi = dphi.float()
+        x = x + dt * ((1.0 + rate) * dphi[:batch] - rate * dphi[batch:])
+        t = t + dt
+        if step < len(t_span) - 1:
+            dt = t_span[step + 1] - t
+    return x.float()
+
+
+@contextlib.contextmanager
+def _estimator_precision(precision: Precision, device: torch.device) -> Iterator[None]:
+    """fp32 leaves PyTorch's defaults alone (what chatterbox-vllm runs with)."""
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    elif precision == "tf32":
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+                yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    else:
+        yield
+
+
+def _ref_on(ref: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """The reference tensors on `device` (`embed_ref` may hand back numpy arrays)."""
+    out = {}
+    for key in ("prompt_token", "prompt_feat", "embedding"):
+        value = ref[key]
+        tensor = torch.as_tensor(value) if not torch.is_tensor(value) else value
+        out[key] = tensor.to(device)
+    return out

@@ -1,0 +1,131 @@
+"""The one table of deployment options, and how user overrides merge over it.
+
+Every Serve option of the three deployments has its default here and nowhere else:
+not on the deployment classes, not in `serve_config.yaml`, not in `k8s/`. Users
+override options through the application's `args.deployments`, which the builder
+merges over this table one level deep (so `autoscaling_config: {max_replicas: 8}`
+keeps the other autoscaling keys) and logs. Serve's own per-deployment section of a
+config file replaces `ray_actor_options`, `user_config` and `autoscaling_config` as
+whole dicts, bypassing the builder, so our configs leave it out (a test checks).
+
+The model's batch size is not an option here: it is `VLLM_MAX_BATCH_SIZE`
+(`settings.engine.max_batch_size`), the engine's own limit, and the Serve batch
+size in `user_config` is derived from it. An override that disagrees is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from chatterbox_serve.config import ConfigError, Settings
+
+INGRESS = "SpeechIngress"
+TEXT_AUDIO = "TextAudioDeployment"
+MODEL = "SpeechModelDeployment"
+DEPLOYMENTS = (INGRESS, TEXT_AUDIO, MODEL)
+
+# Options whose value is a dict that the builder merges key by key.
+NESTED_OPTIONS = frozenset({"ray_actor_options", "autoscaling_config", "user_config"})
+
+
+def _lifecycle(graceful_shutdown_timeout_s: float) -> dict[str, Any]:
+    return {
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+        "graceful_shutdown_timeout_s": graceful_shutdown_timeout_s,
+        "graceful_shutdown_wait_loop_s": 2,
+    }
+
+
+def deployment_defaults(settings: Settings, needs_gpu: bool) -> dict[str, dict[str, Any]]:
+    """Options by deployment name for these settings; `needs_gpu` is the engine class's."""
+    batch = settings.engine.max_batch_size
+    return {
+        INGRESS: {
+            "ray_actor_options": {"num_cpus": 0.25},
+            "max_ongoing_requests": 256,
+            "max_queued_requests": 1024,
+            "autoscaling_config": {
+                "min_replicas": 1,
+                "initial_replicas": 1,
+                "max_replicas": 4,
+                "target_ongoing_requests": 64,
+                "upscale_delay_s": 10,
+                "downscale_delay_s": 300,
+            },
+            **_lifecycle(30),
+        },
+        TEXT_AUDIO: {
+            "ray_actor_options": {"num_cpus": 0.5},
+            "max_ongoing_requests": 64,
+            "max_queued_requests": 512,
+            "autoscaling_config": {
+                "min_replicas": 1,
+                "initial_replicas": 1,
+                "max_replicas": 8,
+                "target_ongoing_requests": 16,
+                "upscale_delay_s": 10,
+                "downscale_delay_s": 300,
+            },
+            **_lifecycle(30),
+        },
+        MODEL: {
+            "ray_actor_options": {
+                "num_gpus": 1 if needs_gpu else 0,
+                "num_cpus": 1 if needs_gpu else 0.5,
+            },
+            # At least max_batch_size x max_concurrent_batches (1), or batches never fill.
+            # 64x: chunks wait at the replica's batch gate, not in the callers' routers,
+            # whose retries back off up to 0.5 s once a replica is full and then arrive
+            # as one- and two-item batches (docs/PERFORMANCE.md).
+            "max_ongoing_requests": 64 * batch,
+            "max_queued_requests": 64 * batch,
+            "autoscaling_config": {
+                "min_replicas": 1,
+                "initial_replicas": 1,
+                "max_replicas": 4,
+                "target_ongoing_requests": 2 * batch,
+                "upscale_delay_s": 30,
+                "downscale_delay_s": 600,
+            },
+            # The batch gate forms batches while the engine runs; waiting on an idle
+            # engine only adds latency (docs/PERFORMANCE.md).
+            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.0},
+            **_lifecycle(60),
+        },
+    }
+
+
+def merge_options(
+    defaults: Mapping[str, dict[str, Any]], overrides: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`overrides` over `defaults`, nested option dicts key by key.
+
+    Raises:
+        ConfigError: an override names an unknown deployment.
+    """
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise ConfigError(f"args.deployments names unknown deployments {sorted(unknown)}")
+    merged = copy.deepcopy(dict(defaults))
+    for name, options in overrides.items():
+        for key, value in options.items():
+            if key in NESTED_OPTIONS and isinstance(value, Mapping):
+                merged[name][key] = {**merged[name].get(key, {}), **value}
+            else:
+                merged[name][key] = copy.deepcopy(value)
+    return merged
+
+
+def check_batch_size(options: Mapping[str, dict[str, Any]], settings: Settings) -> None:
+    """Refuse a Serve batch size that differs from the engine's (`VLLM_MAX_BATCH_SIZE`)."""
+    serve_batch = options[MODEL].get("user_config", {}).get("max_batch_size")
+    engine_batch = settings.engine.max_batch_size
+    if serve_batch != engine_batch:
+        raise ConfigError(
+            f"SpeechModelDeployment user_config.max_batch_size={serve_batch!r} differs from "
+            f"VLLM_MAX_BATCH_SIZE={engine_batch}; set VLLM_MAX_BATCH_SIZE only, the Serve "
+            "batch size follows it."
+        )

@@ -1,0 +1,83 @@
+"""Operational routes: models, health, ping, config, languages; cluster status and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from chatterbox_serve.protocol import ModelCard, ModelList
+from chatterbox_serve.text.languages import languages_for
+from deployments.routes import State
+
+logger = logging.getLogger("ray.serve")
+
+router = APIRouter()
+# Only on a Serve cluster: `build_api` includes it when it has a status source.
+cluster_router = APIRouter()
+
+
+@router.get("/v1/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList, include_in_schema=False)
+async def list_models(state: State) -> ModelList:
+    """The model names the speech routes accept."""
+    multilingual = state.settings.engine.use_multilingual_model
+    served = [
+        "chatterbox-multilingual" if multilingual else "chatterbox",
+        "tts-1",
+        "tts-1-hd",
+        "gpt-4o-mini-tts",
+    ]
+    return ModelList(data=[ModelCard(id=m) for m in served])
+
+
+@router.get("/health")
+@router.get("/v1/health", include_in_schema=False)
+async def health(state: State) -> JSONResponse:
+    """200 with the model's facts when it answers, else 503 `degraded`."""
+    try:
+        model = await asyncio.wait_for(state.backend.health(), timeout=5.0)
+    except Exception as exc:
+        logger.warning("health: model not ready: %r", exc)
+        model = {"model_ready": False}
+    ok = bool(model.get("model_ready"))
+    body = {"status": "ok" if ok else "degraded", "engine": state.engine_name, **model}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/ping")
+async def ping() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/config")
+async def config(state: State) -> dict[str, Any]:
+    """The engine and every setting by its environment variable name (secrets redacted)."""
+    return {"engine": state.engine_name, "settings": state.settings.env_view()}
+
+
+@router.get("/languages")
+@router.get("/v1/languages", include_in_schema=False)
+async def languages(state: State) -> dict[str, Any]:
+    langs = languages_for(state.settings.engine.use_multilingual_model)
+    return {
+        "languages": [{"code": c, "name": n} for c, n in langs.items()],
+        "count": len(langs),
+    }
+
+
+@cluster_router.get("/status")
+async def cluster_status(state: State) -> dict[str, Any]:
+    """Per deployment: replica states and health, requests in flight and queued."""
+    assert state.status is not None  # the router is included only with a status source
+    return await state.status.status()
+
+
+@cluster_router.get("/memory")
+async def cluster_memory(state: State) -> dict[str, Any]:
+    """Per replica: host memory, and GPU memory used and free."""
+    assert state.status is not None
+    return await state.status.memory()
