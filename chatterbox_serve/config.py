@@ -38,7 +38,8 @@ class EngineConfig(_Section):
     engine: str = Field(
         "auto",
         description="Engine name from the registry in `chatterbox_serve/engines/__init__.py` "
-        "(simulated, vllm, ...), or auto (vllm when the vllm extra is installed).",
+        "(simulated, torch, vllm, ...), or auto (vllm with its extra and a CUDA GPU; else torch "
+        "with torch and a checkpoint at hand; else simulated).",
         json_schema_extra=_env("CHATTERBOX_ENGINE"),
     )
     max_batch_size: int = Field(
@@ -76,7 +77,7 @@ class EngineConfig(_Section):
         0.5,
         ge=0.0,
         le=1.0,
-        description="Classifier-free guidance weight; engine-global, fixed at model load.",
+        description="Default classifier-free guidance weight of a request without cfg_weight.",
         json_schema_extra=_env("CHATTERBOX_CFG_SCALE"),
     )
     use_multilingual_model: bool = Field(
@@ -119,6 +120,24 @@ class EngineConfig(_Section):
         le=0.95,
         description="Fraction of GPU memory vLLM may take for T3.",
         json_schema_extra=_env("CHATTERBOX_GPU_MEMORY_UTILIZATION"),
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="Torch engine device: auto (cuda, then mps, then cpu), cpu, mps, cuda[:N].",
+        json_schema_extra=_env("CHATTERBOX_DEVICE"),
+    )
+    torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Torch engine T3 precision; auto is bfloat16 on CUDA, float32 elsewhere.",
+        json_schema_extra=_env("CHATTERBOX_TORCH_DTYPE"),
+    )
+    max_new_tokens: int = Field(
+        1000,
+        ge=1,
+        le=4096,
+        description="Torch engine: most speech tokens per chunk (upstream's 1000 = 40 s).",
+        json_schema_extra=_env("CHATTERBOX_MAX_NEW_TOKENS"),
     )
     conditionals_cache_size: int = Field(
         128,

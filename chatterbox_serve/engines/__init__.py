@@ -41,9 +41,11 @@ __all__ = [
 ENGINES: dict[str, str] = {
     "simulated": "chatterbox_serve.engines.simulated:SimulatedEngine",
     "vllm": "chatterbox_serve.engines.vllm.engine:VLLMEngine",
+    "torch": "chatterbox_serve.engines.torch_engine:TorchEngine",
 }
 
-# Not an engine: picks `vllm` when its extra is installed, else `simulated`.
+# Not an engine: vllm with its extra and a CUDA GPU, else torch with a checkpoint at
+# hand, else simulated (`engines/auto.py`).
 AUTO = "auto"
 
 
@@ -56,7 +58,9 @@ def resolve_engine_name(settings: Settings) -> str:
     """The registry name the settings choose, with `auto` decided by what is installed."""
     name = settings.engine.engine
     if name == AUTO:
-        return "vllm" if vllm_available() else "simulated"
+        from chatterbox_serve.engines.auto import choose_engine
+
+        return choose_engine(settings).engine
     if name not in ENGINES:
         raise ConfigError(f"CHATTERBOX_ENGINE={name!r}; allowed: {', '.join(engine_names())}")
     return name

@@ -1,5 +1,7 @@
-"""Chatterbox model code shared by the engines: the text tokenizer and batched S3Gen.
+"""Chatterbox model code shared by the engines: tokenizer, batched S3Gen, T3, checkpoints.
 
-Modules here that need torch or chatterbox-vllm import them at module level; the
-engines import these modules lazily, so the library imports without the `vllm` extra.
+`t3/` is the reference T3 in PyTorch, `checkpoint.py` names and loads the checkpoint
+files, `voice.py` turns reference audio into model inputs. Modules here that need torch
+or chatterbox-vllm import them at module level or in their functions; the engines
+import these modules lazily, so the library imports without torch or the `vllm` extra.
 """

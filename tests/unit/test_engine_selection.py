@@ -33,7 +33,7 @@ def test_every_registered_engine_imports_without_its_extra_and_says_if_it_needs_
     # The vLLM engine module imports vLLM only in `start`, so the builder can read
     # `needs_gpu` on a machine without the extra.
     needs = {name: engine_class(path).needs_gpu for name, path in ENGINES.items()}
-    assert needs == {"simulated": False, "vllm": True}
+    assert needs == {"simulated": False, "vllm": True, "torch": False}
 
 
 def test_an_unknown_engine_name_is_refused_with_the_allowed_names():
