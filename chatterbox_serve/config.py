@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 logger = logging.getLogger(__name__)
 
-EngineName = Literal["auto", "vllm", "simulated"]
+EngineName = Literal["auto", "vllm", "torch", "simulated"]
 
 
 class ConfigError(ValueError):
@@ -39,7 +39,10 @@ class _Section(BaseModel):
 class EngineConfig(_Section):
     engine: EngineName = Field(
         "auto",
-        description="Engine: vllm, simulated, or auto (vllm when the vllm extra is installed).",
+        description=(
+            "Engine: vllm, torch, simulated, or auto (vllm with its extra and a CUDA GPU; else "
+            "torch with torch and a checkpoint; else simulated)."
+        ),
         json_schema_extra=_env("CHATTERBOX_ENGINE"),
     )
     max_batch_size: int = Field(
@@ -77,7 +80,7 @@ class EngineConfig(_Section):
         0.5,
         ge=0.0,
         le=1.0,
-        description="Classifier-free guidance weight; engine-global, fixed at model load.",
+        description="Default classifier-free guidance weight of a request without cfg_weight.",
         json_schema_extra=_env("CHATTERBOX_CFG_SCALE"),
     )
     use_multilingual_model: bool = Field(
@@ -120,6 +123,24 @@ class EngineConfig(_Section):
         le=0.95,
         description="Fraction of GPU memory vLLM may take for T3.",
         json_schema_extra=_env("CHATTERBOX_GPU_MEMORY_UTILIZATION"),
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="Torch engine device: auto (cuda, then mps, then cpu), cpu, mps, cuda[:N].",
+        json_schema_extra=_env("CHATTERBOX_DEVICE"),
+    )
+    torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Torch engine T3 precision; auto is bfloat16 on CUDA, float32 elsewhere.",
+        json_schema_extra=_env("CHATTERBOX_TORCH_DTYPE"),
+    )
+    max_new_tokens: int = Field(
+        1000,
+        ge=1,
+        le=4096,
+        description="Torch engine: most speech tokens per chunk (upstream's 1000 = 40 s).",
+        json_schema_extra=_env("CHATTERBOX_MAX_NEW_TOKENS"),
     )
     conditionals_cache_size: int = Field(
         128,

@@ -97,17 +97,12 @@ class SpeechRequest(OpenAIBaseModel):
         warnings: list[str] = []
         if self.instructions:
             warnings.append("instructions are accepted but not applied")
-        cfg = settings.engine.cfg_scale
-        if self.cfg_weight is not None and abs(self.cfg_weight - cfg) > 1e-9:
-            warnings.append(
-                f"cfg_weight {self.cfg_weight} not applied; the engine uses "
-                f"CHATTERBOX_CFG_SCALE={cfg} for every request"
-            )
         template = SynthesisRequest(
             text="",
             language=language,
             voice=voice.prompt,
             exaggeration=_pick(self.exaggeration, g.exaggeration),
+            cfg_weight=_pick(self.cfg_weight, settings.engine.cfg_scale),
             temperature=_pick(self.temperature, g.temperature),
             top_p=_pick(self.top_p, g.top_p),
             min_p=_pick(self.min_p, g.min_p),

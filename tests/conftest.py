@@ -38,3 +38,11 @@ def pcm16_duration(data: bytes, sample_rate: int = 24_000) -> float:
 
 def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete random-weight English checkpoint with a 2-layer T3 (tools/write_checkpoint)."""
+    from tools.write_checkpoint import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"), tiny=True, seed=0)

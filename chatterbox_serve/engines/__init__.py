@@ -26,7 +26,7 @@ __all__ = [
     "vllm_available",
 ]
 
-ConcreteEngine = Literal["vllm", "simulated"]
+ConcreteEngine = Literal["vllm", "torch", "simulated"]
 
 
 def vllm_available() -> bool:
@@ -35,10 +35,14 @@ def vllm_available() -> bool:
 
 
 def resolve_engine_name(settings: Settings) -> ConcreteEngine:
-    """Turn `auto` into `vllm` or `simulated`."""
+    """Turn `auto` into a concrete engine (`engines/auto.py` has the rule)."""
     name = settings.engine.engine
     if name == "auto":
-        return "vllm" if vllm_available() else "simulated"
+        from chatterbox_serve.engines.auto import choose_engine
+
+        chosen = choose_engine(settings).engine
+        assert chosen in ("vllm", "torch", "simulated")
+        return chosen  # type: ignore[return-value]
     return name
 
 
@@ -48,6 +52,10 @@ def build_engine(settings: Settings) -> TTSEngine:
         from chatterbox_serve.engines.simulated import SimulatedEngine
 
         return SimulatedEngine(settings.simulated)
+    if resolve_engine_name(settings) == "torch":
+        from chatterbox_serve.engines.torch_engine import TorchEngine
+
+        return TorchEngine(settings)
     module = importlib.import_module("chatterbox_serve.engines.vllm_engine")
     engine: TTSEngine = module.VLLMEngine(settings)
     return engine

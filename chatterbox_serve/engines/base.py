@@ -46,11 +46,16 @@ class SynthesisRequest:
     language: str
     voice: VoicePrompt | None = None
     exaggeration: float = 0.5
+    # Classifier-free guidance weight of this item: logits = cond + w * (cond - uncond);
+    # 0 turns CFG off. Per item (issue 13), default from CHATTERBOX_CFG_SCALE.
+    cfg_weight: float = 0.5
     temperature: float = 0.8
     top_p: float = 1.0
     min_p: float = 0.05
     repetition_penalty: float = 1.2
     seed: int | None = None
+    # Most speech tokens to generate (stop token included); None = the engine's limit.
+    max_new_tokens: int | None = None
     request_id: str = ""
     chunk_index: int = 0
 

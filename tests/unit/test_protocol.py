@@ -76,8 +76,11 @@ def test_language_comes_from_request_then_voice_then_english():
     assert req.to_job(SETTINGS, fr_voice, "r", streaming=False).template.language == "de"
 
 
-def test_cfg_weight_and_instructions_give_warnings_not_errors():
+def test_cfg_weight_is_per_request_and_instructions_warn():
     job = _job(cfg_weight=0.9, instructions="whisper")
-    assert any("cfg_weight" in w for w in job.warnings)
+    assert job.template.cfg_weight == 0.9
+    assert not any("cfg_weight" in w for w in job.warnings)
     assert any("instructions" in w for w in job.warnings)
-    assert _job(cfg_weight=0.5).warnings == ()
+    # Without one, the request gets CHATTERBOX_CFG_SCALE.
+    assert _job().template.cfg_weight == SETTINGS.engine.cfg_scale
+    assert _job(cfg_weight=0.0).template.cfg_weight == 0.0

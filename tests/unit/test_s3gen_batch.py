@@ -6,6 +6,7 @@ here; the arithmetic is the same). The tolerance is justified in docs/S3GEN.md.
 
 from __future__ import annotations
 
+import importlib.machinery
 import subprocess
 import sys
 import types
@@ -36,6 +37,9 @@ def _stub_torchaudio() -> None:
         names = ["torchaudio", "torchaudio.transforms", "torchaudio.compliance"]
         modules = {name: types.ModuleType(name) for name in names}
         modules["torchaudio.compliance.kaldi"] = types.ModuleType("torchaudio.compliance.kaldi")
+        for name, module in modules.items():
+            # transformers (imported by diffusers when present) probes with find_spec.
+            module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         modules["torchaudio"].transforms = modules["torchaudio.transforms"]  # type: ignore[attr-defined]
         modules["torchaudio"].compliance = modules["torchaudio.compliance"]  # type: ignore[attr-defined]
         modules["torchaudio.compliance"].kaldi = modules["torchaudio.compliance.kaldi"]  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Probes and benchmarks that need an accelerator (or measure the CPU fallback)."""
