@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+import uuid
 
 import torch
 from torch import nn
@@ -175,7 +176,9 @@ class T3PrefixProcessor(BaseMultiModalProcessor[T3ProcessingInfo]):
         return mm_input(
             prompt_token_ids=token_ids,
             mm_kwargs=mm_kwargs,
-            mm_hashes=inputs.get_mm_hashes(self.info.model_id),
+            # vLLM's hasher walks tensors element by element (minutes for a prefix);
+            # a prefix is never reused across requests, so a fresh id is the right key.
+            mm_hashes={MODALITY: [uuid.uuid4().hex]},
             mm_placeholders={MODALITY: [PlaceholderRange(offset=0, length=rows)]},
         )
 
@@ -377,13 +380,16 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
     def get_mrope_input_positions(
         self, input_tokens: list[int], mm_features: list[MultiModalFeatureSpec]
     ) -> tuple[torch.Tensor, int]:
-        prefix = [f for f in mm_features if f.modality == MODALITY]
-        if len(prefix) != 1 or prefix[0].data is None:
-            raise ValueError("a T3 request needs exactly one uncached prefix item")
-        feature = prefix[0]
-        assert feature.data is not None
-        weight = float(torch.as_tensor(feature.data[WEIGHT_KEY].data).reshape(-1)[0])
-        speech_start = feature.mm_position.offset + feature.mm_position.length
+        prefix = [f for f in mm_features if f.modality == MODALITY and f.data is not None]
+        if prefix:
+            feature = prefix[0]
+            assert feature.data is not None
+            weight = float(torch.as_tensor(feature.data[WEIGHT_KEY].data).reshape(-1)[0])
+            speech_start = feature.mm_position.offset + feature.mm_position.length
+        else:
+            # Only vLLM's own warm-up sends token ids without a prefix; the engine never
+            # does (its processor refuses such prompts). Treat them as all-prompt, no CFG.
+            weight, speech_start = 0.0, len(input_tokens)
         values, delta = prompt_positions(len(input_tokens), speech_start, weight)
         return torch.tensor(values, dtype=torch.int64).expand(3, -1).clone(), delta
 
