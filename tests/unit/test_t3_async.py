@@ -73,7 +73,9 @@ async def test_engine_death_fails_every_queued_and_running_item_and_strands_none
 async def test_cancelled_call_aborts_its_requests_inside_vllm() -> None:
     llm = FakeAsyncLLM()
     runner = T3AsyncRunner(llm)
-    task = asyncio.create_task(runner.run_all([job("x", [1] * 1000, 2000), job("y", [1] * 1000, 2000)]))
+    task = asyncio.create_task(
+        runner.run_all([job("x", [1] * 1000, 2000), job("y", [1] * 1000, 2000)])
+    )
     for _ in range(5):
         await asyncio.sleep(0)
     task.cancel()

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,8 @@ def _prompt(item: dict[str, Any]) -> dict[str, Any]:
     packed = torch.cat((item["rows_c"], item["rows_u"]), dim=-1).float().cpu()
     return {
         "prompt_token_ids": [6561] * packed.shape[0],
+        # A given id spares vLLM hashing the prefix tensor (slow; see t3-equivalence-h200.json).
+        "multi_modal_uuids": {"image": [uuid.uuid4().hex]},
         "multi_modal_data": {
             "image": {"t3_prefix": packed, "t3_cfg_weight": torch.tensor([item["cfg_weight"]])}
         },
@@ -198,7 +201,7 @@ def equivalence(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import vllm
 
-    from chatterbox_serve.engines.vllm.model_dir import T3Shape, build_model_dir
+    from chatterbox_serve.engines.vllm.model_dir import build_model_dir
     from chatterbox_serve.model import checkpoint
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -285,7 +288,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = build_model_dir(args.checkpoint / checkpoint.MULTILINGUAL.t3_file, _shape(t3))
     voice = builtin_voice_inputs(checkpoint.load_builtin_voice(args.checkpoint), device)
     with torch.inference_mode():
-        cond = t3.conditioning(voice.speaker_emb, voice.prompt_tokens, torch.tensor([0.5], device=device))[0]
+        cond = t3.conditioning(
+            voice.speaker_emb, voice.prompt_tokens, torch.tensor([0.5], device=device)
+        )[0]
     text = [255, *range(1, 41), 0]
     item = {
         "cfg_weight": 0.5,
@@ -304,8 +309,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     def params(seed: int, tokens: int) -> Any:
         return SamplingParams(
-            temperature=0.8, top_p=1.0, min_p=0.05, repetition_penalty=1.2, seed=seed,
-            max_tokens=tokens, min_tokens=tokens, ignore_eos=True, detokenize=False,
+            temperature=0.8,
+            top_p=1.0,
+            min_p=0.05,
+            repetition_penalty=1.2,
+            seed=seed,
+            max_tokens=tokens,
+            min_tokens=tokens,
+            ignore_eos=True,
+            detokenize=False,
         )
 
     llm.generate([prompt] * 2, [params(i, 8) for i in range(2)], use_tqdm=False)  # warm-up

@@ -63,7 +63,9 @@ def weight_code(cfg_weight: float) -> int:
 
 def pack(sequence_index: int, speech_start: int, code: int) -> int:
     if not (0 <= sequence_index < SPAN and 0 <= speech_start < SPAN):
-        raise ValueError(f"sequence index {sequence_index} or speech start {speech_start} >= {SPAN}")
+        raise ValueError(
+            f"sequence index {sequence_index} or speech start {speech_start} >= {SPAN}"
+        )
     if not 0 <= code <= MAX_WEIGHT_CODE:
         raise ValueError(f"weight code {code} outside [0, {MAX_WEIGHT_CODE}]")
     return (code * SPAN + speech_start) * SPAN + sequence_index
@@ -75,7 +77,9 @@ def unpack(position: int) -> PackedPosition:
     return PackedPosition(sequence_index, speech_start, code)
 
 
-def prompt_positions(num_tokens: int, speech_start: int, cfg_weight: float) -> tuple[list[int], int]:
+def prompt_positions(
+    num_tokens: int, speech_start: int, cfg_weight: float
+) -> tuple[list[int], int]:
     """Packed positions of a prompt of `num_tokens` tokens, and the decode delta.
 
     `speech_start` is the index of the first generated token (the prompt's length when

@@ -23,9 +23,9 @@ its tolerance catches them; production never sets them.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-import uuid
 
 import torch
 from torch import nn
@@ -98,7 +98,9 @@ class _PrefixParser(MultiModalDataParser):
     def parse_mm_data(self, mm_data: MultiModalDataDict) -> MultiModalDataItems:
         data = mm_data.get(MODALITY)
         if not isinstance(data, Mapping) or set(data) != {PREFIX_KEY, WEIGHT_KEY}:
-            raise ValueError(f"T3 expects multi_modal_data={{{MODALITY!r}: {{{PREFIX_KEY}, {WEIGHT_KEY}}}}}")
+            raise ValueError(
+                f"T3 expects multi_modal_data={{{MODALITY!r}: {{{PREFIX_KEY}, {WEIGHT_KEY}}}}}"
+            )
         return MultiModalDataItems({MODALITY: _PrefixItems(dict(data), MODALITY)})
 
 
@@ -168,7 +170,9 @@ class T3PrefixProcessor(BaseMultiModalProcessor[T3ProcessingInfo]):
         start = config.t3_start_speech_token
         token_ids = [start] * rows if isinstance(inputs.prompt, str) else list(inputs.prompt)
         if prefix.ndim != 2 or prefix.shape[1] != config.hidden_size:
-            raise ValueError(f"{PREFIX_KEY} must be (rows, {config.hidden_size}), got {tuple(prefix.shape)}")
+            raise ValueError(
+                f"{PREFIX_KEY} must be (rows, {config.hidden_size}), got {tuple(prefix.shape)}"
+            )
         if len(token_ids) < rows or any(t != start for t in token_ids[:rows]):
             raise ValueError(f"the prompt must open with {rows} start-of-speech ids ({start})")
         batch = BatchFeature({PREFIX_KEY: prefix[None], WEIGHT_KEY: weight[None]})
@@ -267,9 +271,7 @@ class _Layer(nn.Module):
         return self.mlp(hidden), residual
 
 
-@support_torch_compile(
-    dynamic_arg_dims={"input_ids": 0, "positions": -1, "inputs_embeds": 0}
-)
+@support_torch_compile(dynamic_arg_dims={"input_ids": 0, "positions": -1, "inputs_embeds": 0})
 class T3Backbone(nn.Module):
     """Speech embeddings, the Llama stack over both branches, and the final norm."""
 
