@@ -356,13 +356,13 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
         self.planted = bug
         self.model.planted = bug
         for layer in self.model.layers:
-            layer.self_attn.planted = bug
+            layer.self_attn.planted = bug  # type: ignore[union-attr]
 
     # Multimodal and positions --------------------------------------------------------
 
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
         prefixes = kwargs[PREFIX_KEY]
-        rows = prefixes if isinstance(prefixes, (list, tuple)) else list(prefixes)
+        rows = prefixes if isinstance(prefixes, (list, tuple)) else list(prefixes)  # type: ignore[call-overload]
         dtype = self.model.speech_emb.weight.dtype
         return [torch.as_tensor(r).reshape(-1, 2 * self.model.hidden).to(dtype) for r in rows]
 
@@ -451,7 +451,7 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
                 if f".{part}." in target:
                     fused_name = target.replace(f".{part}.", f".{fused}.")
                     param = params[fused_name]
-                    param.weight_loader(param, tensor, shard)  # type: ignore[operator]
+                    param.weight_loader(param, tensor, shard)  # type: ignore[attr-defined]
                     loaded.add(fused_name)
                     break
             else:
