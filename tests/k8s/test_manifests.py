@@ -208,7 +208,7 @@ def test_ray_version_is_the_pyproject_pin_everywhere() -> None:
     assert _rayservice()["spec"]["rayClusterConfig"]["rayVersion"] == version
     dockerfile = (K8S / "Dockerfile").read_text()
     assert re.search(r"^FROM rayproject/ray:(\S+)$", dockerfile, re.M)[1] == (  # type: ignore[index]
-        f"{version}-py311-gpu"
+        f"{version}-py311-cu130"
     )
     assert 'pip install --no-cache-dir ".[vllm]"' in dockerfile
 

@@ -1,0 +1,130 @@
+"""T3 items on vLLM's `AsyncLLM`: independent requests, each with its own outcome.
+
+The Serve batch is only a collection point: each item becomes its own `generate`
+request, so vLLM's scheduler adds and retires items continuously (continuous batching)
+and a slow item never holds back the others. What vLLM 0.26 does on each failure,
+read in `vllm/v1/engine/async_llm.py` and `output_processor.py`, and what we do:
+
+- **A request vLLM rejects** (`ValueError` from input processing, before it enters the
+  engine core): only that request fails; that item gets an `EngineError`.
+- **`EngineGenerateError`** (an unexpected error in one `generate` task): vLLM aborts
+  that request itself; only that item fails.
+- **The engine core dies** (a CUDA error, an exception in the model's forward pass):
+  its output handler calls `propagate_error`, which puts `EngineDeadError` into the
+  queue of *every* request it knows, queued or running, so none is left stranded;
+  later `add_request` calls raise `EngineDeadError` at once. We mark the runner dead
+  (the replica's health check then fails and Serve replaces it) and fail every item.
+- **A cancelled item** (the client went away): `generate` catches the cancellation and
+  aborts the request inside vLLM, freeing its KV blocks.
+- **`finish_reason == "length"`**: T3 hit `max_tokens` before its stop token, so the
+  speech would be cut mid-word. The item fails instead of returning truncated audio.
+
+vLLM is never imported here: the runner takes an object with `AsyncLLM`'s `generate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chatterbox_serve.errors import ChatterboxError, EngineError
+
+logger = logging.getLogger(__name__)
+
+SPEECH_VOCAB_SIZE = 6561  # S3 tokens 0..6560; 6561/6562 are start/stop of speech
+
+
+class AsyncLLMLike(Protocol):
+    """The part of `vllm.v1.engine.async_llm.AsyncLLM` (0.26) the runner uses."""
+
+    def generate(
+        self, prompt: Any, sampling_params: Any, request_id: str
+    ) -> AsyncIterator[Any]: ...
+
+    async def abort(self, request_id: str | Sequence[str], internal: bool = False) -> None: ...
+
+
+@dataclass(frozen=True)
+class T3Job:
+    """One T3 request: its vLLM prompt, sampling parameters and id."""
+
+    request_id: str
+    prompt: Mapping[str, Any]
+    params: Any
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class T3Tokens:
+    """Speech tokens of one finished request, with when its first token arrived."""
+
+    tokens: list[int]
+    first_token_s: float
+    total_s: float
+
+
+T3Outcome = T3Tokens | ChatterboxError
+
+
+class T3AsyncRunner:
+    """Runs T3 jobs as independent `AsyncLLM` requests; see the module docstring."""
+
+    def __init__(self, llm: AsyncLLMLike) -> None:
+        self.llm = llm
+        self.dead: str | None = None
+
+    async def run_all(self, jobs: Sequence[T3Job]) -> list[T3Outcome]:
+        """One outcome per job, in order; raises `EngineError` if the engine died."""
+        outcomes = await asyncio.gather(*(self._run_one(job) for job in jobs))
+        if self.dead is not None:
+            raise EngineError(f"vLLM engine is dead: {self.dead}")
+        return list(outcomes)
+
+    async def _run_one(self, job: T3Job) -> T3Outcome:
+        if self.dead is not None:
+            return EngineError(f"vLLM engine is dead: {self.dead}")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        first: float | None = None
+        final: Any = None
+        try:
+            async for output in self.llm.generate(job.prompt, job.params, job.request_id):
+                if first is None and output.outputs and output.outputs[0].token_ids:
+                    first = loop.time() - began
+                final = output
+        except asyncio.CancelledError:
+            raise  # AsyncLLM.generate has aborted the request inside vLLM
+        except Exception as exc:
+            if type(exc).__name__ == "EngineDeadError":
+                self._mark_dead(f"{type(exc).__name__}: {exc}")
+                return EngineError(f"vLLM engine is dead: {self.dead}")
+            logger.error("T3 request %s failed: %r", job.request_id, exc, exc_info=exc)
+            cause = exc.__cause__ or exc
+            return EngineError(f"T3 generation failed: {type(cause).__name__}: {cause}")
+        return _tokens(job, final, first, loop.time() - began)
+
+    def _mark_dead(self, reason: str) -> None:
+        if self.dead is None:
+            self.dead = reason
+            logger.error("vLLM engine marked dead: %s", reason)
+
+
+def _tokens(job: T3Job, final: Any, first: float | None, total: float) -> T3Outcome:
+    if final is None or not final.outputs:
+        return EngineError(f"T3 request {job.request_id} ended without output")
+    completion = final.outputs[0]
+    reason = completion.finish_reason
+    if reason == "length":
+        return EngineError(
+            f"T3 reached max_tokens={job.max_tokens} without a stop token; the speech "
+            "would be cut off. Send shorter text chunks (MAX_CHUNK_LENGTH)."
+        )
+    if reason != "stop":
+        return EngineError(f"T3 request {job.request_id} finished with {reason!r}")
+    tokens = [t for t in completion.token_ids if 0 <= t < SPEECH_VOCAB_SIZE]
+    if not tokens:
+        return EngineError("T3 produced no speech tokens")
+    return T3Tokens(tokens=tokens, first_token_s=first or total, total_s=total)

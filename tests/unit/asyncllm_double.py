@@ -1,0 +1,159 @@
+"""A double of vLLM 0.26's `AsyncLLM` for the T3 runner, failure modes included.
+
+What it reproduces, each read in vllm 0.26.0's `v1/engine/async_llm.py` and
+`v1/engine/output_processor.py` (`test_vllm026_contract.py` checks that source):
+
+- `generate(prompt, sampling_params, request_id)` is an async generator of
+  `RequestOutput`s with cumulative `token_ids`, ending with `finished=True`;
+- many requests decode together, one token each per engine step, and join or leave
+  between steps (continuous batching);
+- `add_request` raises `EngineDeadError` once the engine has errored, and a prompt
+  the input processor rejects raises `ValueError` before the request enters;
+- when the engine core dies, `propagate_error` puts `EngineDeadError` into the queue
+  of every request it knows, running or still waiting;
+- cancelling the task iterating `generate` aborts the request (`abort(..., internal=True)`);
+- a stop token ends a request with `finish_reason="stop"`, `max_tokens` with "length".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EngineDeadError(Exception):
+    """Same name as vLLM's: the runner recognises it by name, as vLLM is not imported."""
+
+
+class EngineGenerateError(Exception):
+    pass
+
+
+@dataclass
+class CompletionOutput:
+    token_ids: list[int]
+    finish_reason: str | None = None
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    outputs: list[CompletionOutput]
+    finished: bool
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int
+    stop_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Request:
+    request_id: str
+    script: list[int]
+    params: SamplingParams
+    queue: asyncio.Queue[RequestOutput | Exception] = field(default_factory=asyncio.Queue)
+    produced: list[int] = field(default_factory=list)
+
+
+class FakeAsyncLLM:
+    """Decodes scripted token sequences; `prompt["script"]` holds a request's tokens.
+
+    `die_at_step` kills the engine core at that engine step; `reject` holds request ids
+    the input processor refuses.
+    """
+
+    def __init__(self, *, max_num_seqs: int = 64, die_at_step: int | None = None) -> None:
+        self.max_num_seqs = max_num_seqs
+        self.die_at_step = die_at_step
+        self.reject: set[str] = set()
+        self.errored = False
+        self.running: dict[str, _Request] = {}
+        self.waiting: list[_Request] = []
+        self.aborted: list[str] = []
+        self.step_batches: list[list[str]] = []
+        self._loop: asyncio.Task[None] | None = None
+
+    async def generate(
+        self, prompt: Any, sampling_params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
+        request = self._add_request(prompt, sampling_params, request_id)
+        try:
+            while True:
+                out = await request.queue.get()
+                if isinstance(out, Exception):
+                    raise out
+                yield out
+                if out.finished:
+                    return
+        except (asyncio.CancelledError, GeneratorExit):
+            await self.abort(request_id, internal=True)
+            raise
+        except EngineDeadError:
+            raise
+        except Exception as exc:
+            await self.abort(request_id, internal=True)
+            raise EngineGenerateError() from exc
+
+    async def abort(self, request_id: str | Sequence[str], internal: bool = False) -> None:
+        ids = [request_id] if isinstance(request_id, str) else list(request_id)
+        for rid in ids:
+            if self.running.pop(rid, None) is not None or any(
+                r.request_id == rid for r in self.waiting
+            ):
+                self.aborted.append(rid)
+            self.waiting = [r for r in self.waiting if r.request_id != rid]
+
+    @property
+    def unfinished(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    def _add_request(self, prompt: Any, params: SamplingParams, request_id: str) -> _Request:
+        if self.errored:
+            raise EngineDeadError()
+        if request_id in self.reject or "script" not in prompt:
+            raise ValueError(f"request {request_id}: invalid prompt")
+        request = _Request(request_id, list(prompt["script"]), params)
+        self.waiting.append(request)
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.get_running_loop().create_task(self._engine_loop())
+        return request
+
+    async def _engine_loop(self) -> None:
+        step = 0
+        while self.running or self.waiting:
+            await asyncio.sleep(0)
+            while self.waiting and len(self.running) < self.max_num_seqs:
+                request = self.waiting.pop(0)
+                self.running[request.request_id] = request
+            step += 1
+            if self.die_at_step is not None and step >= self.die_at_step:
+                self._propagate_error(EngineDeadError())
+                return
+            self.step_batches.append(list(self.running))
+            for rid, request in list(self.running.items()):
+                self._step(rid, request)
+
+    def _step(self, rid: str, request: _Request) -> None:
+        token = request.script[len(request.produced)]
+        request.produced.append(token)
+        reason = None
+        if token in request.params.stop_token_ids:
+            reason = "stop"
+        elif len(request.produced) >= request.params.max_tokens:
+            reason = "length"
+        done = reason is not None
+        out = CompletionOutput(list(request.produced), reason)
+        request.queue.put_nowait(RequestOutput(rid, [out], done))
+        if done:
+            del self.running[rid]
+
+    def _propagate_error(self, exc: Exception) -> None:
+        self.errored = True
+        for request in [*self.running.values(), *self.waiting]:
+            request.queue.put_nowait(exc)
+        self.running.clear()
+        self.waiting.clear()

@@ -1,0 +1,69 @@
+"""Our vLLM T3 plugin without a GPU: entry point, position packing, model directory."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from chatterbox_serve.engines.vllm import positions
+from chatterbox_serve.engines.vllm.model_dir import (
+    ARCHITECTURE,
+    T3Shape,
+    build_model_dir,
+    hf_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_entry_point_resolves_to_the_register_function() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    target = project["project"]["entry-points"]["vllm.general_plugins"]["chatterbox_t3"]
+    module, _, name = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_register_adds_our_architecture_to_vllms_registry() -> None:
+    vllm = pytest.importorskip("vllm", reason="CI installs vllm==0.26.0 --no-deps (docs/GPU.md)")
+    from chatterbox_serve.engines.vllm.plugin import register
+
+    register()
+    register()  # idempotent
+    assert ARCHITECTURE in vllm.ModelRegistry.get_supported_archs()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.5, 1.0, 0.1234])
+def test_positions_carry_speech_start_and_weight_through_decode(weight: float) -> None:
+    values, delta = positions.prompt_positions(120, 120, weight)
+    assert [positions.unpack(v).sequence_index for v in values] == list(range(120))
+    # vLLM feeds the k-th generated token at context_len + delta.
+    for k in range(3):
+        p = positions.unpack(120 + k + delta)
+        assert p.sequence_index == 120 + k
+        assert p.speech_position == k + 1  # upstream's speech position of that token
+        assert p.cfg_weight == pytest.approx(weight, abs=5e-5)
+    assert positions.unpack(values[-1]).speech_position == 0  # second start token
+
+
+def test_positions_refuse_values_they_cannot_carry() -> None:
+    with pytest.raises(ValueError):
+        positions.weight_code(-0.1)
+    with pytest.raises(ValueError):
+        positions.pack(positions.SPAN, 0, 0)
+
+
+def test_model_dir_config_switches_vllm_to_mrope_and_doubles_hidden(tmp_path: Path) -> None:
+    weights = tmp_path / "t3.safetensors"
+    weights.write_bytes(b"x")
+    shape = T3Shape()
+    directory = build_model_dir(weights, shape)
+    config = json.loads((directory / "config.json").read_text())
+    assert config == hf_config(shape)
+    assert config["architectures"] == [ARCHITECTURE]
+    assert "mrope_section" in config["rope_scaling"]  # vLLM's uses_mrope switch
+    assert config["hidden_size"] == 2 * shape.hidden_size
+    assert (directory / "model.safetensors").resolve() == weights.resolve()
