@@ -275,10 +275,10 @@ def _shape(t3: Any) -> Any:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import vllm
+    from chatterbox_serve.engines.s3gen_runner import runner_factory
     from vllm import SamplingParams
 
     from chatterbox_serve.config import EngineConfig, Settings
-    from chatterbox_serve.engines.s3gen_runner import runner_factory
     from chatterbox_serve.engines.vllm.model_dir import build_model_dir
     from chatterbox_serve.model import checkpoint
     from chatterbox_serve.model.voice import builtin_voice_inputs
