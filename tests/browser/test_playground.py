@@ -192,10 +192,16 @@ def test_status_shows_engine_replicas_and_memory(page: Page) -> None:
     expect(page.locator("#simulated-banner")).to_contain_text("tones, not speech")
     page.get_by_role("tab", name="Status").click()
     expect(page.locator("#status-engine")).to_contain_text("simulated")
-    for name in ("SpeechIngress", "TextAudioDeployment", "SpeechModelDeployment"):
+    deployments = (
+        "SpeechIngress",
+        "TextAudioDeployment",
+        "SpeechModelDeployment",
+        "JobWorkerDeployment",
+    )
+    for name in deployments:
         expect(page.locator(f"tr[data-deployment='{name}']")).to_contain_text("1 running")
     # Replicas push their figures every few seconds; the view refreshes itself.
-    expect(page.locator("#status-memory tbody tr")).to_have_count(3, timeout=30_000)
+    expect(page.locator("#status-memory tbody tr")).to_have_count(len(deployments), timeout=30_000)
     expect(page.locator("#status-memory tbody")).to_contain_text("no GPU")
     screenshots(page, "status")
 
