@@ -85,6 +85,11 @@ class _PrefixItems(ModalityDataItems[Mapping[str, torch.Tensor], Mapping[str, to
         return 1
 
     def get(self, index: int) -> Mapping[str, torch.Tensor]:
+        # vLLM iterates items through __getitem__ (the sequence protocol, no __iter__),
+        # so IndexError past the one item is what ends that loop; without it the
+        # renderer spins forever before the request reaches the engine core.
+        if index != 0:
+            raise IndexError(index)
         return self.data
 
     def get_processor_data(self) -> Mapping[str, object]:
