@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -189,6 +190,13 @@ class TorchEngine(TTSEngine):
     def _run_batch(
         self, loaded: _Loaded, requests: Sequence[SynthesisRequest]
     ) -> list[SynthesisOutcome]:
+        outcomes, prepared = self._prepare_all(loaded, requests)
+        return self._finish(loaded, len(requests), outcomes, self._generate(loaded, prepared))
+
+    def _prepare_all(
+        self, loaded: _Loaded, requests: Sequence[SynthesisRequest]
+    ) -> tuple[dict[int, SynthesisOutcome], list[_Prepared]]:
+        """Items ready for T3, and the outcomes of those that failed on the way."""
         outcomes: dict[int, SynthesisOutcome] = {}
         prepared: list[_Prepared] = []
         for index, request in enumerate(requests):
@@ -196,8 +204,18 @@ class TorchEngine(TTSEngine):
                 prepared.append(self._prepare(loaded, index, request))
             except Exception as exc:
                 outcomes[index] = self._item_error(exc, "Preparation")
+        return outcomes, prepared
+
+    def _finish(
+        self,
+        loaded: _Loaded,
+        count: int,
+        outcomes: dict[int, SynthesisOutcome],
+        t3_results: Sequence[tuple[_Prepared, list[int] | ChatterboxError]],
+    ) -> list[SynthesisOutcome]:
+        """S3Gen over the items T3 finished, then one outcome per request, in order."""
         generated: list[tuple[_Prepared, list[int]]] = []
-        for p, tokens in self._generate(loaded, prepared):
+        for p, tokens in t3_results:
             if isinstance(tokens, ChatterboxError):
                 outcomes[p.index] = tokens
             else:
@@ -214,7 +232,7 @@ class TorchEngine(TTSEngine):
                 input_tokens=p.input_tokens,
                 output_tokens=len(tokens),
             )
-        return [outcomes[i] for i in range(len(requests))]
+        return [outcomes[i] for i in range(count)]
 
     def _prepare(self, loaded: _Loaded, index: int, request: SynthesisRequest) -> _Prepared:
         import torch
@@ -303,9 +321,16 @@ class TorchEngine(TTSEngine):
             return []
         tokens = [torch.tensor(t, dtype=torch.long, device=loaded.device) for _, t in generated]
         refs = [p.s3gen_ref for p, _ in generated]
+        # A seeded request repeats exactly only if S3Gen's vocoder noise is seeded too;
+        # unseeded items get fresh seeds so they still differ from each other.
+        seeds = [
+            p.item.seed if p.item.seed is not None else secrets.randbits(31) for p, _ in generated
+        ]
         try:
             with torch.inference_mode():
-                wavs = loaded.runner.run(tokens, refs, self.settings.engine.diffusion_steps)
+                wavs = loaded.runner.run(
+                    tokens, refs, self.settings.engine.diffusion_steps, seeds=seeds
+                )
             if len(wavs) != len(tokens):
                 raise EngineError(f"S3Gen returned {len(wavs)} waveforms for {len(tokens)} items")
             return list(wavs)

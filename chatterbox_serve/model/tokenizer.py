@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,28 @@ SPACE = "[SPACE]"
 ENGLISH_VOCAB = "models/t3/tokenizer.json"
 MULTILINGUAL_VOCAB = "models/t3/grapheme_mtl_merged_expanded_v1.json"
 CANGJIE_FILE = "Cangjie5_TC.json"
+# Vocabulary entries the model reserves for itself: framing, padding, unused slots,
+# language tags and Cangjie codes. Typed by a user they would be encoded as those
+# tokens (a `[fr]` switches language mid-text; with the English model
+# `[PLACEHOLDER55]` is an id past T3's text table and failed the whole batch), so
+# their brackets are dropped and the word is read as text. Expressive tags such as
+# `[laughter]` or `[sigh]` stay: they are meant for users.
+CONTROL_TOKEN = re.compile(
+    r"\[(START|STOP|UNK|SPACE|PAD|SEP|CLS|MASK|PLACEHOLDER\d+|cj_[^\[\]\s]*|[a-z]{2})\]",
+    re.IGNORECASE,
+)
+
+
+def neutralize_control_tokens(text: str) -> str:
+    """`text` with every reserved `[TOKEN]` written as plain `TOKEN`.
+
+    Repeated until none is left: dropping one pair of brackets can close another
+    (`[[START]]`). Each pass shortens the text, so this ends.
+    """
+    while True:
+        text, count = CONTROL_TOKEN.subn(r"\1", text)
+        if count == 0:
+            return text
 
 
 def package_file(relative: str) -> Path:
@@ -191,7 +214,7 @@ class T3TextTokenizer:
     def encode(self, text: str, language: str) -> list[int]:
         """`[START]`, the language tag (multilingual only), the text, `[STOP]`, as ids."""
         code = self.check_language(language)
-        body = self.normalize_punctuation(text)
+        body = neutralize_control_tokens(self.normalize_punctuation(text))
         prefix = [self.start_id]
         if self.multilingual:
             body = unicodedata.normalize("NFKD", body.lower())

@@ -133,3 +133,36 @@ def test_package_files_must_exist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(t3_tokenizer.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(EngineError, match="vllm"):
         package_file("models/t3/tokenizer.json")
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["[START]", "[STOP]", "[stop]", "[PLACEHOLDER55]", "[PLACEHOLDER57]", "[fr]", "[[START]]"],
+)
+@pytest.mark.parametrize("multilingual_model", [True, False])
+def test_typed_control_tokens_are_read_as_text_never_encoded(
+    multilingual: T3TextTokenizer, typed: str, multilingual_model: bool
+) -> None:
+    # A user's "[START]" must not frame the prompt, "[fr]" must not switch language,
+    # and "[PLACEHOLDER55]" (an id past the English model's text table) must not reach
+    # T3 at all: the only control ids are the ones the tokenizer itself adds.
+    tok = (
+        multilingual
+        if multilingual_model
+        else T3TextTokenizer.load(multilingual=False, checkpoint_dir=Path("/nonexistent"))
+    )
+    ids = tok.encode(f"say {typed} now", "en")
+    body = ids[2:-1] if multilingual_model else ids[1:-1]
+    controls = {
+        tok.tokenizer.token_to_id(t)
+        for t in ("[START]", "[STOP]", "[PLACEHOLDER55]", "[PLACEHOLDER57]", "[fr]", "[en]")
+    }
+    assert not controls & set(body), _tokens(tok, ids)
+    assert ids[0] == tok.start_id and ids[-1] == tok.stop_id
+    assert ids.count(tok.start_id) == 1 and ids.count(tok.stop_id) == 1
+
+
+def test_expressive_tags_stay_tags(multilingual: T3TextTokenizer) -> None:
+    tok = T3TextTokenizer.load(multilingual=False, checkpoint_dir=Path("/nonexistent"))
+    ids = tok.encode("well [laughter] fine", "en")
+    assert tok.tokenizer.token_to_id("[laughter]") in ids

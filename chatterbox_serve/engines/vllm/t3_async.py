@@ -72,8 +72,10 @@ T3Outcome = T3Tokens | ChatterboxError
 class T3AsyncRunner:
     """Runs T3 jobs as independent `AsyncLLM` requests; see the module docstring."""
 
-    def __init__(self, llm: AsyncLLMLike) -> None:
+    def __init__(self, llm: AsyncLLMLike, *, accept_length: bool = False) -> None:
         self.llm = llm
+        # Benchmarks force a fixed length (stop token ignored); then "length" is success.
+        self.accept_length = accept_length
         self.dead: str | None = None
 
     async def run_all(self, jobs: Sequence[T3Job]) -> list[T3Outcome]:
@@ -104,7 +106,7 @@ class T3AsyncRunner:
             logger.error("T3 request %s failed: %r", job.request_id, exc, exc_info=exc)
             cause = exc.__cause__ or exc
             return EngineError(f"T3 generation failed: {type(cause).__name__}: {cause}")
-        return _tokens(job, final, first, loop.time() - began)
+        return _tokens(job, final, first, loop.time() - began, self.accept_length)
 
     def _mark_dead(self, reason: str) -> None:
         if self.dead is None:
@@ -112,17 +114,19 @@ class T3AsyncRunner:
             logger.error("vLLM engine marked dead: %s", reason)
 
 
-def _tokens(job: T3Job, final: Any, first: float | None, total: float) -> T3Outcome:
+def _tokens(
+    job: T3Job, final: Any, first: float | None, total: float, accept_length: bool
+) -> T3Outcome:
     if final is None or not final.outputs:
         return EngineError(f"T3 request {job.request_id} ended without output")
     completion = final.outputs[0]
     reason = completion.finish_reason
-    if reason == "length":
+    if reason == "length" and not accept_length:
         return EngineError(
             f"T3 reached max_tokens={job.max_tokens} without a stop token; the speech "
             "would be cut off. Send shorter text chunks (MAX_CHUNK_LENGTH)."
         )
-    if reason != "stop":
+    if reason not in ("stop", "length"):
         return EngineError(f"T3 request {job.request_id} finished with {reason!r}")
     tokens = [t for t in completion.token_ids if 0 <= t < SPEECH_VOCAB_SIZE]
     if not tokens:

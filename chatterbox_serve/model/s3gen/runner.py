@@ -24,14 +24,20 @@ class S3GenRunner(Protocol):
     Contract:
     - `speech_tokens[i]` is a 1-D integer tensor of valid S3 speech tokens (offset
       removed, start/stop tokens dropped) on the S3Gen device; `ref_dicts[i]` is that
-      item's voice reference, as `S3Gen.embed_ref` returns it.
+      item's voice reference, as `S3Gen.embed_ref` returns it; `seeds[i]`, when given,
+      fixes item i's vocoder noise, so a seeded request repeats exactly.
     - Returns one waveform per item, in input order: a float tensor at 24 kHz of
       shape (n,) or (1, n), on any device.
     - May raise; the engine then retries the items one by one to find the bad one.
     """
 
     def run(
-        self, speech_tokens: Sequence[Any], ref_dicts: Sequence[dict[str, Any]], n_timesteps: int
+        self,
+        speech_tokens: Sequence[Any],
+        ref_dicts: Sequence[dict[str, Any]],
+        n_timesteps: int,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[Any]: ...
 
 
@@ -42,10 +48,19 @@ class SequentialS3GenRunner:
         self.s3gen = s3gen
 
     def run(
-        self, speech_tokens: Sequence[Any], ref_dicts: Sequence[dict[str, Any]], n_timesteps: int
+        self,
+        speech_tokens: Sequence[Any],
+        ref_dicts: Sequence[dict[str, Any]],
+        n_timesteps: int,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[Any]:
+        import torch
+
         wavs = []
-        for tokens, ref in zip(speech_tokens, ref_dicts, strict=True):
+        for i, (tokens, ref) in enumerate(zip(speech_tokens, ref_dicts, strict=True)):
+            if seeds is not None:
+                torch.manual_seed(seeds[i])
             wav, _sources = self.s3gen.inference(
                 speech_tokens=tokens, ref_dict=ref, n_timesteps=n_timesteps
             )
