@@ -48,6 +48,7 @@ class RequestOutput:
 class SamplingParams:
     max_tokens: int
     stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -66,7 +67,17 @@ class FakeAsyncLLM:
     the input processor refuses.
     """
 
-    def __init__(self, *, max_num_seqs: int = 64, die_at_step: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_num_seqs: int = 64,
+        die_at_step: int | None = None,
+        script_for: Any = None,
+    ) -> None:
+        # `script_for(prompt, params)` scripts a request given in our engine's real
+        # prompt format; it may raise ValueError, as vLLM's input processor does.
+        self.script_for = script_for
+        self.prompts: list[tuple[Any, Any]] = []
         self.max_num_seqs = max_num_seqs
         self.die_at_step = die_at_step
         self.reject: set[str] = set()
@@ -114,9 +125,16 @@ class FakeAsyncLLM:
     def _add_request(self, prompt: Any, params: SamplingParams, request_id: str) -> _Request:
         if self.errored:
             raise EngineDeadError()
-        if request_id in self.reject or "script" not in prompt:
+        if request_id in self.reject:
             raise ValueError(f"request {request_id}: invalid prompt")
-        request = _Request(request_id, list(prompt["script"]), params)
+        if "script" in prompt:
+            script = list(prompt["script"])
+        elif self.script_for is not None:
+            script = list(self.script_for(prompt, params))
+        else:
+            raise ValueError(f"request {request_id}: invalid prompt")
+        self.prompts.append((prompt, params))
+        request = _Request(request_id, script, params)
         self.waiting.append(request)
         if self._loop is None or self._loop.done():
             self._loop = asyncio.get_running_loop().create_task(self._engine_loop())
@@ -141,7 +159,7 @@ class FakeAsyncLLM:
         token = request.script[len(request.produced)]
         request.produced.append(token)
         reason = None
-        if token in request.params.stop_token_ids:
+        if token in request.params.stop_token_ids and not request.params.ignore_eos:
             reason = "stop"
         elif len(request.produced) >= request.params.max_tokens:
             reason = "length"
@@ -157,3 +175,8 @@ class FakeAsyncLLM:
             request.queue.put_nowait(exc)
         self.running.clear()
         self.waiting.clear()
+
+    def shutdown(self) -> None:
+        """Like `AsyncLLM.shutdown`: the engine core goes; later requests fail as dead."""
+        self.shut_down = True
+        self._propagate_error(EngineDeadError())

@@ -1,344 +1,250 @@
-"""The vLLM engine adapter against doubles of vLLM, torch and chatterbox-vllm."""
+"""`engine: vllm` on a tiny random checkpoint, with a double of vLLM 0.26's `AsyncLLM`.
+
+Everything but vLLM is real: the tokenizer, the reference T3's conditioning and
+prefill rows (the prompt vLLM receives), and S3Gen on the CPU. The double decodes
+scripted tokens with vLLM's continuous batching and failure modes
+(`asyncllm_double.py`); what our model does inside vLLM is proven on a GPU
+(`tools/gpu/t3_vllm_proof.py`).
+"""
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+import asyncio
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
+import torch
 
 from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
-from chatterbox_serve.engines.vllm.engine import VLLMEngine
-from chatterbox_serve.engines.vllm.loading import LoadedModel
+from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
 from chatterbox_serve.errors import EngineError, InvalidRequestError
-from chatterbox_serve.model.s3gen.runner import SequentialS3GenRunner
-from tests.conftest import SHARED
-from tests.unit.vllm_doubles import (
-    COND_ROWS,
-    DIM,
-    SPEECH_TOKEN_OFFSET,
-    FakeChatterboxTTS,
-    FakeLLM,
-    FakeTorch,
-    SamplingParams,
-)
+from tests.unit.asyncllm_double import FakeAsyncLLM
 
-VOICE_A = VoicePrompt.from_bytes((SHARED / "data/voices/chatterbox-sample-01.mp3").read_bytes())
-VOICE_B = VoicePrompt.from_bytes((SHARED / "data/voices/chatterbox-sample-02.mp3").read_bytes())
+pytest.importorskip("vllm", reason="the engine builds vLLM SamplingParams")
+
+SAMPLES_PER_TOKEN = 960
+START, STOP = 6561, 6562
 
 
-def _engine(
-    tmp_path: Path, tts: FakeChatterboxTTS | None = None, **engine: Any
-) -> tuple[VLLMEngine, FakeChatterboxTTS]:
-    tts = tts or FakeChatterboxTTS()
-    model_dir = tmp_path / "t3-model"
-    model_dir.mkdir(exist_ok=True)
-    loaded = LoadedModel(
-        tts=tts,
-        sampling_params=SamplingParams,
-        torch=FakeTorch(),
-        speech_token_offset=SPEECH_TOKEN_OFFSET,
-        checkpoint_dir=tmp_path,
-        model_dir=model_dir,
+def _settings(model_dir: Path, **engine: object) -> Settings:
+    values: dict[str, object] = {
+        "model_dir": str(model_dir),
+        "use_multilingual_model": False,
+        "device": "cpu",
+        "diffusion_steps": 2,
+        "max_new_tokens": 40,
+        "max_model_len": 400,
+        **engine,
+    }
+    return Settings(engine=EngineConfig(**values))  # type: ignore[arg-type]
+
+
+def _script(prompt: dict[str, Any], params: Any) -> list[int]:
+    """Speech tokens then stop: one token per 0.1 of CFG weight plus the text length.
+
+    Validates the prompt the way our vLLM processor does (`T3PrefixProcessor.apply`).
+    """
+    data = prompt["multi_modal_data"]["image"]
+    rows = data["t3_prefix"]
+    if rows.ndim != 2 or len(prompt["prompt_token_ids"]) != rows.shape[0]:
+        raise ValueError("the prompt must open with one start-of-speech id per prefix row")
+    if set(prompt["prompt_token_ids"]) != {START}:
+        raise ValueError("prompt ids must be start-of-speech ids")
+    weight = float(data["t3_cfg_weight"][0])
+    count = 3 + round(weight * 10)
+    return [100 + i for i in range(count)] + [STOP] + [7] * 1000
+
+
+class Factory:
+    def __init__(self, **kw: Any) -> None:
+        self.kw = kw
+        self.llm: FakeAsyncLLM | None = None
+
+    def __call__(self, settings: Settings, model_dir: Path) -> FakeAsyncLLM:
+        assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").exists()
+        self.llm = FakeAsyncLLM(max_num_seqs=settings.engine.max_batch_size, **self.kw)
+        return self.llm
+
+
+def _engine(tiny_checkpoint: Path, **kw: Any) -> tuple[VLLMEngine, Factory]:
+    factory = Factory(script_for=kw.pop("script_for", _script), **kw.pop("llm", {}))
+    engine = VLLMEngine(
+        _settings(tiny_checkpoint, **kw.pop("settings", {})), llm_factory=factory, **kw
     )
-    runner = engine.pop("runner", SequentialS3GenRunner)
-    settings = Settings(engine=EngineConfig(**engine))
-    return VLLMEngine(settings, loader=lambda s: loaded, s3gen_runner=runner), tts
+    return engine, factory
 
 
-def _level(voice: VoicePrompt | None) -> float:
-    if voice is None:
-        return 0.25
-    from chatterbox_serve.engines.vllm.conditionals import decode_reference
-
-    samples, _ = decode_reference(voice.audio)
-    buf = io.BytesIO()
-    sf.write(buf, samples, 24_000, format="WAV", subtype="FLOAT")
-    wav, _ = sf.read(io.BytesIO(buf.getvalue()), dtype="float32")
-    return round(float(np.mean(np.abs(wav))), 6)
+def _request(text: str, **kw: Any) -> SynthesisRequest:
+    return SynthesisRequest(text=text, language=str(kw.pop("language", "en")), **kw)
 
 
-async def test_one_t3_call_carries_every_items_own_settings(tmp_path: Path) -> None:
-    engine, tts = _engine(tmp_path)
-    await engine.start()
-    items = [
-        SynthesisRequest(text="Hello there.", language="en", seed=1),
-        SynthesisRequest(
-            text="Bonjour à tous.",
-            language="fr",
-            voice=VOICE_A,
-            exaggeration=1.0,
-            temperature=0.3,
+@pytest.fixture(scope="module")
+def started(tiny_checkpoint: Path) -> tuple[VLLMEngine, Factory]:
+    engine, factory = _engine(tiny_checkpoint)
+    asyncio.run(engine.start())
+    return engine, factory
+
+
+def test_each_item_is_its_own_request_with_its_own_prompt_and_sampling(
+    started: tuple[VLLMEngine, Factory],
+) -> None:
+    engine, factory = started
+    assert factory.llm is not None
+    before = len(factory.llm.prompts)
+    requests = [
+        _request("Hello there.", cfg_weight=0.0, temperature=0.7, seed=1, exaggeration=0.3),
+        _request(
+            "A longer sentence, spoken more boldly.",
+            cfg_weight=1.0,
             top_p=0.9,
             min_p=0.1,
-            repetition_penalty=1.3,
-            seed=7,
+            repetition_penalty=1.5,
+            seed=2,
+            exaggeration=1.5,
         ),
-        SynthesisRequest(text="Guten Tag.", language="de-DE", voice=VOICE_B, exaggeration=0.25),
     ]
-    results = await engine.synthesize(items)
+    results = asyncio.run(engine.synthesize(requests))
+    sent = factory.llm.prompts[before:]
+    assert len(sent) == 2
+    t3 = engine._live().t3
+    for request, result, (prompt, params) in zip(requests, results, sent, strict=True):
+        assert isinstance(result, SynthesisResult), result
+        # Tokens the script emits before stop: S3Gen makes 960 samples of each.
+        expected = 3 + round((request.cfg_weight or 0) * 10)
+        assert result.output_tokens == expected
+        assert len(result.audio) == SAMPLES_PER_TOKEN * expected
+        rows = prompt["multi_modal_data"]["image"]["t3_prefix"]
+        ids = engine._live().tokenizer.encode(request.text, "en")
+        # Rows: 34 conditioning rows, the text, start-of-speech twice, for both branches.
+        assert rows.shape == (34 + len(ids) + 2, 2 * t3.config.backbone.hidden_size)
+        half = t3.config.backbone.hidden_size
+        text = slice(34, 34 + len(ids))
+        # The unconditional half has its text embeddings zeroed (upstream's CFG), so
+        # only the text rows differ between the halves.
+        assert torch.equal(rows[:34, :half], rows[:34, half:])
+        assert not torch.equal(rows[text, :half], rows[text, half:])
+        assert float(prompt["multi_modal_data"]["image"]["t3_cfg_weight"][0]) == request.cfg_weight
+        assert params.seed == request.seed and params.temperature == request.temperature
+        assert params.top_p == request.top_p and params.min_p == request.min_p
+        assert params.repetition_penalty == request.repetition_penalty
+        assert params.stop_token_ids == [STOP] and not params.ignore_eos
+        assert params.max_tokens == 40
 
-    [(prompts, params)] = tts.t3.calls
-    tokenizer = engine._tokenizer
-    assert tokenizer is not None
-    start, stop = tokenizer.start_id, tokenizer.stop_id
-    weight = tts.t3_cond_enc.emotion_adv_fc.weight.data[:, 0]
-    for item, prompt, sp, result in zip(items, prompts, params, results, strict=True):
-        ids = prompt["prompt_token_ids"]
-        lang = item.language[:2]
-        assert ids[:2] == [start, tokenizer.tokenizer.token_to_id(f"[{lang}]")]
-        assert ids[-1] == stop and ids == tokenizer.encode(item.text, item.language)
-        [cond] = prompt["multi_modal_data"]["conditionals"]
-        assert cond.shape == (COND_ROWS, DIM)
-        np.testing.assert_allclose(cond.data[:-1], _level(item.voice), rtol=1e-6)
-        np.testing.assert_allclose(cond.data[-1], item.exaggeration * weight)
-        assert (sp.temperature, sp.top_p, sp.min_p) == (item.temperature, item.top_p, item.min_p)
-        assert (sp.repetition_penalty, sp.seed) == (item.repetition_penalty, item.seed)
-        assert sp.stop_token_ids == [6562 + SPEECH_TOKEN_OFFSET]
-        assert sp.max_tokens == 1000 - len(ids) - 35
-        assert isinstance(result, SynthesisResult)
-        assert result.audio.dtype == np.float32 and len(result.audio) == 40 * 960
-        np.testing.assert_allclose(result.audio, _level(item.voice), rtol=1e-6)
-        assert (result.input_tokens, result.output_tokens, result.batch_size) == (len(ids), 40, 3)
-    # S3Gen got speech tokens with the offset, start and stop removed.
-    assert all(len(toks) == 40 and max(toks) < 6561 for toks, _, _ in tts.s3gen.calls)
-    assert [steps for _, _, steps in tts.s3gen.calls] == [10, 10, 10]
 
-
-async def test_a_bad_language_fails_only_its_item(tmp_path: Path) -> None:
-    engine, tts = _engine(tmp_path)
-    await engine.start()
-    results = await engine.synthesize(
-        [
-            SynthesisRequest(text="One.", language="en"),
-            SynthesisRequest(text="Two.", language="xx"),
-            SynthesisRequest(text="Three.", language="es"),
-        ]
+def test_exaggeration_changes_only_the_conditioning_rows(
+    started: tuple[VLLMEngine, Factory],
+) -> None:
+    # (A cloned voice needs torchaudio, which has no build for CI's torch.)
+    engine, factory = started
+    assert factory.llm is not None
+    before = len(factory.llm.prompts)
+    results = asyncio.run(
+        engine.synthesize(
+            [_request("Same text.", exaggeration=0.5), _request("Same text.", exaggeration=1.5)]
+        )
     )
+    assert all(isinstance(r, SynthesisResult) for r in results), results
+    rows = [p["multi_modal_data"]["image"]["t3_prefix"] for p, _ in factory.llm.prompts[before:]]
+    assert rows[0].shape == rows[1].shape
+    assert not torch.equal(rows[0][:34], rows[1][:34])  # the emotion row
+    assert torch.equal(rows[0][34:], rows[1][34:])  # same text, same rows
+
+
+def test_bad_items_fail_alone(started: tuple[VLLMEngine, Factory]) -> None:
+    engine, _ = started
+    results = asyncio.run(
+        engine.synthesize(
+            [
+                _request("Fine."),
+                _request("Bonjour.", language="xx"),
+                _request("Cloned.", voice=VoicePrompt.from_bytes(b"not audio at all")),
+                _request("Also fine.", cfg_weight=0.2),
+            ]
+        )
+    )
+    assert isinstance(results[0], SynthesisResult) and isinstance(results[3], SynthesisResult)
     assert isinstance(results[1], InvalidRequestError) and results[1].param == "language"
-    assert "xx" in results[1].message
-    assert all(isinstance(r, SynthesisResult) for r in (results[0], results[2]))
-    assert len(tts.t3.calls[0][0]) == 2
-    [only] = await engine.synthesize([SynthesisRequest(text="Four.", language="tlh")])
-    assert isinstance(only, InvalidRequestError) and len(tts.t3.calls) == 1
+    assert isinstance(results[2], InvalidRequestError) and results[2].param == "voice"
 
 
-async def test_english_model_has_no_language_tag_and_only_english(tmp_path: Path) -> None:
-    engine, tts = _engine(tmp_path, use_multilingual_model=False)
-    await engine.start()
-    results = await engine.synthesize(
-        [SynthesisRequest(text="Hi.", language="en"), SynthesisRequest(text="Hola.", language="es")]
-    )
-    ids = tts.t3.calls[0][0][0]["prompt_token_ids"]
-    tokenizer = engine._tokenizer
-    assert tokenizer is not None and tokenizer.tokenizer.get_vocab_size() == 704
-    assert [tokenizer.tokenizer.id_to_token(i) for i in ids] == ["[START]", "H", "i", ".", "[STOP]"]
-    assert isinstance(results[1], InvalidRequestError)
-    assert engine.info()["model"] == "english"
+def test_reaching_max_tokens_without_stop_fails_instead_of_cutting_speech(
+    tiny_checkpoint: Path,
+) -> None:
+    engine, _ = _engine(tiny_checkpoint, script_for=lambda p, s: [5] * 1000)
+    asyncio.run(engine.start())
+    result = asyncio.run(engine.synthesize([_request("Never stops.")]))[0]
+    assert isinstance(result, EngineError) and "max_tokens=40" in result.message
 
 
-async def test_a_prompt_vllm_rejects_fails_only_its_item(tmp_path: Path) -> None:
-    llm = FakeLLM(fail_if=lambda p: len(p["prompt_token_ids"]) > 30)
-    engine, tts = _engine(tmp_path, FakeChatterboxTTS(llm))
-    await engine.start()
-    texts = ["Short one.", "This sentence is long enough for the fake vLLM to reject it.", "Ok."]
-    results = await engine.synthesize([SynthesisRequest(text=t, language="en") for t in texts])
-    assert [len(prompts) for prompts, _ in llm.calls] == [3, 1, 1, 1]
-    assert isinstance(results[1], EngineError) and "prompt rejected" in results[1].message
-    assert isinstance(results[0], SynthesisResult) and isinstance(results[2], SynthesisResult)
-    await engine.check_health()
-
-
-class EngineDeadError(Exception):
-    """Same name as vllm.v1.engine.exceptions.EngineDeadError."""
-
-
-@pytest.mark.parametrize(
-    "setup",
-    [
-        lambda llm: setattr(llm, "raise_exc", EngineDeadError("core died")),
-        lambda llm: setattr(llm, "raise_exc", RuntimeError("CUDA error: illegal memory access")),
-        lambda llm: (
-            setattr(llm, "raise_exc", ValueError("x")),
-            llm.llm_engine.__setattr__("unfinished", True),
-        ),
-        lambda llm: (
-            setattr(llm, "raise_exc", ValueError("x")),
-            llm.llm_engine.__setattr__("broken", True),
-        ),
-    ],
-    ids=["engine-dead", "cuda-error", "stranded-requests", "engine-unreachable"],
-)
-async def test_an_error_that_breaks_vllm_kills_the_engine(tmp_path: Path, setup: Any) -> None:
-    llm = FakeLLM()
-    setup(llm)
-    engine, _ = _engine(tmp_path, FakeChatterboxTTS(llm))
-    await engine.start()
-    with pytest.raises(EngineError):
-        await engine.synthesize([SynthesisRequest(text="a", language="en")] * 2)
-    with pytest.raises(EngineError, match="dead"):
-        await engine.check_health()
-    with pytest.raises(EngineError, match="dead"):
-        await engine.synthesize([SynthesisRequest(text="b", language="en")])
-    assert engine.info()["alive"] is False
-
-
-async def test_s3gen_failure_for_one_voice_fails_only_that_item(tmp_path: Path) -> None:
-    engine, tts = _engine(tmp_path)
-    await engine.start()
-    tts.s3gen.fail_voice = _level(VOICE_A)
-    voices = [None, VOICE_A, VOICE_B]
-    results = await engine.synthesize(
-        [SynthesisRequest(text="Hi.", language="en", voice=v) for v in voices]
-    )
-    assert isinstance(results[1], EngineError) and "S3Gen" in results[1].message
-    assert isinstance(results[0], SynthesisResult) and isinstance(results[2], SynthesisResult)
-
-
-async def test_a_cuda_error_in_s3gen_kills_the_engine(tmp_path: Path) -> None:
-    class Broken:
-        def __init__(self, s3gen: Any) -> None:
-            pass
-
-        def run(self, tokens: Sequence[Any], refs: Sequence[Any], n: int) -> list[Any]:
-            raise RuntimeError("CUDA error: device-side assert triggered")
-
-    engine, _ = _engine(tmp_path, runner=Broken)
-    await engine.start()
-    with pytest.raises(EngineError, match="dead"):
-        await engine.synthesize([SynthesisRequest(text="Hi.", language="en")])
-
-
-async def test_a_batched_runner_gets_all_items_in_one_call(tmp_path: Path) -> None:
-    class Recording:
-        def __init__(self, s3gen: Any) -> None:
-            self.calls: list[tuple[int, list[float], int]] = []
-
-        def run(self, tokens: Sequence[Any], refs: Sequence[Any], n: int) -> list[Any]:
-            self.calls.append((len(tokens), [r["level"] for r in refs], n))
-            if len(tokens) == 2:
-                return []  # a broken runner: wrong count, so the engine goes item by item
-            return [t.float() for t in tokens]
-
-    engine, _ = _engine(tmp_path, runner=Recording, diffusion_steps=4)
-    await engine.start()
-    results = await engine.synthesize(
-        [SynthesisRequest(text="a", language="en", voice=v) for v in (VOICE_A, None, VOICE_B)]
-    )
-    runner = engine._runner
-    assert isinstance(runner, Recording) and runner.calls[0][0] == 3
-    assert runner.calls[0][1] == [_level(VOICE_A), 0.25, _level(VOICE_B)]
-    assert runner.calls[0][2] == 4
-    assert all(isinstance(r, SynthesisResult) for r in results)
-    assert engine.info()["s3gen_runner"] == "Recording"
-    results = await engine.synthesize([SynthesisRequest(text="a", language="en")] * 2)
-    assert [size for size, _, _ in runner.calls] == [3, 2, 1, 1]
-    assert all(isinstance(r, SynthesisResult) for r in results)
-
-
-async def test_voice_conditionals_are_cached_by_content_hash(tmp_path: Path) -> None:
-    engine, tts = _engine(tmp_path, conditionals_cache_size=2)
-    await engine.start()
-    same_audio = VoicePrompt.from_bytes(VOICE_A.audio)
-    for voice in (VOICE_A, same_audio, None, VOICE_B, VOICE_A):
-        await engine.synthesize([SynthesisRequest(text="Hi.", language="en", voice=voice)])
-    # A, A again (hit), builtin, B (evicts A), A (miss again).
-    assert engine.info()["conditionals_cache"] == {
-        "hits": 1,
-        "misses": 4,
-        "size": 2,
-        "capacity": 2,
-    }
-    assert len(tts.conditioned) == 4 and tts.conditioned[1] is None
-    assert tts.get_audio_conditionals.cache_info().currsize == 0  # its path cache is unused
-    assert not any(Path(p).exists() for p in tts.conditioned if p is not None)
-
-
-async def test_unreadable_or_empty_voice_audio_fails_only_its_item(tmp_path: Path) -> None:
-    engine, _ = _engine(tmp_path)
-    await engine.start()
-    empty = io.BytesIO()
-    sf.write(empty, np.zeros(0, dtype=np.float32), 24_000, format="WAV")
-    voices = [VoicePrompt.from_bytes(b"not audio"), VoicePrompt.from_bytes(empty.getvalue()), None]
-    results = await engine.synthesize(
-        [SynthesisRequest(text="Hi.", language="en", voice=v) for v in voices]
-    )
-    assert isinstance(results[0], InvalidRequestError) and results[0].param == "voice"
-    assert isinstance(results[1], InvalidRequestError) and "empty" in results[1].message
-    assert isinstance(results[2], SynthesisResult)
-
-
-async def test_text_too_long_for_max_model_len_fails_that_item(tmp_path: Path) -> None:
-    engine, _ = _engine(tmp_path, max_model_len=64)
-    await engine.start()
-    results = await engine.synthesize(
-        [
-            SynthesisRequest(text="word " * 40, language="en"),
-            SynthesisRequest(text="Hi.", language="en"),
-        ]
-    )
+def test_text_that_leaves_no_room_in_max_model_len_is_refused(tiny_checkpoint: Path) -> None:
+    engine, factory = _engine(tiny_checkpoint, settings={"max_model_len": 64})
+    asyncio.run(engine.start())
+    long_text = "word " * 60
+    results = asyncio.run(engine.synthesize([_request(long_text), _request("Short.")]))
     assert (
-        isinstance(results[0], InvalidRequestError)
-        and "VLLM_MAX_MODEL_LEN=64" in results[0].message
+        isinstance(results[0], InvalidRequestError) and "VLLM_MAX_MODEL_LEN" in results[0].message
     )
     assert isinstance(results[1], SynthesisResult)
+    # The short item still fits: its budget shrinks to what the context has left.
+    assert factory.llm is not None
+    prompt, params = factory.llm.prompts[-1]
+    assert len(prompt["prompt_token_ids"]) + params.max_tokens <= 64
 
 
-async def test_no_speech_tokens_and_unexpected_errors_fail_their_items(tmp_path: Path) -> None:
-    class Fragile(FakeChatterboxTTS):
-        def update_exaggeration(self, cond_emb: Any, exaggeration: float) -> Any:
-            if exaggeration > 1.5:
-                raise RuntimeError("boom")
-            return super().update_exaggeration(cond_emb, exaggeration)
+def test_engine_death_fails_the_batch_and_health(tiny_checkpoint: Path) -> None:
+    engine, _ = _engine(tiny_checkpoint, llm={"die_at_step": 2})
+    asyncio.run(engine.start())
+    with pytest.raises(EngineError, match="dead"):
+        asyncio.run(engine.synthesize([_request("One."), _request("Two.")]))
+    with pytest.raises(EngineError, match="dead"):
+        asyncio.run(engine.check_health())
 
-    engine, tts = _engine(tmp_path, Fragile(FakeLLM(tokens_per_prompt=0)))
-    await engine.start()
-    results = await engine.synthesize(
-        [
-            SynthesisRequest(text="Hi.", language="en", exaggeration=2.0),
-            SynthesisRequest(text="Hi.", language="en"),
-        ]
+
+def test_a_cancelled_call_aborts_its_requests_inside_vllm(tiny_checkpoint: Path) -> None:
+    engine, factory = _engine(tiny_checkpoint, script_for=lambda p, s: [5] * 100000)
+    asyncio.run(engine.start())
+
+    async def call_then_cancel() -> None:
+        task = asyncio.create_task(engine.synthesize([_request("Long."), _request("Longer.")]))
+        while factory.llm is None or not factory.llm.running:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(call_then_cancel())
+    assert factory.llm is not None
+    assert len(factory.llm.aborted) == 2 and factory.llm.unfinished == 0
+
+
+def test_forced_length_is_for_benchmarks(tiny_checkpoint: Path) -> None:
+    engine, factory = _engine(
+        tiny_checkpoint, forced_length=ForcedLength(12), script_for=lambda p, s: [STOP, *range(50)]
     )
-    assert isinstance(results[0], EngineError) and "boom" in results[0].message
-    assert isinstance(results[1], EngineError) and "no speech tokens" in results[1].message
+    asyncio.run(engine.start())
+    result = asyncio.run(engine.synthesize([_request("Bench.")]))[0]
+    assert factory.llm is not None
+    _, params = factory.llm.prompts[-1]
+    assert params.ignore_eos and params.min_tokens == params.max_tokens == 12
+    # The stop id it sampled is ignored and dropped: 11 speech tokens remain.
+    assert isinstance(result, SynthesisResult) and result.output_tokens == 11
 
 
-async def test_lifecycle_and_health(tmp_path: Path) -> None:
-    engine, tts = _engine(tmp_path)
-    assert engine.needs_gpu and engine.sample_rate == 24_000
-    with pytest.raises(EngineError, match="not started"):
-        await engine.check_health()
-    await engine.start()
-    await engine.check_health()
-    info = engine.info()
-    assert info["engine"] == "vllm" and info["started"] and info["alive"]
-    assert info["model"] == "multilingual" and info["s3gen_runner"] == "SequentialS3GenRunner"
-    await engine.shutdown()
-    assert tts.shut_down and not (tmp_path / "t3-model").exists()
-    with pytest.raises(EngineError, match="shut down"):
-        await engine.check_health()
-    await engine.shutdown()  # idempotent
+def test_shutdown_stops_vllm_and_removes_the_model_dir(tiny_checkpoint: Path) -> None:
+    engine, factory = _engine(tiny_checkpoint)
+    asyncio.run(engine.start())
+    model_dir = engine._model_dir
+    assert model_dir is not None and model_dir.is_dir()
+    asyncio.run(engine.shutdown())
+    assert not model_dir.exists()
+    assert factory.llm is not None and factory.llm.errored
+    with pytest.raises(EngineError):
+        asyncio.run(engine.synthesize([_request("After.")]))
 
 
-async def test_a_failed_start_releases_the_model(tmp_path: Path) -> None:
-    def broken_runner(s3gen: Any) -> Any:
-        raise RuntimeError("no runner")
-
-    engine, tts = _engine(tmp_path, runner=broken_runner)
-    with pytest.raises(RuntimeError, match="no runner"):
-        await engine.start()
-    assert tts.shut_down
-
-
-async def test_engine_uses_the_batched_s3gen_runner_by_default(tmp_path: Path) -> None:
-    engine, _ = _engine(tmp_path, runner=None)
-    await engine.start()
-    try:
-        assert engine.info()["s3gen_runner"] == "BatchedS3GenRunner"
-    finally:
-        await engine.shutdown()
+def test_info_reports_the_vllm_settings(started: tuple[VLLMEngine, Factory]) -> None:
+    info = started[0].info()
+    assert info["engine"] == "vllm" and info["max_batch_size"] == 10
+    assert info["max_model_len"] == 400 and "exact CFG" in info["t3"]

@@ -23,7 +23,6 @@ vLLM, torch and the model code load in `start`, so this module imports without t
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import shutil
@@ -98,7 +97,9 @@ class VLLMEngine(TorchEngine):
         t3_outcomes = await runner.run_all(jobs)
         t3_results: list[tuple[_Prepared, list[int] | ChatterboxError]] = []
         for p, outcome in zip(prepared, t3_outcomes, strict=True):
-            t3_results.append((p, outcome if isinstance(outcome, ChatterboxError) else outcome.tokens))
+            t3_results.append(
+                (p, outcome if isinstance(outcome, ChatterboxError) else outcome.tokens)
+            )
         t3_s = time.monotonic() - began
         finished = await self._on_thread(self._finish, loaded, len(requests), outcomes, t3_results)
         took = time.monotonic() - began
