@@ -50,9 +50,10 @@ class EngineConfig(_Section):
         json_schema_extra=_env("VLLM_MAX_BATCH_SIZE"),
     )
     max_model_len: int = Field(
-        1000,
+        2048,
         ge=64,
-        le=16384,
+        # Our vLLM T3 packs positions below 8192 (engines/vllm/positions.py).
+        le=8192,
         description="vLLM max_model_len in tokens (prompt + speech).",
         json_schema_extra=_env("VLLM_MAX_MODEL_LEN"),
     )
@@ -138,6 +139,14 @@ class EngineConfig(_Section):
         le=4096,
         description="Torch engine: most speech tokens per chunk (upstream's 1000 = 40 s).",
         json_schema_extra=_env("CHATTERBOX_MAX_NEW_TOKENS"),
+    )
+    bench_forced_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Benchmarks with random weights only: every chunk decodes exactly this "
+        "many speech tokens, stop token ignored (vllm engine). Unset in production.",
+        json_schema_extra=_env("CHATTERBOX_BENCH_FORCED_TOKENS"),
     )
     conditionals_cache_size: int = Field(
         128,

@@ -1,7 +1,6 @@
 """Proof on a GPU that our vLLM T3 computes upstream's CFG exactly, and what it costs.
 
     python -m tools.gpu.t3_vllm_proof equivalence --checkpoint DIR --out t3-equivalence.json
-    python -m tools.gpu.t3_vllm_proof bench --checkpoint DIR --out engine.json
 
 `equivalence`: the vLLM model (float32, eager, Triton attention) and the reference T3
 (`chatterbox_serve.model.t3`, float32, plain PyTorch) from the same checkpoint. For
@@ -13,10 +12,7 @@ reference's argmax equals vLLM's token at every step, greedy decoding of both gi
 the same tokens. Then three planted bugs are switched on inside the vLLM model and the
 same comparison must fail.
 
-`bench`: the production configuration (bf16, torch.compile, CUDA graphs, FlashAttention)
-on the workload of `tools/gpu/torch_engine_bench.py` (built-in voice, a 40-token text,
-cfg 0.5, a fixed number of speech tokens per item), then S3Gen through the batched
-runner, at batches 1, 16 and 64.
+The engine's throughput is `tools/gpu/engine_bench.py`.
 """
 
 from __future__ import annotations
@@ -74,7 +70,7 @@ def _items(t3: Any, directory: Path, device: str) -> list[dict[str, Any]]:
     from chatterbox_serve.model.voice import builtin_voice_inputs
 
     try:
-        from chatterbox_serve.engines.t3_tokenizer import T3TextTokenizer
+        from chatterbox_serve.model.tokenizer import T3TextTokenizer
 
         tok: Any = T3TextTokenizer.load(multilingual=True, checkpoint_dir=directory)
     except Exception as exc:  # tokenizer files missing: fall back to random ids
@@ -272,120 +268,14 @@ def _shape(t3: Any) -> Any:
     )
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-    import vllm
-    from chatterbox_serve.engines.s3gen_runner import runner_factory
-    from vllm import SamplingParams
-
-    from chatterbox_serve.config import EngineConfig, Settings
-    from chatterbox_serve.engines.vllm.model_dir import build_model_dir
-    from chatterbox_serve.model import checkpoint
-    from chatterbox_serve.model.voice import builtin_voice_inputs
-
-    device = "cuda"
-    t3 = checkpoint.load_t3(args.checkpoint, True, device, torch.float32)
-    model_dir = build_model_dir(args.checkpoint / checkpoint.MULTILINGUAL.t3_file, _shape(t3))
-    voice = builtin_voice_inputs(checkpoint.load_builtin_voice(args.checkpoint), device)
-    with torch.inference_mode():
-        cond = t3.conditioning(
-            voice.speaker_emb, voice.prompt_tokens, torch.tensor([0.5], device=device)
-        )[0]
-    text = [255, *range(1, 41), 0]
-    item = {
-        "cfg_weight": 0.5,
-        "rows_c": t3.prefill_embeds(cond, text, uncond=False),
-        "rows_u": t3.prefill_embeds(cond, text, uncond=True),
-    }
-    prompt = _prompt(item)
-    del t3
-    torch.cuda.empty_cache()
-    began = time.perf_counter()
-    llm = _engine(model_dir, "bfloat16", eager=False, backend=None)
-    startup_s = time.perf_counter() - began
-    s3gen = checkpoint.load_s3gen(args.checkpoint, device)
-    settings = Settings(engine=EngineConfig(use_multilingual_model=True))
-    runner = runner_factory(settings)(s3gen)
-
-    def params(seed: int, tokens: int) -> Any:
-        return SamplingParams(
-            temperature=0.8,
-            top_p=1.0,
-            min_p=0.05,
-            repetition_penalty=1.2,
-            seed=seed,
-            max_tokens=tokens,
-            min_tokens=tokens,
-            ignore_eos=True,
-            detokenize=False,
-        )
-
-    llm.generate([prompt] * 2, [params(i, 8) for i in range(2)], use_tqdm=False)  # warm-up
-    runs = []
-    for batch in args.batches:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        began = time.perf_counter()
-        outs = llm.generate(
-            [prompt] * batch, [params(i, args.tokens) for i in range(batch)], use_tqdm=False
-        )
-        t3_s = time.perf_counter() - began
-        ttft = [o.metrics.first_token_latency for o in outs if getattr(o, "metrics", None)]
-        speech = [
-            torch.tensor([t for t in o.outputs[0].token_ids if t < 6561], device=device)
-            for o in outs
-        ]
-        torch.cuda.synchronize()
-        began = time.perf_counter()
-        with torch.inference_mode():
-            wavs = runner.run(speech, [voice.s3gen_ref] * batch, settings.engine.diffusion_steps)
-        torch.cuda.synchronize()
-        s3_s = time.perf_counter() - began
-        audio_s = sum(w.numel() for w in wavs) / 24_000
-        free, total = torch.cuda.mem_get_info()
-        runs.append(
-            {
-                "batch": batch,
-                "tokens_per_item": args.tokens,
-                "t3_s": round(t3_s, 3),
-                "t3_tokens_per_s": round(batch * args.tokens / t3_s, 1),
-                "s3gen_s": round(s3_s, 3),
-                "s3gen_audio_s_per_s": round(audio_s / s3_s, 1),
-                "audio_s": round(audio_s, 2),
-                "audio_s_per_s": round(audio_s / (t3_s + s3_s), 1),
-                "ttft_s_median": sorted(ttft)[len(ttft) // 2] if ttft else None,
-                "gpu_used_gib_all_processes": round((total - free) / 2**30, 1),
-                "s3gen_peak_gib_this_process": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-            }
-        )
-        print(json.dumps(runs[-1]), flush=True)
-    best = max(runs, key=lambda r: r["audio_s_per_s"])
-    return {
-        "engine": "vllm (our ChatterboxT3ForCFG plugin, exact CFG) + batched S3Gen",
-        "vllm": vllm.__version__,
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0),
-        "dtype": "bfloat16, torch.compile + CUDA graphs",
-        "vllm_startup_s": round(startup_s, 1),
-        "gpu_memory_utilization_for_vllm": 0.45,
-        "audio_s_per_s": best["audio_s_per_s"],
-        "batch": best["batch"],
-        "runs": runs,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["equivalence", "bench"])
+    parser.add_argument("mode", choices=["equivalence"])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--tokens", type=int, default=250)
-    parser.add_argument(
-        "--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64]
-    )
     args = parser.parse_args()
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model's closure
-    result = equivalence(args) if args.mode == "equivalence" else bench(args)
+    result = equivalence(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("items", "runs")}, indent=1))

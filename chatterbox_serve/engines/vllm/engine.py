@@ -73,6 +73,17 @@ class VLLMEngine(TorchEngine):
         self._runner: T3AsyncRunner | None = None
         self._model_dir: Path | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VLLMEngine:
+        forced = settings.engine.bench_forced_tokens
+        if forced is not None:
+            logger.warning(
+                "CHATTERBOX_BENCH_FORCED_TOKENS=%d: every chunk decodes exactly that many "
+                "tokens and ignores the stop token. For benchmarks with random weights only.",
+                forced,
+            )
+        return cls(settings, forced_length=None if forced is None else ForcedLength(forced))
+
     async def start(self) -> None:
         await super().start()
         loaded = self._live()

@@ -1,0 +1,44 @@
+#!/bin/bash
+# One stage of this round's H200 measurements per call (a device call runs at most 10 min).
+# Run from the repository root after the vLLM carry is installed (shared/device/prepare-vllm.sh):
+#   bash tools/gpu/h200_round.sh equivalence|engine|serve
+# Results and logs go to $OUT (the device tool copies them back).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+CKPT=/tmp/ckpt
+ensure_checkpoint() {
+  if [[ ! -f $CKPT/.done ]]; then
+    python -m tools.write_checkpoint "$CKPT" --multilingual >"$OUT/checkpoint.log" 2>&1 && touch "$CKPT/.done"
+    tail -2 "$OUT/checkpoint.log"
+  fi
+}
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+case ${1:?stage} in
+  equivalence)
+    ensure_checkpoint
+    timeout 420 python -m tools.gpu.t3_vllm_proof equivalence --checkpoint $CKPT \
+      --out "$OUT/t3-equivalence-h200.json" 2>&1 | tee "$OUT/equivalence.log" | grep -v "^INFO\|^(EngineCore" | tail -40
+    ;;
+  engine)
+    ensure_checkpoint
+    timeout 400 python -m tools.gpu.engine_bench --checkpoint $CKPT --out "$OUT/engine-h200.json" \
+      ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine.log" | grep -v "^INFO\|^(EngineCore" | tail -30
+    timeout 150 python -m tools.gpu.torch_engine_bench --checkpoint $CKPT --multilingual \
+      --tokens 150 --batches 64 --out "$OUT/torch-engine-same-lease.json" 2>&1 | tail -4
+    ;;
+  serve)
+    ensure_checkpoint
+    export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=64 VLLM_COMPILE=true \
+      CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 CHATTERBOX_S3GEN_BATCH_SIZE=64
+    setsid serve run serve_config.yaml >"$OUT/serve.log" 2>&1 &
+    for i in $(seq 1 100); do
+      sleep 3
+      curl -sf localhost:8000/health >/dev/null && break
+    done
+    curl -s localhost:8000/health | head -c 600; echo
+    timeout 240 python -m tools.gpu.serve_bench --out "$OUT/serve-h200.json" --levels 1,64 --per-worker 2 2>&1 | tail -5
+    serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
+    tail -5 "$OUT/serve.log"
+    ;;
+esac
