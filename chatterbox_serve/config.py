@@ -52,8 +52,8 @@ class EngineConfig(_Section):
     max_model_len: int = Field(
         2048,
         ge=64,
-        # Our vLLM T3 packs positions below 8192 (engines/vllm/positions.py).
-        le=8192,
+        # Our vLLM T3 packs positions into int32 (engines/vllm/positions.py: MAX_MODEL_LEN).
+        le=4096,
         description="vLLM max_model_len in tokens (prompt + speech).",
         json_schema_extra=_env("VLLM_MAX_MODEL_LEN"),
     )

@@ -36,14 +36,21 @@ def test_register_adds_our_architecture_to_vllms_registry() -> None:
     assert ARCHITECTURE in vllm.ModelRegistry.get_supported_archs()
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.3, 0.5, 1.0, 0.1234])
-def test_positions_carry_speech_start_and_weight_through_decode(weight: float) -> None:
-    values, delta = positions.prompt_positions(120, 120, weight)
-    assert [positions.unpack(v).sequence_index for v in values] == list(range(120))
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.5, 1.0, 0.1234, positions.MAX_CFG_WEIGHT])
+@pytest.mark.parametrize("start", [1, 120, positions.CENTER])
+def test_positions_carry_speech_start_and_weight_through_decode(weight: float, start: int) -> None:
+    values, delta = positions.prompt_positions(start, start, weight)
+    ropes = [positions.unpack(v).rope_index for v in values]
+    # RoPE sees consecutive indices (a constant shift of upstream's: same attention).
+    assert ropes == list(range(ropes[0], ropes[0] + start))
+    # vLLM 0.26 keeps positions and delta as int32.
+    assert 0 <= delta < 2**31 and all(0 <= v < 2**31 for v in values)
     # vLLM feeds the k-th generated token at context_len + delta.
-    for k in range(3):
-        p = positions.unpack(120 + k + delta)
-        assert p.sequence_index == 120 + k
+    for k in (0, 1, 2, positions.CENTER - 1):
+        packed = start + k + delta
+        assert packed < 2**31
+        p = positions.unpack(packed)
+        assert p.rope_index == ropes[0] + start + k
         assert p.speech_position == k + 1  # upstream's speech position of that token
         assert p.cfg_weight == pytest.approx(weight, abs=5e-5)
     assert positions.unpack(values[-1]).speech_position == 0  # second start token
@@ -53,7 +60,11 @@ def test_positions_refuse_values_they_cannot_carry() -> None:
     with pytest.raises(ValueError):
         positions.weight_code(-0.1)
     with pytest.raises(ValueError):
-        positions.pack(positions.SPAN, 0, 0)
+        positions.weight_code(positions.MAX_CFG_WEIGHT + 0.01)
+    with pytest.raises(ValueError):
+        positions.pack(0, positions.CENTER + 1, 0)  # a prompt longer than CENTER
+    with pytest.raises(ValueError):
+        positions.pack(10 + positions.CENTER, 10, 0)  # CENTER generated tokens
 
 
 def test_model_dir_config_switches_vllm_to_mrope_and_doubles_hidden(tmp_path: Path) -> None:

@@ -1,22 +1,29 @@
-"""The per-request values our vLLM T3 reads from its position ids, packed into one integer.
+"""The per-request values our vLLM T3 reads from its position ids, packed into one int32.
 
 T3 needs two per-request values on every decode step that vLLM does not hand a model:
 
-- where speech starts (the prompt length), because a generated token is embedded with
-  upstream's learned speech position `k + 1` for the k-th generated token;
+- where speech starts, because the k-th generated token is embedded with upstream's
+  learned speech position `k + 1`;
 - the request's CFG weight, because logits are `cond + w * (cond - uncond)`.
 
 vLLM's M-RoPE interface is the one documented per-request hook that reaches decode
 steps: `get_mrope_input_positions` runs once per request with its multimodal data and
 returns the prompt's positions plus a constant `delta`, and every later token is fed at
-position `context_len + delta`. We make that integer carry all three values:
+position `context_len + delta`. vLLM 0.26's model runner keeps those positions and the
+delta as **int32** (`v1/worker/gpu/mm/rope.py`), so everything must fit in 31 bits:
 
-    packed = weight_code * SPAN**2 + speech_start * SPAN + sequence_index
+    packed = weight_code * SPAN + rope_index
+    rope_index = sequence_index - speech_start + CENTER
 
-`sequence_index` is what RoPE sees, so attention is exactly upstream's; `speech_start`
-and `weight_code` are constant per request, so `delta = packed(0, ...)` keeps them on
-every decode step, and after a preemption vLLM recomputes the same values. Positions
-are int64 in vLLM's M-RoPE buffers, so the product never overflows.
+`rope_index` is what RoPE sees. It is the true sequence index shifted by a constant
+per request, and RoPE attention depends only on differences of positions, so attention
+is upstream's. It also says where speech starts without storing the start: generated
+tokens sit at `CENTER + k`, so their speech position is `rope_index - CENTER + 1`, and
+prompt rows sit below `CENTER`. `weight_code` is constant per request, so `delta`
+keeps it on every decode step, and after a preemption vLLM recomputes the same values.
+
+Bounds: a prompt of at most CENTER rows and at most CENTER - 1 generated tokens, so
+`max_model_len <= CENTER` is always safe; weights in [0, 26.2] at 1e-4 resolution.
 
 This module imports no torch, so the packing is tested on any machine.
 """
@@ -25,19 +32,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SPAN = 8192  # > any sequence index and any prompt length (max_model_len <= SPAN)
+SPAN = 8192  # rope indices are 0..SPAN-1 (13 bits)
+CENTER = SPAN // 2  # the rope index of the first generated token
 WEIGHT_SCALE = 10_000  # CFG weight resolution: 1e-4
-# compute_logits receives the code as two bf16-exact channels (hi * 256 + lo).
-MAX_WEIGHT_CODE = 256 * 256 - 1
+MAX_WEIGHT_CODE = 2**18 - 1  # 18 + 13 bits: the largest packed value is 2**31 - 1
 MAX_CFG_WEIGHT = MAX_WEIGHT_CODE / WEIGHT_SCALE
+MAX_MODEL_LEN = CENTER
 
 
 @dataclass(frozen=True)
 class PackedPosition:
-    """The three values one packed position id holds."""
+    """The two values one packed position id holds."""
 
-    sequence_index: int
-    speech_start: int
+    rope_index: int
     weight_code: int
 
     @property
@@ -47,7 +54,7 @@ class PackedPosition:
     @property
     def speech_position(self) -> int:
         """Upstream's speech position of a generated token; <= 0 inside the prompt."""
-        return self.sequence_index - self.speech_start + 1
+        return self.rope_index - CENTER + 1
 
 
 def weight_code(cfg_weight: float) -> int:
@@ -62,19 +69,22 @@ def weight_code(cfg_weight: float) -> int:
 
 
 def pack(sequence_index: int, speech_start: int, code: int) -> int:
-    if not (0 <= sequence_index < SPAN and 0 <= speech_start < SPAN):
+    if not 0 <= speech_start <= CENTER:
+        raise ValueError(f"speech start {speech_start} outside [0, {CENTER}]")
+    rope_index = sequence_index - speech_start + CENTER
+    if not (0 <= sequence_index and 0 <= rope_index < SPAN):
         raise ValueError(
-            f"sequence index {sequence_index} or speech start {speech_start} >= {SPAN}"
+            f"sequence index {sequence_index} is {sequence_index - speech_start} tokens from "
+            f"the speech start; at most {CENTER - 1} fit"
         )
     if not 0 <= code <= MAX_WEIGHT_CODE:
         raise ValueError(f"weight code {code} outside [0, {MAX_WEIGHT_CODE}]")
-    return (code * SPAN + speech_start) * SPAN + sequence_index
+    return code * SPAN + rope_index
 
 
 def unpack(position: int) -> PackedPosition:
-    rest, sequence_index = divmod(position, SPAN)
-    code, speech_start = divmod(rest, SPAN)
-    return PackedPosition(sequence_index, speech_start, code)
+    code, rope_index = divmod(position, SPAN)
+    return PackedPosition(rope_index, code)
 
 
 def prompt_positions(

@@ -14,7 +14,7 @@ one whose text embeddings are zeroed, each attending over its own history; logit
   under the one block table. So each branch attends to exactly its own history, as
   upstream's second sequence does, with no masking tricks and no extra scheduling.
 - **Per-request values.** The speech start and the CFG weight travel in the M-RoPE
-  position ids (`positions.py`); the forward pass returns the weight as two extra
+  position ids (`positions.py`); the forward pass returns the weight as three extra
   channels so `compute_logits` applies each request's own weight.
 
 Planted bugs (`planted`) exist only for the equivalence proof, which must show that
@@ -68,7 +68,7 @@ from vllm.multimodal.processing import (
 from vllm.sequence import IntermediateTensors
 
 from chatterbox_serve.engines.vllm.model_dir import MODALITY
-from chatterbox_serve.engines.vllm.positions import SPAN, prompt_positions
+from chatterbox_serve.engines.vllm.positions import CENTER, SPAN, WEIGHT_SCALE, prompt_positions
 
 PREFIX_KEY = "t3_prefix"  # (P, 2D) packed prefix rows
 WEIGHT_KEY = "t3_cfg_weight"  # (1,) float
@@ -308,13 +308,11 @@ class T3Backbone(nn.Module):
         assert inputs_embeds is not None, "T3 always runs on embeddings"
         packed = positions[0]
         rope_positions = packed % SPAN
-        rest = packed // SPAN
-        speech_start = rest % SPAN
-        code = rest // SPAN
+        code = packed // SPAN
         n, d = inputs_embeds.shape[0], self.hidden
-        # Generated tokens (at or past the speech start) get upstream's speech position
-        # k + 1; prefix rows already carry theirs.
-        speech_pos = rope_positions - speech_start + 1
+        # Generated tokens sit at CENTER + k and get upstream's speech position k + 1;
+        # prefix rows (below CENTER) already carry theirs.
+        speech_pos = rope_positions - CENTER + 1
         generated = (speech_pos >= 1).unsqueeze(-1)
         pos_emb = self.speech_pos_emb(speech_pos.clamp(0, self.speech_pos_emb.num_embeddings - 1))
         if self.planted == "no_speech_pos":
@@ -325,8 +323,11 @@ class T3Backbone(nn.Module):
         for layer in self.layers:
             hidden, residual = layer(rope_positions, hidden, residual)
         hidden, _ = self.norm(hidden, residual)
-        # The CFG weight code rides along as two channels exact in bf16 (hi * 256 + lo).
-        code_channels = torch.stack((code // 256, code % 256), dim=-1).to(hidden.dtype)
+        # The CFG weight code (18 bits) rides along as three base-256 digits, each an
+        # integer below 256 and so exact in bf16.
+        code_channels = torch.stack((code // 65536, (code // 256) % 256, code % 256), dim=-1).to(
+            hidden.dtype
+        )
         return torch.cat((hidden[:n], hidden[n:], code_channels), dim=-1)
 
 
@@ -419,8 +420,9 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
         head = self.speech_head.weight.float()
         cond = hidden_states[:, :d].float() @ head.T
         uncond = hidden_states[:, d : 2 * d].float() @ head.T
-        code = hidden_states[:, 2 * d].float() * 256 + hidden_states[:, 2 * d + 1].float()
-        weight = (code / 10_000).unsqueeze(-1)
+        digits = hidden_states[:, 2 * d : 2 * d + 3].float()
+        code = digits[:, 0] * 65536 + digits[:, 1] * 256 + digits[:, 2]
+        weight = (code / WEIGHT_SCALE).unsqueeze(-1)
         if self.planted == "cfg_weight_ignored":
             weight = torch.full_like(weight, 0.5)
         return cond + weight * (cond - uncond)
