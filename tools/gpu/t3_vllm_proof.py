@@ -2,7 +2,7 @@
 
     python -m tools.gpu.t3_vllm_proof equivalence --checkpoint DIR --out t3-equivalence.json
 
-`equivalence`: the vLLM model (float32, eager, Triton attention) and the reference T3
+`equivalence`: the vLLM model (float32, eager, FlexAttention) and the reference T3
 (`chatterbox_serve.model.t3`, float32, plain PyTorch) from the same checkpoint. For
 each item vLLM decodes 64 tokens greedily, returning the top-20 log-probabilities of
 every step; the reference is then teacher-forced along those tokens (two sequences,
@@ -33,6 +33,9 @@ TOP = 20
 # 2e-3 leaves an order of magnitude of headroom and stays two orders below what any
 # planted bug does (measured: >= 0.1).
 TOLERANCE = 2e-3
+# IEEE float32 attention. TRITON_ATTN's float32 dot runs in TF32, which moved
+# log-probabilities by 5e-3 on the H200 (benchmarks/results/t3-equivalence-h200-triton.json).
+BACKEND = "FLEX_ATTENTION"
 
 
 def _engine(model_dir: Path, dtype: str, eager: bool, backend: str | None) -> Any:
@@ -205,7 +208,7 @@ def equivalence(args: argparse.Namespace) -> dict[str, Any]:
     t3 = checkpoint.load_t3(args.checkpoint, True, "cuda", torch.float32)
     model_dir = build_model_dir(args.checkpoint / checkpoint.MULTILINGUAL.t3_file, _shape(t3))
     items = _items(t3, args.checkpoint, "cuda")
-    llm = _engine(model_dir, "float32", eager=True, backend="TRITON_ATTN")
+    llm = _engine(model_dir, "float32", eager=True, backend=BACKEND)
     began = time.perf_counter()
     exact = _compare(llm, t3, items)
     print("exact:", exact["max_abs_logprob_diff"], exact["min_greedy_agreeing_steps"], flush=True)
@@ -230,7 +233,7 @@ def equivalence(args: argparse.Namespace) -> dict[str, Any]:
         "vllm": vllm.__version__,
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0),
-        "dtype": "float32 (both sides), TF32 off; vLLM eager, TRITON_ATTN",
+        "dtype": f"float32 (both sides), TF32 off; vLLM eager, {BACKEND}",
         "checkpoint": "full-size random multilingual (tools/write_checkpoint.py, seed 0)",
         "steps": STEPS,
         "top_logprobs_compared": TOP,
