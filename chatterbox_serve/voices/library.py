@@ -248,7 +248,8 @@ class VoiceLibrary:
             if prompt is not None:
                 self._audio.move_to_end(record.id)
                 return prompt
-        prompt = VoicePrompt(audio=self.store.get(record.audio_key), sha256=record.sha256)
+        audio = self.store.get(record.audio_key)
+        prompt = VoicePrompt(audio=audio, sha256=record.sha256, size=len(audio))
         with self._audio_lock:
             if record.id not in self._audio:
                 self._audio[record.id] = prompt
