@@ -96,17 +96,30 @@ def _encode(codec: str, fmt: str, seconds: float = 2.0, rate: int = 8000) -> byt
     return buf.getvalue()
 
 
-def _flac_with(total_samples: int | None = None, rate: int | None = None) -> bytes:
-    """A 2 s FLAC whose STREAMINFO then claims another length or sample rate."""
+def _flac_with(total_samples: int) -> bytes:
+    """A 2 s FLAC whose STREAMINFO then claims `total_samples` samples."""
     data = bytearray(_encode("flac", "flac"))
     info = 8  # "fLaC" and the metadata block header
     bits = int.from_bytes(data[info + 10 : info + 18], "big")  # rate(20) ch(3) bps(5) n(36)
-    if total_samples is not None:
-        bits = (bits & ~((1 << 36) - 1)) | total_samples
-    if rate is not None:
-        bits = (bits & ~(((1 << 20) - 1) << 44)) | (rate << 44)
+    bits = (bits & ~((1 << 36) - 1)) | total_samples
     data[info + 10 : info + 18] = bits.to_bytes(8, "big")
     return bytes(data)
+
+
+def _wav_header(rate: int, channels: int) -> bytes:
+    """A PCM WAV header declaring an absurd rate or channel count, over 4 KB of data."""
+    fmt = struct.pack(
+        "<IHHIIHH", 16, 1, channels, rate, (rate * channels * 2) & 0xFFFFFFFF, channels * 2, 16
+    )
+    pcm = b"\x01\x00" * 2048
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(pcm))
+        + b"WAVEfmt "
+        + fmt
+        + b"data"
+        + (struct.pack("<I", len(pcm)) + pcm)
+    )
 
 
 def _wav(seconds: float) -> bytes:
@@ -181,12 +194,17 @@ def cases() -> list[Case]:
     out += [
         Case(
             "FLAC claiming 2^36 samples",
-            _upload("/voices", _flac_with(total_samples=(1 << 36) - 1), "h.flac"),
+            _upload("/voices", _flac_with((1 << 36) - 1), "h.flac"),
             (400,),
         ),
         Case(
-            "FLAC claiming 1 MHz",
-            _upload("/voices", _flac_with(rate=(1 << 20) - 1), "r.flac"),
+            "WAV header: 2^31 Hz",
+            _upload("/voices", _wav_header(2**31 - 1, 1), "r.wav"),
+            (400,),
+        ),
+        Case(
+            "WAV header: 200 channels",
+            _upload("/voices", _wav_header(8000, 200), "c.wav"),
             (400,),
         ),
         Case(
