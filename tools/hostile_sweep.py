@@ -171,7 +171,22 @@ def _raw_headers(raw: list[tuple[bytes, bytes]]) -> Callable[[httpx.Client], Any
     return send
 
 
-def cases() -> list[Case]:
+OWNER = "sweep-owner"
+
+
+def setup(client: httpx.Client) -> str:
+    """Store one voice through OpenAI's upload route; return its id (the takeover target)."""
+    files = {"audio_sample": ("owner.wav", _wav(2), "audio/wav")}
+    r = client.post("/v1/audio/voices", data={"name": OWNER, "consent": "yes"}, files=files)
+    if r.status_code == 409:
+        r = client.get(f"/voices/{OWNER}")
+        r.raise_for_status()
+        return str(r.json()["id"])
+    r.raise_for_status()
+    return str(r.json()["id"])
+
+
+def cases(owner_id: str) -> list[Case]:
     good_text = {"model": "tts-1", "input": "Hello there.", "response_format": "wav"}
     out: list[Case] = []
     for path in ("/voices", UPLOAD):
@@ -229,6 +244,22 @@ def cases() -> list[Case]:
         ),
         Case(
             "path-like name ../x", _upload("/voices", _wav(2), "v.wav", voice_name="../x"), (400,)
+        ),
+        Case(
+            "takeover: a name equal to a stored voice's id",
+            _upload("/v1/audio/voices", _wav(2), "v.wav", voice_name=owner_id),
+            (400,),
+        ),
+        Case(
+            "takeover: {voice: {id}} of the stored voice",
+            _speech({**good_text, "voice": {"id": owner_id}}),
+            (200,),
+        ),
+        Case(
+            "non-UTF-8 X-Request-Id",
+            _raw_headers([(b"X-Request-Id", b"caf\xe9\xff")]),
+            (200,),
+            "id replaced",
         ),
         Case(
             "{voice: {id}} of no voice",
@@ -415,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     outcomes = []
     with httpx.Client(base_url=args.url, timeout=30.0, headers=headers) as client:
-        for case in cases():
+        owner_id = setup(client)
+        for case in cases(owner_id):
             outcome = run_case(client, case, args.voice_dir, args.pid)
             print(f"{'pass' if outcome.passed else 'FAIL'}  {outcome.name}", file=sys.stderr)
             outcomes.append(outcome)
