@@ -9,6 +9,11 @@ order. The contract:
   item of that call.
 - Calls may overlap; an engine that owns one device serialises them itself.
 - Audio is mono float32 in [-1, 1] at `sample_rate`.
+- A voice normally arrives with its audio: the model side re-attaches the audio of a
+  request's later chunks (`engines.voice_audio`). An engine that is handed a detached
+  voice (`VoicePrompt.detached`) may serve it from its own cache by sha256; otherwise
+  that item fails with `VoiceAudioMissingError`, and the chunk is sent again whole.
+- `max_new_tokens` is a hard stop: the pipeline derives it from the request's audio cap.
 - `start` runs once before the first call; `check_health` raises when the engine can
   no longer serve, so the replica holding it gets replaced.
 """
