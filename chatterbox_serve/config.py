@@ -156,6 +156,15 @@ class EngineConfig(_Section):
         json_schema_extra=_env("CHATTERBOX_CONDITIONALS_CACHE_SIZE"),
     )
 
+    voice_audio_cache_bytes: int = Field(
+        256 * 1_048_576,
+        ge=0,
+        le=64 * 1_073_741_824,
+        description="Voice audio kept per model replica (LRU by bytes, keyed by sha256), so "
+        "a request sends its voice once, not with every chunk.",
+        json_schema_extra=_env("CHATTERBOX_VOICE_AUDIO_CACHE_BYTES"),
+    )
+
     @field_validator("engine")
     @classmethod
     def _registered(cls, name: str) -> str:

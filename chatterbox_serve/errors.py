@@ -12,6 +12,7 @@
     │   └── TooManyJobsError (429)
     └── ServerError (5xx)                 we must fix it; the public message is fixed
         ├── EngineError (500)
+        │   └── VoiceAudioMissingError    internal: resend the chunk with its voice audio
         └── EngineOverloadedError (503)   retryable, with Retry-After
 
 Every error crosses Ray Serve handles, so each one pickles with its fields intact.
@@ -114,6 +115,20 @@ class ServerError(ChatterboxError):
 class EngineError(ServerError):
     default_code = "engine_error"
     public_message = "Speech synthesis failed."
+
+
+class VoiceAudioMissingError(EngineError):
+    """The model side was sent a voice by sha256 only and does not hold its audio.
+
+    Never meant for a client: the pipeline answers it by sending the chunk again with
+    the audio attached. Should it escape, it is a plain 500.
+    """
+
+    default_code = "voice_audio_missing"
+
+    def __init__(self, sha256: str, **kw: Any) -> None:
+        super().__init__(f"voice audio {sha256[:16]}... is not held here", **kw)
+        self.sha256 = sha256
 
 
 class EngineOverloadedError(ServerError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -28,8 +29,19 @@ from chatterbox_serve.audio import (
     fix_wav_sizes,
 )
 from chatterbox_serve.config import Settings
-from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, TTSEngine
-from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.engines.base import (
+    SPEECH_TOKENS_PER_SECOND,
+    SynthesisRequest,
+    SynthesisResult,
+    TTSEngine,
+)
+from chatterbox_serve.engines.voice_audio import VoiceAudioCache, synthesize_with_voices
+from chatterbox_serve.errors import (
+    ChatterboxError,
+    EngineError,
+    InvalidRequestError,
+    VoiceAudioMissingError,
+)
 from chatterbox_serve.text.chunking import split_text
 
 logger = logging.getLogger(__name__)
@@ -139,7 +151,26 @@ class SpeechPipeline:
                 f"{c.max_chunks_per_request} (CHATTERBOX_MAX_CHUNKS_PER_REQUEST).",
                 param="input",
             )
-        return [replace(job.template, text=t, chunk_index=i) for i, t in enumerate(chunks)]
+        return [
+            replace(
+                job.template,
+                text=t,
+                chunk_index=i,
+                max_new_tokens=self._token_budget(t, job.template.max_new_tokens),
+            )
+            for i, t in enumerate(chunks)
+        ]
+
+    def audio_cap_s(self, text: str) -> float:
+        """Most seconds of audio (before speed) that `text` may become."""
+        return max(MIN_AUDIO_CAP_S, len(text) * self.settings.chunking.max_audio_s_per_char)
+
+    def _token_budget(self, chunk: str, asked: int | None) -> int:
+        # The engine stops the chunk where the request's audio cap would cut it
+        # (25 speech tokens a second), so a model that never says stop costs seconds,
+        # not the minutes of its own token limit.
+        budget = math.floor(self.audio_cap_s(chunk) * SPEECH_TOKENS_PER_SECOND)
+        return budget if asked is None else min(asked, budget)
 
     async def stream(self, job: SpeechJob) -> AsyncGenerator[AudioPiece, None]:
         """Yield encoded pieces; chunk k goes out once it and every chunk before it are done."""
@@ -148,9 +179,11 @@ class SpeechPipeline:
         chunked = time.monotonic()
         # Streaming: the other chunks go once the first is back, so the first engine call
         # carries the short first chunk alone instead of a whole batch (issue 5: TTFB).
-        pending: list[Cancellable | None] = [
-            self._submit(item) for item in (items[:1] if job.streaming else items)
-        ]
+        # Only the first chunk carries the voice audio; the others name it by sha256
+        # and the model side re-attaches it (issue 11: once per request, not per chunk).
+        pending: list[Cancellable | None] = [self._submit(items[0])]
+        if not job.streaming:
+            pending += [send_detached(self._submit, item) for item in items[1:]]
         audio_cfg = self.settings.audio
         encoder = StreamingEncoder(job.format, mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps)
         stitcher = Stitcher(crossfade_ms=self.settings.audio.crossfade_ms)
@@ -159,7 +192,7 @@ class SpeechPipeline:
         results: list[_Settled] = []
         # A runaway engine (or text that tricks it) must not make hours of audio: the
         # output is bounded by the text's length, whatever the engine does.
-        audio_cap_s = max(5.0, len(job.text) * self.settings.chunking.max_audio_s_per_char)
+        audio_cap_s = self.audio_cap_s(job.text)
         encode_s, first_audio_s = 0.0, 0.0
         try:
             for index in range(len(items)):
@@ -169,7 +202,7 @@ class SpeechPipeline:
                 pending[index] = None  # a settled future holds the chunk's audio
                 del call
                 if len(pending) < len(items):
-                    pending += [self._submit(item) for item in items[1:]]
+                    pending += [send_detached(self._submit, item) for item in items[1:]]
                 results.append(_Settled.of(result))
                 raw = result.audio
                 del result
@@ -236,6 +269,9 @@ class SpeechPipeline:
         assert final.usage is not None and final.timings is not None
         return RenderedSpeech(data, job.format, final.usage, final.audio_s, final.timings)
 
+
+# The audio cap of a short text: enough for a few words said slowly.
+MIN_AUDIO_CAP_S = 5.0
 
 # Input whose non-space characters are more than this share of combining marks and
 # other letterless symbols is refused: it is not speech, and it splits into many
@@ -359,18 +395,58 @@ def _timings(
     )
 
 
-class DirectSubmitter:
-    """Sends each item straight to a local engine, one call per item (tests, bench baseline)."""
+def send_detached(submit: Submit, item: SynthesisRequest) -> Cancellable:
+    """Send `item` with its voice detached; should the model lack the audio, send it whole.
 
-    def __init__(self, engine: TTSEngine) -> None:
+    The resend happens as soon as the miss comes back, not when the caller gets to
+    this chunk, so chunks that reached a replica which never saw the voice cost one
+    extra engine call each, in parallel.
+    """
+    if item.voice is None or item.voice.detached:
+        return submit(item)
+    return _Resend(submit, item)
+
+
+class _Resend:
+    def __init__(self, submit: Submit, item: SynthesisRequest) -> None:
+        assert item.voice is not None
+        self._submit = submit
+        self._whole = item
+        self._call: Cancellable = submit(replace(item, voice=item.voice.detach()))
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> Any:
+        try:
+            return await self._call
+        except VoiceAudioMissingError:
+            self._call = self._submit(self._whole)
+            return await self._call
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+    def cancel(self) -> Any:
+        self._call.cancel()
+        return self._task.cancel()
+
+
+class DirectSubmitter:
+    """Sends each item straight to a local engine, one call per item (tests, bench baseline).
+
+    It plays the model side in full, voice audio cache included, so a detached voice
+    that this submitter never saw fails as it would on a fresh model replica.
+    """
+
+    def __init__(self, engine: TTSEngine, voice_cache_bytes: int = 64 * 1_048_576) -> None:
         self.engine = engine
+        self.voices = VoiceAudioCache(voice_cache_bytes)
 
     def __call__(self, item: SynthesisRequest) -> asyncio.Task[SynthesisResult]:
         return asyncio.ensure_future(self._one(item))
 
     async def _one(self, item: SynthesisRequest) -> SynthesisResult:
         began = time.monotonic()
-        (outcome,) = await self.engine.synthesize([item])
+        (outcome,) = await synthesize_with_voices(self.engine, self.voices, [item])
         if isinstance(outcome, ChatterboxError):
             raise outcome
         return replace(outcome, engine_s=time.monotonic() - began)

@@ -22,14 +22,14 @@ REQUEST_ID_HEADER = "X-Request-Id"
 
 # What a client-chosen request id may look like; anything else is replaced, since the
 # id goes into logs, error messages and response headers.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def request_id_of(request: Request) -> str:
     rid = getattr(request.state, "request_id", None)
     if rid is None:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
         request.state.request_id = rid
     return str(rid)
 

@@ -13,6 +13,7 @@ from ray import serve
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines import build_engine
 from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
+from chatterbox_serve.engines.voice_audio import VoiceAudioCache, synthesize_with_voices
 from chatterbox_serve.errors import ChatterboxError, EngineError
 from deployments.admission import BatchGate, Ticket
 from deployments.cluster_status import ReplicaLoad, StatusReporter
@@ -31,6 +32,8 @@ class SpeechModelDeployment:
         self.settings = settings
         self.engine = build_engine(settings, engine)
         await self.engine.start()
+        # Voice audio by sha256: a request's later chunks arrive without it (issue 11).
+        self._voices = VoiceAudioCache(settings.engine.voice_audio_cache_bytes)
         self._user_config: dict[str, Any] = {}
         self._metrics = EngineMetrics()
         self._load = ReplicaLoad(has_queue=True)
@@ -94,7 +97,7 @@ class SpeechModelDeployment:
         self._gate.started(ticket for _, _, ticket in entries)
         try:
             with self._load.running(len(items)):
-                outcomes = await self.engine.synthesize(items)
+                outcomes = await synthesize_with_voices(self.engine, self._voices, items)
         except Exception as exc:
             logger.exception("Engine call over %d items failed", len(items))
             self._metrics.record_error("call", exc)
@@ -113,7 +116,11 @@ class SpeechModelDeployment:
         await self.engine.check_health()
 
     def info(self) -> dict[str, Any]:
-        return {**self.engine.info(), "batching": self._user_config}
+        return {
+            **self.engine.info(),
+            "voice_audio_cache": self._voices.stats(),
+            "batching": self._user_config,
+        }
 
     def stats(self) -> dict[str, Any]:
         """Batch statistics of this replica's engine (simulated engine records them)."""

@@ -9,6 +9,13 @@ parse `{"error": {...}}`, so this ASGI middleware, installed in every proxy, rew
 those plain-text answers into the envelope and makes sure a 503 or 429 carries
 `Retry-After`. Responses our app produced (JSON errors, audio) pass through untouched.
 
+It also drops a client's `X-Request-Id` that is not 1 to 64 of `[A-Za-z0-9._-]`
+before Ray's proxy sees it (issue 11, found by `tools/hostile_sweep.py`): the proxy
+decodes the header as UTF-8, so a non-UTF-8 byte there made it answer a bare 500,
+and it echoed any other value, 10 KB ones included, in its logs and in a second
+`X-Request-Id` response header. Without the header, Ray generates an id, which the
+app then uses too.
+
 Install it by setting, in the environment of every Ray node (KubeRay: the container
 env of the head and worker groups):
 
@@ -29,6 +36,7 @@ from chatterbox_serve.errors import (
     ServerError,
     error_payload,
 )
+from deployments.http import REQUEST_ID_PATTERN
 
 logger = logging.getLogger("ray.serve")
 
@@ -51,6 +59,11 @@ class ProxyErrorEnvelope:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope["headers"] = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k.lower() != b"x-request-id" or REQUEST_ID_PATTERN.fullmatch(v.decode("latin-1"))
+        ]
         started = False
         held: Message | None = None
 

@@ -9,6 +9,11 @@ order. The contract:
   item of that call.
 - Calls may overlap; an engine that owns one device serialises them itself.
 - Audio is mono float32 in [-1, 1] at `sample_rate`.
+- A voice normally arrives with its audio: the model side re-attaches the audio of a
+  request's later chunks (`engines.voice_audio`). An engine that is handed a detached
+  voice (`VoicePrompt.detached`) may serve it from its own cache by sha256; otherwise
+  that item fails with `VoiceAudioMissingError`, and the chunk is sent again whole.
+- `max_new_tokens` is a hard stop: the pipeline derives it from the request's audio cap.
 - `start` runs once before the first call; `check_health` raises when the engine can
   no longer serve, so the replica holding it gets replaced.
 """
@@ -25,17 +30,39 @@ import numpy as np
 
 from chatterbox_serve.errors import ChatterboxError
 
+# Chatterbox's S3 speech tokens run at 25 per second of audio.
+SPEECH_TOKENS_PER_SECOND = 25
+
 
 @dataclass(frozen=True)
 class VoicePrompt:
-    """Reference audio for voice cloning, immutable and addressed by its content hash."""
+    """Reference audio for voice cloning, immutable and addressed by its content hash.
+
+    A prompt may travel *detached*: `audio` empty, only `sha256` and `size` set. A
+    request's chunks after the first name their voice this way, so its audio (up to
+    the upload limit) crosses to the model once per request, not once per chunk
+    (issue 11). The model side keeps the audio it has been sent, by sha256
+    (`engines.voice_audio`); where it lacks it, the item fails with
+    `VoiceAudioMissingError` and the chunk is sent again with the audio attached.
+    """
 
     audio: bytes
     sha256: str
+    # Bytes of the audio; what a detached prompt still says about it.
+    size: int = -1
 
     @classmethod
     def from_bytes(cls, audio: bytes) -> VoicePrompt:
-        return cls(audio=audio, sha256=hashlib.sha256(audio).hexdigest())
+        return cls(audio=audio, sha256=hashlib.sha256(audio).hexdigest(), size=len(audio))
+
+    @property
+    def detached(self) -> bool:
+        return not self.audio
+
+    def detach(self) -> VoicePrompt:
+        """The same voice without its bytes."""
+        size = len(self.audio) if self.audio else self.size
+        return VoicePrompt(audio=b"", sha256=self.sha256, size=size)
 
 
 @dataclass(frozen=True)
@@ -55,6 +82,8 @@ class SynthesisRequest:
     repetition_penalty: float = 1.2
     seed: int | None = None
     # Most speech tokens to generate (stop token included); None = the engine's limit.
+    # The pipeline sets it from the audio cap (CHATTERBOX_MAX_AUDIO_S_PER_CHAR), so a
+    # model that never says stop ends there instead of at its own far larger limit.
     max_new_tokens: int | None = None
     request_id: str = ""
     chunk_index: int = 0

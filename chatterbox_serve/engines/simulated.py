@@ -6,7 +6,9 @@ machine without a GPU, and so that tests and load benchmarks measure something r
 - Output depends only on (text, voice audio, seed, language): about
   `chars_per_second` characters per second of 24 kHz mono float32, with a
   syllable-like envelope and a pitch taken from the hash of the voice audio bytes,
-  so a test can tell which reference audio reached the engine.
+  so a test can tell which reference audio reached the engine. Like the real
+  engines it stops at `max_new_tokens` speech tokens (25 a second), and an item
+  whose voice arrives without its audio fails with `VoiceAudioMissingError`.
 - One call costs `base_s + per_item_s * n + per_char_s * total_chars` seconds of
   wall time, awaited without blocking the event loop. Calls are serialised, as on
   one GPU, so batching pays off here exactly as it does there.
@@ -29,18 +31,17 @@ import numpy as np
 
 from chatterbox_serve.config import Settings, SimulatedEngineConfig
 from chatterbox_serve.engines.base import (
+    SPEECH_TOKENS_PER_SECOND,
     SynthesisOutcome,
     SynthesisRequest,
     SynthesisResult,
     TTSEngine,
 )
-from chatterbox_serve.errors import EngineError
+from chatterbox_serve.errors import EngineError, VoiceAudioMissingError
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
-# Chatterbox's S3 speech tokens run at 25 per second of audio.
-SPEECH_TOKENS_PER_SECOND = 25
 
 
 class BatchRecorder:
@@ -138,7 +139,12 @@ class SimulatedEngine(TTSEngine):
             if self.config.failure_marker in r.text:
                 outcomes.append(EngineError(f"simulated failure for request {r.request_id}"))
                 continue
+            if r.voice is not None and r.voice.detached:
+                outcomes.append(VoiceAudioMissingError(r.voice.sha256))
+                continue
             audio = render_tone_speech(r, self.config.chars_per_second)
+            if r.max_new_tokens is not None:
+                audio = audio[: r.max_new_tokens * SAMPLE_RATE // SPEECH_TOKENS_PER_SECOND]
             outcomes.append(
                 SynthesisResult(
                     audio=audio,

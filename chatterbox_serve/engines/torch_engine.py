@@ -36,7 +36,12 @@ from chatterbox_serve.engines.base import (
     SynthesisResult,
     TTSEngine,
 )
-from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.errors import (
+    ChatterboxError,
+    EngineError,
+    InvalidRequestError,
+    VoiceAudioMissingError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -257,16 +262,21 @@ class TorchEngine(TTSEngine):
                 BUILTIN_KEY, lambda: builtin_voice_inputs(loaded.builtin, loaded.device)
             )
         else:
-            inputs = self._voices.get_or_compute(
-                voice.sha256,
-                lambda: clone_voice_inputs(
+
+            def compute() -> Any:
+                # A voice sent by sha256 alone serves from the conditionals cache;
+                # without its audio it cannot be computed, and the chunk is resent.
+                if voice.detached:
+                    raise VoiceAudioMissingError(voice.sha256)
+                return clone_voice_inputs(
                     voice.audio,
                     s3gen=loaded.s3gen,
                     voice_encoder=loaded.voice_encoder,
                     prompt_len=config.speech_cond_prompt_len,
                     device=loaded.device,
-                ),
-            )
+                )
+
+            inputs = self._voices.get_or_compute(voice.sha256, compute)
         with torch.inference_mode():
             exaggeration = torch.tensor([request.exaggeration], device=loaded.device)
             prefix = loaded.t3.conditioning(

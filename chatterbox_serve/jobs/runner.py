@@ -30,7 +30,7 @@ from chatterbox_serve.errors import ChatterboxError, ClientError
 from chatterbox_serve.jobs.assembly import assemble, chunk_wav
 from chatterbox_serve.jobs.records import ChunkCommit, JobPlan, JobRecord, JobState, Lease
 from chatterbox_serve.jobs.store import JobGone, JobStore, StaleUpdate
-from chatterbox_serve.pipeline import Submit
+from chatterbox_serve.pipeline import Submit, send_detached
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,9 @@ class JobRunner:
 
     async def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         async with self.total_slots:
-            call = self.submit(request)
+            # A job's chunks name the voice by sha256; only where the model replica
+            # lacks it does the audio travel, so a long job sends it about once.
+            call = send_detached(self.submit, request)
             try:
                 result = await call
             finally:

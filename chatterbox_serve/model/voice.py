@@ -72,23 +72,24 @@ def builtin_voice_inputs(conds: dict[str, Any], device: Any) -> VoiceInputs:
     )
 
 
+# Stored voices were checked on upload (at most 60 s), but the engine decodes what it
+# is sent, so it applies the upload's caps again rather than trust the bytes.
+REFERENCE_MAX_S = 60.0
+
+
 def decode_reference(audio: bytes) -> np.ndarray:
-    """Mono float32 samples at 24 kHz from reference audio in any container PyAV reads."""
-    import librosa
+    """Mono float32 samples at 24 kHz, decoded within the upload caps (`decode_untrusted`).
 
-    from chatterbox_serve.audio import decode_audio
+    Raises:
+        InvalidRequestError: the audio is missing, undecodable, or over a cap.
+    """
+    from chatterbox_serve.audio.decoding import DecodeLimits, decode_untrusted
 
-    try:
-        samples, rate, _channels = decode_audio(audio)
-    except Exception as exc:
-        raise InvalidRequestError(
-            f"Could not decode the voice reference audio: {exc}", param="voice"
-        ) from exc
-    mono = samples.mean(axis=0).astype(np.float32)
+    limits = DecodeLimits(max_bytes=max(len(audio), 1), max_duration_s=REFERENCE_MAX_S)
+    decoded = decode_untrusted(audio, limits, mono=True, sample_rate=S3GEN_RATE, param="voice")
+    mono = decoded.samples.reshape(-1)
     if mono.size == 0:
         raise InvalidRequestError("The voice reference audio is empty", param="voice")
-    if rate != S3GEN_RATE:
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=S3GEN_RATE)
     return np.asarray(mono, dtype=np.float32)
 
 

@@ -4,7 +4,7 @@ Layout in the store (no global index is ever rewritten):
 
     voices/<id>/voice.json      immutable record: language, sizes, sha256, ...
     voices/<id>/audio.<ext>     the original upload, byte for byte
-    names/<sha256(name)>.json   a claim: this name or alias points at voice <id>
+    names/<sha256(folded)>.json a claim: this name or alias points at voice <id>
     default.json                the chosen default voice's id
 
 A voice's folder is written completely before its name claim is created, and the
@@ -15,6 +15,13 @@ store's exclusive `create`, so of racing uploads, renames or alias additions for
 one name exactly one wins. Renames and deletes remove a claim with `take`
 (compare-and-delete), so of racing renames and deletes of one voice exactly one
 wins and the loser undoes its own new claim.
+
+Names are compared caselessly: a claim is stored under the hash of its name
+NFC-normalised and case-folded (`fold_name`), so `Café`, `café` and `CAFE\u0301` are
+one name and the claim keeps the spelling the user gave. Claims written before this
+rule sit under the hash of the exact name; they are still found by that exact
+spelling, and an upload, rename or alias that folds to the same name as one of
+them is refused like any duplicate.
 
 Every lookup re-reads the claim and the record, so a deleted, renamed or replaced
 voice takes effect on every replica at its next request. Only audio is cached,
@@ -103,6 +110,9 @@ class _Claim:
     kind: ClaimKind
     created: float
     raw: bytes
+    # Where the claim is stored: the folded name's path, or the exact name's for a
+    # claim written before names were compared caselessly.
+    path: str
 
     @staticmethod
     def new(key: str, voice_id: str, kind: ClaimKind) -> _Claim:
@@ -116,15 +126,25 @@ class _Claim:
             "created": created,
             "token": uuid.uuid4().hex,
         }
-        return _Claim(key, voice_id, kind, created, json.dumps(body).encode())
+        raw = json.dumps(body).encode()
+        return _Claim(key, voice_id, kind, created, raw, _claim_key(key))
 
     @staticmethod
-    def parse(raw: bytes) -> _Claim:
+    def parse(raw: bytes, path: str) -> _Claim:
         d = json.loads(raw)
-        return _Claim(d["name"], d["voice_id"], d["kind"], float(d["created"]), raw)
+        return _Claim(d["name"], d["voice_id"], d["kind"], float(d["created"]), raw, path)
+
+
+def fold_name(name: str) -> str:
+    """The form two names are compared in: NFC, case-folded (so `Straße` is `STRASSE`)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
 def _claim_key(name: str) -> str:
+    return _exact_claim_key(fold_name(name))
+
+
+def _exact_claim_key(name: str) -> str:
     return f"names/{hashlib.sha256(name.encode()).hexdigest()}.json"
 
 
@@ -163,11 +183,15 @@ class VoiceLibrary:
 
     def _claim(self, key: str) -> _Claim | None:
         key = unicodedata.normalize("NFC", key)
-        try:
-            claim = _Claim.parse(self.store.get(_claim_key(key)))
-        except FileNotFoundError:
-            return None
-        return claim if claim.key == key else None
+        folded = _claim_key(key)
+        for path in dict.fromkeys([folded, _exact_claim_key(key)]):
+            try:
+                claim = _Claim.parse(self.store.get(path), path)
+            except FileNotFoundError:
+                continue
+            if fold_name(claim.key) == fold_name(key) if path == folded else claim.key == key:
+                return claim
+        return None
 
     def _record(self, voice_id: str) -> VoiceRecord | None:
         if not self._valid_id(voice_id):
@@ -179,7 +203,7 @@ class VoiceLibrary:
 
     def _claims(self) -> list[_Claim]:
         raws = self.store.get_many(self.store.list("names/"))
-        return [_Claim.parse(raw) for raw in raws.values()]
+        return [_Claim.parse(raw, path) for path, raw in raws.items()]
 
     def _entries(self) -> list[VoiceEntry]:
         claims = self._claims()
@@ -221,7 +245,7 @@ class VoiceLibrary:
         if claim is None or entry is None:
             raise VoiceNotFoundError(f"Voice {key!r} not found.", param="name")
         if claim.kind == "name":
-            return VoiceEntry(entry.record, key, entry.aliases), claim
+            return VoiceEntry(entry.record, claim.key, entry.aliases), claim
         name_claim = next(c for c in claims if c.kind == "name" and c.key == entry.name)
         return entry, name_claim
 
@@ -248,7 +272,8 @@ class VoiceLibrary:
             if prompt is not None:
                 self._audio.move_to_end(record.id)
                 return prompt
-        prompt = VoicePrompt(audio=self.store.get(record.audio_key), sha256=record.sha256)
+        audio = self.store.get(record.audio_key)
+        prompt = VoicePrompt(audio=audio, sha256=record.sha256, size=len(audio))
         with self._audio_lock:
             if record.id not in self._audio:
                 self._audio[record.id] = prompt
@@ -330,9 +355,10 @@ class VoiceLibrary:
                 code="file_too_large",
             )
         facts = inspect_audio(data, file_param)
-        if self._live(self._claim(name)):
+        claims = self._claims()
+        if self._live(self._claim(name)) or self._taken(name, claims):
             raise self._conflict(name, name_param)
-        voices = sum(1 for c in self._claims() if c.kind == "name")
+        voices = sum(1 for c in claims if c.kind == "name")
         if voices >= self.max_voices:
             raise ConflictError(
                 f"The library holds {voices} voices, its limit (CHATTERBOX_MAX_VOICES); "
@@ -375,21 +401,40 @@ class VoiceLibrary:
         entry, old = self._entry_for(key)
         if new_name == entry.name:
             return entry
+        if _claim_key(new_name) == old.path:
+            return self._respell(entry, old, new_name, key)
+        if self._taken(new_name, self._claims(), but=old):
+            raise self._conflict(new_name, "new_name")
         new = self._create_claim(new_name, entry.record.id, "name", "new_name")
-        if not self.store.take(_claim_key(old.key), old.raw):
+        if not self.store.take(old.path, old.raw):
             # A concurrent rename or delete won the old name; undo ours.
-            self.store.take(_claim_key(new_name), new.raw)
+            self.store.take(new.path, new.raw)
             raise VoiceNotFoundError(f"Voice {key!r} not found.", param="name")
+        return VoiceEntry(entry.record, new_name, entry.aliases)
+
+    def _respell(self, entry: VoiceEntry, old: _Claim, new_name: str, key: str) -> VoiceEntry:
+        """A rename that only changes case or normalisation: the claim is rewritten in place."""
+        new = _Claim.new(new_name, entry.record.id, "name")
+        if not self.store.take(old.path, old.raw):
+            raise VoiceNotFoundError(f"Voice {key!r} not found.", param="name")
+        try:
+            self.store.create(new.path, new.raw)
+        except FileExistsError:
+            # Another upload took the name in the instant it was free: put ours back
+            # if we can, and report the conflict.
+            with contextlib.suppress(FileExistsError):
+                self.store.create(old.path, old.raw)
+            raise self._conflict(new_name, "new_name") from None
         return VoiceEntry(entry.record, new_name, entry.aliases)
 
     def delete(self, key: str) -> VoiceEntry:
         """Delete a voice, its aliases and its audio; 404 if it is not there."""
         entry, name_claim = self._entry_for(key)
-        if not self.store.take(_claim_key(name_claim.key), name_claim.raw):
+        if not self.store.take(name_claim.path, name_claim.raw):
             raise VoiceNotFoundError(f"Voice {key!r} not found.", param="name")
         for c in self._claims():
             if c.voice_id == entry.record.id:
-                self.store.take(_claim_key(c.key), c.raw)
+                self.store.take(c.path, c.raw)
         self._remove_folder(entry.record)
         with self._audio_lock:
             self._audio.pop(entry.record.id, None)
@@ -406,9 +451,11 @@ class VoiceLibrary:
                 param="alias",
                 code="alias_limit_reached",
             )
+        if self._taken(alias, self._claims()):
+            raise self._conflict(alias, "alias")
         claim = self._create_claim(alias, entry.record.id, "alias", "alias")
         if self._record(entry.record.id) is None:  # deleted while we added the alias
-            self.store.take(_claim_key(alias), claim.raw)
+            self.store.take(claim.path, claim.raw)
             raise VoiceNotFoundError(f"Voice {key!r} not found.", param="name")
         return VoiceEntry(entry.record, entry.name, tuple(sorted((*entry.aliases, alias))))
 
@@ -420,10 +467,11 @@ class VoiceLibrary:
             claim is None
             or claim.kind != "alias"
             or claim.voice_id != entry.record.id
-            or not self.store.take(_claim_key(alias), claim.raw)
+            or not self.store.take(claim.path, claim.raw)
         ):
             raise VoiceNotFoundError(f"Voice {key!r} has no alias {alias!r}.", param="alias")
-        return VoiceEntry(entry.record, entry.name, tuple(a for a in entry.aliases if a != alias))
+        kept = tuple(a for a in entry.aliases if a != claim.key)
+        return VoiceEntry(entry.record, entry.name, kept)
 
     def set_default(self, key: str) -> VoiceEntry:
         """Make a voice the default for requests that name none."""
@@ -466,7 +514,7 @@ class VoiceLibrary:
                 continue
             for c in claims:
                 if c.voice_id == voice_id:
-                    self.store.take(_claim_key(c.key), c.raw)
+                    self.store.take(c.path, c.raw)
             self._remove_folder(record)
             removed.append(voice_id)
         self.store.remove_stale_temporaries(min_age_s)
@@ -488,6 +536,15 @@ class VoiceLibrary:
     def _live(self, claim: _Claim | None) -> bool:
         return claim is not None and self._record(claim.voice_id) is not None
 
+    def _taken(self, name: str, claims: list[_Claim], but: _Claim | None = None) -> bool:
+        """Whether a live claim other than `but` has the same folded name (older claims
+        stored under their exact spelling included)."""
+        folded = fold_name(name)
+        return any(
+            fold_name(c.key) == folded and c.path != (but.path if but else None) and self._live(c)
+            for c in claims
+        )
+
     @staticmethod
     def _conflict(name: str, param: str) -> ConflictError:
         return ConflictError(
@@ -498,7 +555,7 @@ class VoiceLibrary:
         claim = _Claim.new(key, voice_id, kind)
         for _ in range(2):
             try:
-                self.store.create(_claim_key(key), claim.raw)
+                self.store.create(claim.path, claim.raw)
                 return claim
             except FileExistsError:
                 existing = self._claim(key)
@@ -507,7 +564,7 @@ class VoiceLibrary:
                 # A claim whose voice is gone (a delete raced an alias addition, or a
                 # crash) is debris; take it away once, then retry the create.
                 if existing is not None:
-                    self.store.take(_claim_key(key), existing.raw)
+                    self.store.take(existing.path, existing.raw)
         raise self._conflict(key, param)
 
     def _newest(self, keys: list[str]) -> float:

@@ -67,9 +67,10 @@ class AudioFacts:
 def validate_name(name: str, param: str = "name") -> str:
     """Return `name` if it can name a voice or alias; raise `InvalidRequestError` if not.
 
-    Names are case-sensitive and stored under a hash of their bytes, so no name can
-    reach outside the library's storage; the rules below keep them printable and
-    usable in a URL path segment.
+    Names keep the case they are given but are unique without regard to case (the
+    library compares them NFC-normalised and case-folded), and are stored under a
+    hash, so no name can reach outside the library's storage; the rules below keep
+    them printable and usable in a URL path segment.
     """
     # One spelling per name: "café" typed as e + combining accent is the same name.
     name = unicodedata.normalize("NFC", name)

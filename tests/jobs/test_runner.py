@@ -212,3 +212,25 @@ async def test_events_follow_a_job_to_the_end(
     assert "status_change" in kinds
     assert events[-2][1]["progress"] == 100.0
     assert service.estimate_s(service.create(None, long_text(), params())) is not None
+
+
+async def test_a_jobs_voice_audio_travels_about_once_not_with_every_chunk(
+    service: JobService, store: JobStore, settings: Settings, engine: SimulatedEngine
+) -> None:
+    from chatterbox_serve.engines.base import VoicePrompt
+    from chatterbox_serve.jobs import JobRunner
+
+    voice = VoicePrompt.from_bytes(b"voice audio " * 50_000)
+    record = service.create(None, long_text(), params(voice="narrator"))
+    submit = CountingSubmit(engine)
+    runner = JobRunner(
+        store, settings, submit, lambda name: voice, holder="A", retry_backoff_s=0.01
+    )
+    w = JobWorker(store, runner, max_jobs=2, lease_s=settings.jobs.lease_s)
+    await run_to_end(w, store, record.job_id)
+    done = store.get(record.job_id)
+    assert done is not None and done.state is JobState.COMPLETED and done.total_chunks >= 6
+    # Cold, each lane's first chunk misses once and is resent whole; then the model
+    # side holds the voice. Before, every chunk carried it.
+    lanes = settings.jobs.chunks_in_flight_per_job
+    assert voice.size <= submit.voice_bytes <= lanes * voice.size

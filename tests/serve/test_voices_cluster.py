@@ -148,3 +148,25 @@ def test_openai_voice_endpoints(app):
         voice = {"id": r.json()["id"], "name": "oa-voice"}
         assert voice in c.get("/v1/audio/voices").json()["voices"]
         assert speak(c, {"id": voice["id"]}) == speak_with_file(c, sample(2), "en")
+
+
+def test_a_many_chunk_request_speaks_its_voice_in_every_chunk_across_model_replicas(app):
+    """Later chunks carry the voice by sha256 only; a model replica that never saw it
+    asks for it (VoiceAudioMissingError across Ray) and the chunk is resent whole."""
+    text = " ".join(f"Sentence {i} of a request long enough for many chunks." for i in range(45))
+    body = {"input": text, "response_format": "wav", "language": "en"}
+    voice = encode(3.0, freq=330.0)
+    with app.client() as c:
+        assert upload(c, "many-chunks", voice).status_code == 201
+        stored = [
+            c.post("/v1/audio/speech", json={**body, "voice": "many-chunks"}) for _ in range(3)
+        ]
+        one_off = c.post(
+            "/v1/audio/speech/upload",
+            data=body,
+            files={"voice_file": ("v.wav", voice, "audio/wav")},
+        )
+        builtin = c.post("/v1/audio/speech", json=body)
+    assert all(r.status_code == 200 for r in (*stored, one_off, builtin))
+    assert {r.content for r in stored} == {one_off.content}
+    assert one_off.content != builtin.content

@@ -1,4 +1,5 @@
 import asyncio
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -194,10 +195,42 @@ def test_letterless_fragments_join_their_neighbours():
     assert "".join(item.text for item in items).count("\u0301") == 20
 
 
-async def test_output_audio_is_capped_by_the_text_length():
-    slow = SimulatedEngineConfig(base_s=0.0, per_item_s=0.0, per_char_s=0.0, chars_per_second=1.0)
+SLOW = SimulatedEngineConfig(base_s=0.0, per_item_s=0.0, per_char_s=0.0, chars_per_second=1.0)
+
+
+async def test_engines_are_told_to_stop_at_the_audio_cap():
+    # 69 characters of text would become 69 s of audio at one character a second.
     settings = load_settings({"CHATTERBOX_MAX_AUDIO_S_PER_CHAR": "0.25"}, dotenv_path=None)
-    pipeline = SpeechPipeline(settings, DirectSubmitter(SimulatedEngine(slow)))
+    sub = RecordingSubmitter(SimulatedEngine(SLOW))
+    rendered = await SpeechPipeline(settings, sub).render(_job(TEXT))
+    cap_s = len(TEXT) * 0.25
+    assert [s.max_new_tokens for s in sub.submitted] == [int(cap_s * 25)]
+    assert cap_s - 0.1 <= rendered.audio_s <= cap_s
+    audio, rate, _ = decode_audio(rendered.data)
+    assert audio.shape[1] / rate <= cap_s
+
+
+async def test_each_chunk_gets_its_own_budget_and_a_smaller_asked_one_stays():
+    settings = load_settings(
+        {"CHATTERBOX_MAX_AUDIO_S_PER_CHAR": "0.25", "MAX_CHUNK_LENGTH": "40"}, dotenv_path=None
+    )
+    pipeline = SpeechPipeline(settings, DirectSubmitter(SimulatedEngine(FAST)))
+    items = pipeline.plan(_job(TEXT))
+    assert [i.max_new_tokens for i in items] == [max(125, int(len(i.text) * 6.25)) for i in items]
+    asked = SpeechJob("rid", TEXT, AudioFormat.WAV, SynthesisRequest("", "en", max_new_tokens=50))
+    assert {i.max_new_tokens for i in pipeline.plan(asked)} == {50}
+
+
+class _BudgetIgnoringSubmitter(DirectSubmitter):
+    """An engine that runs past the budget it is given (a model that never says stop)."""
+
+    def __call__(self, item):
+        return super().__call__(replace(item, max_new_tokens=None))
+
+
+async def test_audio_past_the_cap_fails_even_when_the_engine_ignores_its_budget():
+    settings = load_settings({"CHATTERBOX_MAX_AUDIO_S_PER_CHAR": "0.25"}, dotenv_path=None)
+    pipeline = SpeechPipeline(settings, _BudgetIgnoringSubmitter(SimulatedEngine(SLOW)))
     with pytest.raises(EngineError, match="more than"):
         await pipeline.render(_job(TEXT))
 

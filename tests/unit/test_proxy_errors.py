@@ -98,3 +98,27 @@ async def test_app_json_errors_and_audio_pass_through_untouched() -> None:
         bad, audio = await c.get("/bad"), await c.get("/audio")
     assert (bad.status_code, bad.json()) == (400, {"error": 1})
     assert (audio.status_code, audio.content) == (200, b"ID3")
+
+
+async def _ray_proxy_like(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads the request id as Ray's proxy does (`value.decode()`) and answers with it."""
+    ids = [v.decode() for k, v in scope["headers"] if k == b"x-request-id"]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": ",".join(ids).encode()})
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [(b"abc.DEF-1_2", True), (b"r" * 10_000, False), (b"caf\xe9\xff", False), (b"a b", False)],
+)
+async def test_only_well_formed_request_ids_reach_rays_proxy(given: bytes, kept: bool) -> None:
+    from ray.serve._private.http_util import RequestIdMiddleware
+
+    app = ProxyErrorEnvelope(RequestIdMiddleware(_ray_proxy_like))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as c:
+        r = await c.post("/v1/audio/speech", headers=[(b"X-Request-Id", given)])
+    assert r.status_code == 200
+    (echoed,) = r.headers.get_list("x-request-id")
+    assert r.text == echoed and 0 < len(echoed) <= 64
+    assert (echoed == given.decode("latin-1")) is kept

@@ -15,7 +15,7 @@ import pytest
 from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
 from chatterbox_serve.engines.torch_engine import TorchEngine, pick_device
-from chatterbox_serve.errors import EngineError, InvalidRequestError
+from chatterbox_serve.errors import EngineError, InvalidRequestError, VoiceAudioMissingError
 
 SAMPLES_PER_TOKEN = 960
 
@@ -113,3 +113,50 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu() -> None:
     expected = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     assert pick_device("auto") == expected
     assert pick_device("cuda:1") == "cuda:1"
+
+
+def test_voice_audio_is_decoded_within_the_upload_caps(engine: TorchEngine) -> None:
+    from chatterbox_serve.model.voice import decode_reference
+    from tests.voice_audio import encode, sample
+
+    wav = decode_reference(encode(3.0, rate=44_100, channels=2))
+    assert wav.dtype.name == "float32" and abs(len(wav) - 3 * 24_000) <= 480
+    assert len(decode_reference(sample(0))) > 24_000
+    too_long = VoicePrompt.from_bytes(encode(70.0, rate=8_000))
+    (result,) = asyncio.run(engine.synthesize([_request("Too long a voice.", voice=too_long)]))
+    assert isinstance(result, InvalidRequestError)
+    assert result.param == "voice" and result.code == "audio_too_long"
+
+
+def test_a_voice_sent_by_hash_alone_and_never_computed_here_is_asked_for(
+    engine: TorchEngine,
+) -> None:
+    unseen = VoicePrompt.from_bytes(b"audio this engine was never sent").detach()
+    results = asyncio.run(
+        engine.synthesize(
+            [
+                _request("Never sent.", voice=unseen, max_new_tokens=4),
+                _request("Built-in voice.", max_new_tokens=4, seed=2),
+            ]
+        )
+    )
+    assert isinstance(results[0], VoiceAudioMissingError)
+    assert isinstance(results[1], SynthesisResult)
+
+
+def test_the_pipeline_budget_stops_a_model_that_never_says_stop(tiny_checkpoint: Path) -> None:
+    from chatterbox_serve.audio import AudioFormat
+    from chatterbox_serve.config import ChunkingConfig
+    from chatterbox_serve.pipeline import DirectSubmitter, SpeechJob, SpeechPipeline
+
+    # Random weights rarely sample the stop token, so each chunk runs to its budget:
+    # 300 tokens (12 s) from the engine's own limit, 125 (5 s) from the audio cap.
+    settings = _settings(tiny_checkpoint, max_new_tokens=300).model_copy(
+        update={"chunking": ChunkingConfig(max_audio_s_per_char=0.1)}
+    )
+    eng = TorchEngine(settings)
+    asyncio.run(eng.start())
+    job = SpeechJob("rid", "Hello.", AudioFormat.WAV, SynthesisRequest("", "en", seed=3))
+    rendered = asyncio.run(SpeechPipeline(settings, DirectSubmitter(eng)).render(job))
+    assert rendered.usage.output_tokens <= 125
+    assert rendered.audio_s <= 5.0

@@ -66,11 +66,13 @@ def test_speech_resolution_by_name_alias_and_id(library):
         resolve_voice("unknown", library)
 
 
-def test_names_are_case_sensitive(library):
+def test_names_keep_their_case_but_are_unique_without_it(library):
     library.add_voice("Voice", sample(0))
-    library.add_voice("voice", sample(1))
-    assert library.find("Voice").prompt.audio == sample(0)
-    assert library.find("voice").prompt.audio == sample(1)
+    with pytest.raises(ConflictError) as info:
+        library.add_voice("voice", sample(1))
+    assert info.value.code == "voice_exists"
+    assert library.find("VOICE").prompt.audio == sample(0)
+    assert [e.name for e in library.list_voices()] == ["Voice"]
 
 
 def _nothing_stored(library: VoiceLibrary) -> bool:
