@@ -207,9 +207,17 @@ def test_a_cancelled_call_aborts_its_requests_inside_vllm(tiny_checkpoint: Path)
     asyncio.run(engine.start())
 
     async def call_then_cancel() -> None:
-        task = asyncio.create_task(engine.synthesize([_request("Long."), _request("Longer.")]))
-        while factory.llm is None or not factory.llm.running:
-            await asyncio.sleep(0.01)
+        requests = [_request("Long.", max_new_tokens=300), _request("Longer.", max_new_tokens=300)]
+        task = asyncio.create_task(engine.synthesize(requests))
+        # The double advances one decode step per event-loop turn: poll turn by turn so
+        # the call is cancelled while its items are still decoding.
+        fake = factory.llm
+        assert fake is not None
+        for _ in range(20_000):
+            await asyncio.sleep(0 if fake.prompts else 0.01)
+            if len(fake.running) == 2 or task.done():
+                break
+        assert len(fake.running) == 2, (task.done() and task.result(), fake.step_batches[-3:])
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

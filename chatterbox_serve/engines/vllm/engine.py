@@ -219,7 +219,7 @@ def prompt_for(packed: Any, cfg_weight: float, start_speech_token: int) -> dict[
         "multi_modal_data": {
             MODALITY: {
                 "t3_prefix": packed,
-                "t3_cfg_weight": torch.tensor([float(cfg_weight)]),
+                "t3_cfg_weight": torch.tensor([float(cfg_weight)], dtype=torch.float64),
             }
         },
     }

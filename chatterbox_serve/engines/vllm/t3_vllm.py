@@ -169,7 +169,7 @@ class T3PrefixProcessor(BaseMultiModalProcessor[T3ProcessingInfo]):
     def apply(self, inputs: ProcessorInputs, timing_ctx: TimingContext) -> MultiModalInput:
         data = inputs.mm_data_items[MODALITY].get_passthrough_data()
         prefix = torch.as_tensor(data[PREFIX_KEY])
-        weight = torch.as_tensor(data[WEIGHT_KEY], dtype=torch.float32).reshape(1)
+        weight = torch.as_tensor(data[WEIGHT_KEY], dtype=torch.float64).reshape(1)
         rows = prefix.shape[0]
         config = self.info.get_hf_config()
         start = config.t3_start_speech_token
@@ -352,7 +352,9 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
         self.speech_head = nn.Linear(config.t3_hidden_size, config.vocab_size, bias=False)
         self.planted: str | None = None
 
-    def get_language_model(self) -> nn.Module:
+    def get_language_model(self) -> Any:
+        # vLLM types this as its text-model protocol; our backbone embeds speech tokens
+        # into both CFG halves, which is what vLLM calls it for.
         return self.model
 
     def plant(self, bug: str | None) -> None:
