@@ -64,7 +64,7 @@ class EngineConfig(_Section):
     )
     s3gen_fp16: bool = Field(
         False,
-        description="Run the S3Gen decoder in half precision.",
+        description="Not supported (refused at startup): use CHATTERBOX_S3GEN_PRECISION=bf16.",
         json_schema_extra=_env("VLLM_S3GEN_FP16"),
     )
     diffusion_steps: int = Field(
@@ -164,6 +164,18 @@ class EngineConfig(_Section):
         "a request sends its voice once, not with every chunk.",
         json_schema_extra=_env("CHATTERBOX_VOICE_AUDIO_CACHE_BYTES"),
     )
+
+    @field_validator("s3gen_fp16")
+    @classmethod
+    def _no_fp16(cls, on: bool) -> bool:
+        # chatterbox-vllm's fp16 S3Gen failed every item (issue 14), and neither of our
+        # runners has an fp16 path: refuse at startup rather than ignore it.
+        if on:
+            raise ValueError(
+                "half-precision S3Gen is not supported; use CHATTERBOX_S3GEN_PRECISION=bf16 "
+                "(Ampere or newer GPUs)"
+            )
+        return on
 
     @field_validator("engine")
     @classmethod

@@ -7,7 +7,9 @@ def test_defaults_match_the_documented_names_and_values():
     view = load_settings({}, dotenv_path=None).env_view()
     expected = {
         "VLLM_MAX_BATCH_SIZE": 10,
-        "VLLM_MAX_MODEL_LEN": 1000,
+        # The original's 1000 cannot hold a 280-character chunk's prompt plus upstream's
+        # 1000 speech tokens; ours is 2048 (at most 4096: engines/vllm/positions.py).
+        "VLLM_MAX_MODEL_LEN": 2048,
         "VLLM_COMPILE": False,
         "VLLM_S3GEN_FP16": False,
         "VLLM_DIFFUSION_STEPS": 10,

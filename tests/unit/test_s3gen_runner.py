@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
+import pytest
 
-from chatterbox_serve.config import load_settings
+from chatterbox_serve.config import ConfigError, load_settings
 from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
 from chatterbox_serve.model.s3gen.runner import SequentialS3GenRunner, runner_factory
 
@@ -29,8 +29,7 @@ def test_sequential_runner_when_batching_is_off():
     assert isinstance(runner_factory(settings)(_FakeS3Gen()), SequentialS3GenRunner)
 
 
-def test_fp16_flag_with_batched_runner_warns(caplog):
-    settings = load_settings({"VLLM_S3GEN_FP16": "true"}, dotenv_path=None)
-    with caplog.at_level(logging.WARNING):
-        runner_factory(settings)
-    assert "CHATTERBOX_S3GEN_PRECISION=bf16" in caplog.text
+def test_fp16_s3gen_is_refused_at_startup_with_the_alternative():
+    with pytest.raises(ConfigError, match="VLLM_S3GEN_FP16.*CHATTERBOX_S3GEN_PRECISION=bf16"):
+        load_settings({"VLLM_S3GEN_FP16": "true"}, dotenv_path=None)
+    assert load_settings({"VLLM_S3GEN_FP16": "false"}, dotenv_path=None).engine.s3gen_fp16 is False

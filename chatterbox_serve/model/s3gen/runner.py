@@ -78,11 +78,6 @@ def runner_factory(settings: Settings) -> RunnerFactory:
         return SequentialS3GenRunner
     from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner, S3GenBatchPolicy
 
-    if e.s3gen_fp16:
-        logger.warning(
-            "VLLM_S3GEN_FP16 applies to chatterbox-vllm's one-at-a-time S3Gen only; the "
-            "batched runner ignores it. Use CHATTERBOX_S3GEN_PRECISION=bf16 instead."
-        )
     policy = S3GenBatchPolicy(
         max_batch_size=e.s3gen_batch_size,
         max_length_ratio=e.s3gen_max_length_ratio,
