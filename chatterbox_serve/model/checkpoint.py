@@ -59,7 +59,7 @@ class CheckpointVariant:
         return self.name == "multilingual"
 
 
-# The revisions chatterbox-vllm 0.2.1 pins (engines/vllm/loading.py uses the same).
+# The revisions chatterbox-vllm 0.2.1 pins.
 ENGLISH = CheckpointVariant(
     name="english",
     t3_file="t3_cfg.safetensors",
