@@ -248,27 +248,9 @@ def equivalence(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _shape(t3: Any) -> Any:
-    from chatterbox_serve.engines.vllm.model_dir import T3Shape
+    from chatterbox_serve.engines.vllm.engine import t3_shape
 
-    c, b = t3.config, t3.config.backbone
-    return T3Shape(
-        hidden_size=b.hidden_size,
-        intermediate_size=b.intermediate_size,
-        num_layers=b.num_layers,
-        num_heads=b.num_heads,
-        num_kv_heads=b.num_kv_heads,
-        head_dim=b.head_dim,
-        rms_norm_eps=b.rms_norm_eps,
-        rope_theta=b.rope_theta,
-        rope_factor=b.rope_factor,
-        rope_low_freq_factor=b.rope_low_freq_factor,
-        rope_high_freq_factor=b.rope_high_freq_factor,
-        rope_original_max_positions=b.rope_original_max_positions,
-        speech_vocab_size=c.speech_vocab_size,
-        speech_positions=c.speech_positions,
-        start_speech_token=c.start_speech_token,
-        stop_speech_token=c.stop_speech_token,
-    )
+    return t3_shape(t3)
 
 
 def main() -> None:

@@ -89,7 +89,7 @@ class VLLMEngine(TorchEngine):
         loaded = self._live()
         from chatterbox_serve.engines.vllm.model_dir import build_model_dir
 
-        self._model_dir = build_model_dir(_t3_weights(loaded), _shape(loaded.t3))
+        self._model_dir = build_model_dir(_t3_weights(loaded), t3_shape(loaded.t3))
         try:
             # Building the engine spawns vLLM's engine core and compiles; minutes, so off
             # the event loop.
@@ -232,7 +232,8 @@ def _t3_weights(loaded: _Loaded) -> Path:
     return loaded.checkpoint_dir / variant.t3_file
 
 
-def _shape(t3: Any) -> Any:
+def t3_shape(t3: Any) -> Any:
+    """What vLLM must know of a loaded reference T3 (`model_dir.T3Shape`)."""
     from chatterbox_serve.engines.vllm.model_dir import T3Shape
 
     c, b = t3.config, t3.config.backbone
