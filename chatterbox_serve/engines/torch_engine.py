@@ -284,8 +284,10 @@ class TorchEngine(TTSEngine):
                 inputs.prompt_tokens,
                 exaggeration.to(loaded.dtype),
             )[0]
+        # The request's cap (from the text's length) can only lower the operator's.
         budget = min(
             request.max_new_tokens or self.settings.engine.max_new_tokens,
+            self.settings.engine.max_new_tokens,
             config.max_speech_tokens,
         )
         item = GenerationItem(
