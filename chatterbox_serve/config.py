@@ -104,10 +104,18 @@ class EngineConfig(_Section):
         description="Longest/shortest item in one S3Gen batch; longer starts a new batch.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_MAX_LENGTH_RATIO"),
     )
-    s3gen_precision: Literal["fp32", "tf32", "bf16"] = Field(
-        "fp32",
-        description="Arithmetic of the batched S3Gen flow estimator.",
+    s3gen_precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Arithmetic of the batched S3Gen flow stage (encoder and CFM estimator; "
+        "the vocoder stays fp32): bf16/fp16 autocast, tf32, fp32; auto is bf16 on CUDA, "
+        "fp32 elsewhere.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_PRECISION"),
+    )
+    s3gen_compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off",
+        description="torch.compile the batched S3Gen CFM estimator on CUDA: default (fused "
+        "kernels) or reduce-overhead (also CUDA graphs per length bucket); off on CPU.",
+        json_schema_extra=_env("CHATTERBOX_S3GEN_COMPILE"),
     )
     model_dir: str | None = Field(
         None,

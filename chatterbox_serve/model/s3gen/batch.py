@@ -17,10 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Precision = Literal["fp32", "tf32", "bf16"]
+StagePrecision = Literal["fp32", "tf32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 AttentionBackend = Literal["auto", "bias", "packed", "flex"]
+CompileMode = Literal["off", "default", "reduce-overhead"]
 
-__all__ = ["BatchedS3GenRunner", "S3GenBatchPolicy", "plan_batches", "run_sequential"]
+__all__ = [
+    "BatchedS3GenRunner",
+    "S3GenBatchPolicy",
+    "plan_batches",
+    "resolve_precision",
+    "run_sequential",
+]
 
 
 @dataclass(frozen=True)
@@ -32,25 +40,52 @@ class S3GenBatchPolicy:
         max_length_ratio: a batch's longest item (prompt plus speech tokens) is at most
             this many times its shortest; a longer one starts a new batch. Bounds the
             compute spent on padding. `inf` disables length bucketing.
-        precision: the CFM estimator's arithmetic ("fp32" = PyTorch defaults, "tf32",
-            or "bf16" autocast). The encoder and the vocoder always run in float32.
+        precision: the flow stage's arithmetic: "fp32" (PyTorch defaults), "tf32" (the
+            CFM estimator's matrix products), or "bf16" / "fp16" (the encoder and the CFM
+            estimator under autocast), or "auto" (bf16 on CUDA, fp32 elsewhere: CPUs
+            without bfloat16 units run autocast about 3x slower). The vocoder always
+            runs in float32: in bfloat16 it misses the waveform bound
+            (tests/model/test_s3gen_quality.py). The library default stays fp32 (exact);
+            the served default is the setting `CHATTERBOX_S3GEN_PRECISION` (auto).
         attention: how the estimator's self-attention handles padding: "packed" (each
             item over its own frames, jagged), "flex" (compiled flex_attention with a
             key-length block mask), "bias" (chatterbox-vllm's own float bias over the
             padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
             measured). See `attention`.
+        compile: `torch.compile` of the CFM estimator on CUDA: "off", "default"
+            (fused kernels, dynamic shapes) or "reduce-overhead" (also CUDA graphs, one
+            per shape bucket). Ignored off CUDA. Needs attention "auto" or "bias" and a
+            precision other than "tf32". See `compiled`.
+        frame_bucket: with CUDA graphs, frames are padded up to the next of a geometric
+            series of this ratio, bounding both the padding and the number of graphs.
     """
 
     max_batch_size: int = 64
     max_length_ratio: float = 1.5
     precision: Precision = "fp32"
     attention: AttentionBackend = "auto"
+    compile: CompileMode = "off"
+    frame_bucket: float = 1.25
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if self.max_length_ratio < 1.0:
             raise ValueError("max_length_ratio must be at least 1.0")
+        if self.frame_bucket < 1.0:
+            raise ValueError("frame_bucket must be at least 1.0")
+        if self.compile != "off":
+            if self.attention not in ("auto", "bias"):
+                raise ValueError("compile needs attention 'auto' or 'bias'")
+            if self.precision == "tf32":
+                raise ValueError("compile needs precision fp32, bf16 or fp16, not tf32")
+
+
+def resolve_precision(precision: Precision, device_type: str) -> StagePrecision:
+    """What "auto" stands for on a device: bf16 on CUDA (issue 15), else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" else "fp32"
 
 
 def plan_batches(lengths: Sequence[int], policy: S3GenBatchPolicy) -> list[list[int]]:
@@ -81,6 +116,8 @@ class BatchedS3GenRunner:
     def __init__(self, s3gen: Any, policy: S3GenBatchPolicy | None = None) -> None:
         self.s3gen = s3gen
         self.policy = policy or S3GenBatchPolicy()
+        self._velocity: Any = None
+        self._velocity_built = False
 
     def run(
         self,
@@ -124,13 +161,16 @@ class BatchedS3GenRunner:
         from chatterbox_serve.model.s3gen.flow import flow_mels
         from chatterbox_serve.model.s3gen.vocoder import vocode
 
+        velocity = self._compiled_velocity()
         mels = flow_mels(
             self.s3gen.flow,
             speech_tokens,
             ref_dicts,
             n_timesteps,
-            self.policy.precision,
-            self.policy.attention,
+            self._precision(),
+            "bias" if velocity is not None else self.policy.attention,
+            velocity=velocity,
+            pad_frames=None if velocity is None else velocity.pad_frames,
         )
         wavs = vocode(self.s3gen.mel2wav, mels, seeds)
         fade = self.s3gen.trim_fade
@@ -138,6 +178,22 @@ class BatchedS3GenRunner:
             n = min(wav.shape[-1], fade.shape[0])
             wav[:, :n] *= fade[:n]
         return wavs
+
+    def _precision(self) -> StagePrecision:
+        device = self.s3gen.flow.input_embedding.weight.device
+        return resolve_precision(self.policy.precision, device.type)
+
+    def _compiled_velocity(self) -> Any:
+        """The compiled estimator (built on first use), or None for the eager path."""
+        if not self._velocity_built:
+            from chatterbox_serve.model.s3gen.compiled import build_velocity
+
+            p = self.policy
+            self._velocity = build_velocity(
+                self.s3gen, self._precision(), p.compile, p.frame_bucket
+            )
+            self._velocity_built = True
+        return self._velocity
 
 
 def run_sequential(

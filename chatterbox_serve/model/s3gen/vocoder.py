@@ -13,13 +13,19 @@ The sine source draws random numbers. With `seeds`, item i draws them exactly as
 `torch.manual_seed(seeds[i])` followed by `HiFTGenerator.inference` would, which is what
 the equality test relies on; without, the batch draws from the global generators.
 
+`precision="bf16"` runs the convolution stack under bfloat16 autocast (f0, the sine
+source and both STFTs stay float32). It is not the default and no setting selects it:
+measured against float32 with the same mel and seeds it moves waveforms by about 7e-3
+relative L2, over the 1e-3 bound of issue 15 (tests/model/test_s3gen_quality.py).
+
 Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,19 +39,28 @@ SAMPLES_PER_FRAME = 480  # 8 x 5 x 3 upsampling, then an inverse STFT with hop 4
 VOCODER_CHUNK = 16
 
 
+VocoderPrecision = Literal["fp32", "bf16"]
+
+
 def vocode(
-    hift: Any, mels: Sequence[torch.Tensor], seeds: Sequence[int] | None = None
+    hift: Any,
+    mels: Sequence[torch.Tensor],
+    seeds: Sequence[int] | None = None,
+    precision: VocoderPrecision = "fp32",
 ) -> list[torch.Tensor]:
     """Waveforms (1, 480 * n_i) of mel spectrograms (80, n_i), clamped like the original."""
     out: list[torch.Tensor] = []
     for i in range(0, len(mels), VOCODER_CHUNK):
         chunk_seeds = None if seeds is None else seeds[i : i + VOCODER_CHUNK]
-        out.extend(_vocode_batch(hift, mels[i : i + VOCODER_CHUNK], chunk_seeds))
+        out.extend(_vocode_batch(hift, mels[i : i + VOCODER_CHUNK], chunk_seeds, precision))
     return out
 
 
 def _vocode_batch(
-    hift: Any, mels: Sequence[torch.Tensor], seeds: Sequence[int] | None
+    hift: Any,
+    mels: Sequence[torch.Tensor],
+    seeds: Sequence[int] | None,
+    precision: VocoderPrecision,
 ) -> list[torch.Tensor]:
     device = mels[0].device
     lens = [int(m.shape[-1]) for m in mels]
@@ -57,8 +72,30 @@ def _vocode_batch(
     sine = _sine_source(hift, f0, lens, seeds)
     s_stft = _source_stft(hift, sine, lens)
 
+    convs: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if precision == "bf16":
+        convs = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    with convs:
+        x, n = _conv_stack(hift, mel, s_stft, lens)
+    x = x.float()
+    half = hift.istft_params["n_fft"] // 2 + 1
+    magnitude, phase = torch.exp(x[:, :half, :]), torch.sin(x[:, half:, :])
+    return [
+        torch.clamp(
+            hift._istft(magnitude[i : i + 1, :, : n[i]], phase[i : i + 1, :, : n[i]]),
+            -hift.audio_limit,
+            hift.audio_limit,
+        )
+        for i in range(len(mels))
+    ]
+
+
+def _conv_stack(
+    hift: Any, mel: torch.Tensor, s_stft: torch.Tensor, lens: Sequence[int]
+) -> tuple[torch.Tensor, list[int]]:
+    """Upsampling, source fusion and residual blocks, masked: (B, n_fft + 2, T'), lengths."""
     x = hift.conv_pre(mel)
-    n = lens
+    n = list(lens)
     for i in range(hift.num_upsamples):
         x = F.leaky_relu(x * _mask(x, n), hift.lrelu_slope)
         x = hift.ups[i](x)
@@ -76,17 +113,8 @@ def _vocode_batch(
         )
         x = xs / hift.num_kernels
 
-    x = hift.conv_post(F.leaky_relu(x))
-    half = hift.istft_params["n_fft"] // 2 + 1
-    magnitude, phase = torch.exp(x[:, :half, :]), torch.sin(x[:, half:, :])
-    return [
-        torch.clamp(
-            hift._istft(magnitude[i : i + 1, :, : n[i]], phase[i : i + 1, :, : n[i]]),
-            -hift.audio_limit,
-            hift.audio_limit,
-        )
-        for i in range(len(mels))
-    ]
+    out: torch.Tensor = hift.conv_post(F.leaky_relu(x))
+    return out, n
 
 
 def _mask(x: torch.Tensor, lens: Sequence[int]) -> torch.Tensor:
