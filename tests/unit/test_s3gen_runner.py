@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from chatterbox_serve.config import load_settings
 from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
 from chatterbox_serve.model.s3gen.runner import SequentialS3GenRunner, runner_factory
@@ -34,3 +36,23 @@ def test_fp16_flag_with_batched_runner_warns(caplog):
     with caplog.at_level(logging.WARNING):
         runner_factory(settings)
     assert "CHATTERBOX_S3GEN_PRECISION=bf16" in caplog.text
+
+
+def test_served_defaults_are_auto_precision_and_no_compile():
+    settings = load_settings({}, dotenv_path=None)
+    runner = runner_factory(settings)(_FakeS3Gen())
+    assert runner.policy.precision == "auto" and runner.policy.compile == "off"
+
+
+def test_compile_setting_reaches_the_policy():
+    settings = load_settings({"CHATTERBOX_S3GEN_COMPILE": "reduce-overhead"}, dotenv_path=None)
+    assert runner_factory(settings)(_FakeS3Gen()).policy.compile == "reduce-overhead"
+
+
+def test_compile_with_tf32_fails_at_startup():
+    settings = load_settings(
+        {"CHATTERBOX_S3GEN_COMPILE": "default", "CHATTERBOX_S3GEN_PRECISION": "tf32"},
+        dotenv_path=None,
+    )
+    with pytest.raises(ValueError, match="tf32"):
+        runner_factory(settings)

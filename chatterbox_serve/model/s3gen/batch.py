@@ -151,6 +151,27 @@ class BatchedS3GenRunner:
                     out[i] = wav
         return out
 
+    def flow_mels(
+        self, speech_tokens: Sequence[Any], ref_dicts: Sequence[dict[str, Any]], n_timesteps: int
+    ) -> list[Any]:
+        """The flow stage alone, all items as one batch: mels (80, n_i), for quality checks."""
+        import torch
+
+        from chatterbox_serve.model.s3gen.flow import flow_mels
+
+        velocity = self._compiled_velocity()
+        with torch.inference_mode():
+            return flow_mels(
+                self.s3gen.flow,
+                list(speech_tokens),
+                list(ref_dicts),
+                n_timesteps,
+                self._precision(),
+                "bias" if velocity is not None else self.policy.attention,
+                velocity=velocity,
+                pad_frames=None if velocity is None else velocity.pad_frames,
+            )
+
     def _run_batch(
         self,
         speech_tokens: list[Any],
@@ -158,20 +179,9 @@ class BatchedS3GenRunner:
         n_timesteps: int,
         seeds: list[int] | None,
     ) -> list[Any]:
-        from chatterbox_serve.model.s3gen.flow import flow_mels
         from chatterbox_serve.model.s3gen.vocoder import vocode
 
-        velocity = self._compiled_velocity()
-        mels = flow_mels(
-            self.s3gen.flow,
-            speech_tokens,
-            ref_dicts,
-            n_timesteps,
-            self._precision(),
-            "bias" if velocity is not None else self.policy.attention,
-            velocity=velocity,
-            pad_frames=None if velocity is None else velocity.pad_frames,
-        )
+        mels = self.flow_mels(speech_tokens, ref_dicts, n_timesteps)
         wavs = vocode(self.s3gen.mel2wav, mels, seeds)
         fade = self.s3gen.trim_fade
         for wav in wavs:

@@ -55,6 +55,15 @@ def row_bucket(rows: int) -> int:
     return 8 * math.ceil(rows / 8)
 
 
+def pad_rows(tensors: tuple[torch.Tensor, ...], rows: int) -> tuple[torch.Tensor, ...]:
+    """Zero rows appended along dim 0 up to `rows`.
+
+    A padded row has an all-zero mask, so the estimator gives zeros there, and real rows
+    never see it: every layer works within a row (tests/unit/test_s3gen_batch.py).
+    """
+    return tuple(F.pad(a, (0, 0) * (a.dim() - 1) + (0, rows - a.shape[0])) for a in tensors)
+
+
 def _round16(size: float) -> int:
     return 16 * math.ceil(size / 16)
 
@@ -104,16 +113,17 @@ class CompiledVelocity:
             out: torch.Tensor = self._compiled(x, mask, mu, t, spks, cond)
             return out
         rows = x.shape[0]
-        extra = row_bucket(rows) - rows
-        # Padded rows have an all-zero mask, so the estimator's output there is zero and
-        # the real rows never see them (attention runs within a row).
-        padded = [F.pad(a, (0, 0) * (a.dim() - 1) + (0, extra)) for a in (x, mask, mu, spks, cond)]
+        x, mask, mu, spks, cond = pad_rows((x, mask, mu, spks, cond), row_bucket(rows))
         torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
-        graph_out: torch.Tensor = self._compiled(
-            padded[0], padded[1], padded[2], t, padded[3], padded[4]
-        )
+        graph_out: torch.Tensor = self._compiled(x, mask, mu, t, spks, cond)
         # A replay overwrites its output buffer; the caller keeps this one across steps.
         return graph_out[:rows].clone()
+
+
+# One compiled velocity per estimator and setting, shared by every runner over it:
+# compiling the estimator takes tens of seconds, and the engine may build runners
+# per batch size. Entries keep their estimator alive, so an id is never reused.
+_built: dict[tuple[int, str, str, float], CompiledVelocity] = {}
 
 
 def build_velocity(
@@ -127,6 +137,9 @@ def build_velocity(
     if device.type != "cuda":
         logger.info("S3Gen compile %r skipped: the estimator is on %s, not CUDA", mode, device)
         return None
-    return CompiledVelocity(
-        decoder.estimator, decoder.inference_cfg_rate, precision, mode, frame_ratio
-    )
+    key = (id(decoder.estimator), precision, mode, frame_ratio)
+    if key not in _built:
+        _built[key] = CompiledVelocity(
+            decoder.estimator, decoder.inference_cfg_rate, precision, mode, frame_ratio
+        )
+    return _built[key]
