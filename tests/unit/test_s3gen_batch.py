@@ -244,3 +244,23 @@ def test_auto_precision_is_bf16_on_cuda_only() -> None:
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("auto", "mps") == "fp32"
     assert resolve_precision("fp16", "cpu") == "fp16"
+
+
+def test_estimate_equals_the_estimators_own_forward(s3gen: Any) -> None:
+    """Our estimator loop (one attention bias, no host syncs) against chatterbox-vllm's."""
+    import torch
+
+    from chatterbox_serve.model.s3gen.flow import estimate
+
+    gen = torch.Generator().manual_seed(9)
+    frames = 36
+    x, mu, cond = (torch.randn(3, 80, frames, generator=gen) for _ in "xmc")
+    spks = torch.randn(3, 80, generator=gen)
+    mask = (torch.arange(frames) < torch.tensor([[20], [36], [29]])).unsqueeze(1).float()
+    t = torch.tensor([0.1, 0.5, 0.9])
+    estimator = s3gen.flow.decoder.estimator
+    with torch.inference_mode():
+        want = estimator(x, mask, mu, t, spks, cond)
+        got = estimate(estimator, x, mask, mu, t, spks, cond)
+    assert want.abs().max() > 0.1
+    assert (got - want).abs().max().item() <= 1e-5

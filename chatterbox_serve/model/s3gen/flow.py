@@ -245,11 +245,57 @@ class GuidedVelocity(torch.nn.Module):
             dtype=self.half_dtype or torch.float32,
             enabled=self.half_dtype is not None,
         ):
-            dphi = self.estimator(*rows)
+            dphi = estimate(self.estimator, *rows)
         dphi = dphi.float()
         rate = self.cfg_rate
         out: torch.Tensor = (1.0 + rate) * dphi[:batch] - rate * dphi[batch:]
         return out
+
+
+def estimate(
+    estimator: Any,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    mu: torch.Tensor,
+    t: torch.Tensor,
+    spks: torch.Tensor,
+    cond: torch.Tensor,
+) -> torch.Tensor:
+    """`ConditionalDecoder.forward` (the CFM estimator) with its attention bias made once.
+
+    The original rebuilds the bias in each of its 14 block groups through
+    `add_optional_chunk_mask`, whose check for all-false rows (`.item()`) waits for the
+    GPU every time: 14 host syncs per call, and 14 graph breaks under `torch.compile`
+    (measured with `torch._dynamo.explain`). With one level of down/up blocks (S3Gen's
+    `channels=[256]`) every group sees the same frame mask, so one bias serves all.
+    Rows with no valid frame (padding rows) differ from the original's, which attends
+    them over every frame instead of none; their output is zeroed by the final mask
+    either way, and rows never mix. Issue 15.
+    """
+    if len(estimator.down_blocks) != 1 or len(estimator.up_blocks) != 1:
+        out: torch.Tensor = estimator(x, mask, mu, t, spks, cond)
+        return out
+    t = estimator.time_mlp(estimator.time_embeddings(t).to(t.dtype))
+    x = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.shape[-1]), cond], dim=1)
+    bias = (1.0 - mask.bool().to(x.dtype)) * -1.0e10  # chatterbox-vllm's mask_to_bias
+
+    def transformers(x: torch.Tensor, blocks: Any) -> torch.Tensor:
+        x = x.transpose(1, 2).contiguous()
+        for block in blocks:
+            x = block(hidden_states=x, attention_mask=bias, timestep=t)
+        return x.transpose(1, 2).contiguous()
+
+    resnet, blocks, downsample = estimator.down_blocks[0]
+    skip = transformers(resnet(x, mask, t), blocks)
+    x = downsample(skip * mask)
+    for resnet, blocks in estimator.mid_blocks:
+        x = transformers(resnet(x, mask, t), blocks)
+    resnet, blocks, upsample = estimator.up_blocks[0]
+    x = torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1)
+    x = upsample(transformers(resnet(x, mask, t), blocks) * mask)
+    x = estimator.final_block(x, mask)
+    result: torch.Tensor = estimator.final_proj(x * mask) * mask
+    return result
 
 
 @contextlib.contextmanager
