@@ -117,6 +117,12 @@ class EngineConfig(_Section):
         "kernels) or reduce-overhead (also CUDA graphs per length bucket); off on CPU.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_COMPILE"),
     )
+    s3gen_vocoder_precision: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        description="Arithmetic of the batched S3Gen vocoder's convolutions; fp16 measured "
+        "inside the waveform bound with little margin on random weights.",
+        json_schema_extra=_env("CHATTERBOX_S3GEN_VOCODER_PRECISION"),
+    )
     model_dir: str | None = Field(
         None,
         description="Local checkpoint directory; unset means download from the hub.",

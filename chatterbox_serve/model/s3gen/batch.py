@@ -21,6 +21,7 @@ StagePrecision = Literal["fp32", "tf32", "bf16", "fp16"]
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 AttentionBackend = Literal["auto", "bias", "packed", "flex"]
 CompileMode = Literal["off", "default", "reduce-overhead"]
+VocoderPrecision = Literal["fp32", "fp16", "bf16"]
 
 __all__ = [
     "BatchedS3GenRunner",
@@ -58,6 +59,9 @@ class S3GenBatchPolicy:
             precision other than "tf32". See `compiled`.
         frame_bucket: with CUDA graphs, frames are padded up to the next of a geometric
             series of this ratio, bounding both the padding and the number of graphs.
+        vocoder_precision: the vocoder's convolutions: "fp32", "fp16" autocast (inside
+            the waveform bound with little margin; opt-in), or "bf16" (over the bound;
+            for measurement only). See `vocoder`.
     """
 
     max_batch_size: int = 64
@@ -66,6 +70,7 @@ class S3GenBatchPolicy:
     attention: AttentionBackend = "auto"
     compile: CompileMode = "off"
     frame_bucket: float = 1.25
+    vocoder_precision: VocoderPrecision = "fp32"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -182,7 +187,7 @@ class BatchedS3GenRunner:
         from chatterbox_serve.model.s3gen.vocoder import vocode
 
         mels = self.flow_mels(speech_tokens, ref_dicts, n_timesteps)
-        wavs = vocode(self.s3gen.mel2wav, mels, seeds)
+        wavs = vocode(self.s3gen.mel2wav, mels, seeds, self.policy.vocoder_precision)
         fade = self.s3gen.trim_fade
         for wav in wavs:
             n = min(wav.shape[-1], fade.shape[0])
