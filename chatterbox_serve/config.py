@@ -107,8 +107,8 @@ class EngineConfig(_Section):
     s3gen_precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = Field(
         "auto",
         description="Arithmetic of the batched S3Gen flow stage (encoder and CFM estimator; "
-        "the vocoder stays fp32): bf16/fp16 autocast, tf32, fp32; auto is bf16 on CUDA, "
-        "fp32 elsewhere.",
+        "the vocoder stays fp32): bf16/fp16 autocast, tf32, fp32; auto is bf16 on Ampere "
+        "or newer GPUs, fp32 elsewhere.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_PRECISION"),
     )
     s3gen_compile: Literal["off", "default", "reduce-overhead"] = Field(

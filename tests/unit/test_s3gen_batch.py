@@ -241,6 +241,7 @@ def test_auto_precision_is_bf16_on_cuda_only() -> None:
     from chatterbox_serve.model.s3gen.batch import resolve_precision
 
     assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cuda", bf16_units=False) == "fp32"
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("auto", "mps") == "fp32"
     assert resolve_precision("fp16", "cpu") == "fp16"

@@ -43,8 +43,9 @@ class S3GenBatchPolicy:
             compute spent on padding. `inf` disables length bucketing.
         precision: the flow stage's arithmetic: "fp32" (PyTorch defaults), "tf32" (the
             CFM estimator's matrix products), or "bf16" / "fp16" (the encoder and the CFM
-            estimator under autocast), or "auto" (bf16 on CUDA, fp32 elsewhere: CPUs
-            without bfloat16 units run autocast about 3x slower). The vocoder always
+            estimator under autocast), or "auto" (bf16 on CUDA GPUs of compute
+            capability 8 or more, fp32 elsewhere: CPUs and older GPUs without bfloat16
+            units run it slower). The vocoder always
             runs in float32: in bfloat16 it misses the waveform bound
             (tests/model/test_s3gen_quality.py). The library default stays fp32 (exact);
             the served default is the setting `CHATTERBOX_S3GEN_PRECISION` (auto).
@@ -86,11 +87,13 @@ class S3GenBatchPolicy:
                 raise ValueError("compile needs precision fp32, bf16 or fp16, not tf32")
 
 
-def resolve_precision(precision: Precision, device_type: str) -> StagePrecision:
-    """What "auto" stands for on a device: bf16 on CUDA (issue 15), else fp32."""
+def resolve_precision(
+    precision: Precision, device_type: str, bf16_units: bool = True
+) -> StagePrecision:
+    """What "auto" stands for: bf16 on CUDA GPUs with bfloat16 units (issue 15), else fp32."""
     if precision != "auto":
         return precision
-    return "bf16" if device_type == "cuda" else "fp32"
+    return "bf16" if device_type == "cuda" and bf16_units else "fp32"
 
 
 def plan_batches(lengths: Sequence[int], policy: S3GenBatchPolicy) -> list[list[int]]:
@@ -195,8 +198,12 @@ class BatchedS3GenRunner:
         return wavs
 
     def _precision(self) -> StagePrecision:
+        import torch
+
         device = self.s3gen.flow.input_embedding.weight.device
-        return resolve_precision(self.policy.precision, device.type)
+        # Before Ampere (compute capability 8), bfloat16 is emulated and slower than fp32.
+        units = device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 8
+        return resolve_precision(self.policy.precision, device.type, units)
 
     def _compiled_velocity(self) -> Any:
         """The compiled estimator (built on first use), or None for the eager path."""

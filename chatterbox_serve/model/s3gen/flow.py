@@ -267,12 +267,14 @@ def estimate(
     `add_optional_chunk_mask`, whose check for all-false rows (`.item()`) waits for the
     GPU every time: 14 host syncs per call, and 14 graph breaks under `torch.compile`
     (measured with `torch._dynamo.explain`). With one level of down/up blocks (S3Gen's
-    `channels=[256]`) every group sees the same frame mask, so one bias serves all.
+    `channels=[256]`) every group sees the same frame mask, so one bias serves all;
+    any other module is called as it is.
     Rows with no valid frame (padding rows) differ from the original's, which attends
     them over every frame instead of none; their output is zeroed by the final mask
     either way, and rows never mix. Issue 15.
     """
-    if len(estimator.down_blocks) != 1 or len(estimator.up_blocks) != 1:
+    levels = getattr(estimator, "down_blocks", None)
+    if levels is None or len(levels) != 1 or len(estimator.up_blocks) != 1:
         out: torch.Tensor = estimator(x, mask, mu, t, spks, cond)
         return out
     t = estimator.time_mlp(estimator.time_embeddings(t).to(t.dtype))
