@@ -21,8 +21,11 @@ tests/model/test_s3gen_quality.py.
 
 Robust by design for a lent GPU: the JSON is rewritten after every measurement, a
 failing or overrunning variant is recorded and the run goes on, and measurements stop
-being started once `--budget-s` (default 330 s) is spent, so the whole command ends
-within about 6 minutes on an H200. The table printed last summarises the JSON.
+being started once `--budget-s` (default 300 s, counted from start, checkpoint writing
+included) is spent, and a measurement still running then is cut, so the whole command
+ends within about 6 minutes on an H200. Work is ordered so that a cut loses the least:
+the fp32 baseline at the first batch size, then each new mode (its quality right after
+its first measurement), then the rest of the fp32 grid. The table printed last summarises the JSON.
 `--smoke` runs the same code on the CPU at toy size (tiny checkpoint, 6 short items,
 batches of 2 and 4, 2 and 1 steps, quality on 2 items; compile modes then run eager,
 as on any CPU).
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", default=None, help="default 10,5")
     parser.add_argument("--items", type=int, default=None, help="utterances (default 64)")
     parser.add_argument("--length-ratio", type=float, default=1.5, help="policy bucketing")
-    parser.add_argument("--budget-s", type=float, default=None, help="default 330 (smoke 900)")
+    parser.add_argument("--budget-s", type=float, default=None, help="default 300 (smoke 900)")
     parser.add_argument("--device", default=None, help="default cuda, cpu with --smoke")
     args = parser.parse_args(argv)
     Run(args).execute()
@@ -111,7 +114,7 @@ class Run:
         self.batch_sizes = _ints(args.batch_sizes or ("2,4" if smoke else "16,32,64,128"))
         self.steps = _ints(args.steps or ("2,1" if smoke else "10,5"))
         self.quality_items = 2 if smoke else QUALITY_ITEMS
-        self.budget_s = args.budget_s or (900.0 if smoke else 330.0)
+        self.budget_s = args.budget_s or (900.0 if smoke else 300.0)
         self.items = args.items or (6 if smoke else 64)
         self.token_range = (8, 16) if smoke else (80, 300)
         self.prompts = (5, 8) if smoke else PROMPT_TOKENS
@@ -126,7 +129,12 @@ class Run:
         import torch
 
         torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default, stated
-        self.s3gen = self._load()
+        try:
+            self.s3gen = self._load()
+        except Exception as exc:
+            self.results["failures"].append({"what": "load", "error": repr(exc)[:500]})
+            self._save()
+            raise
         workloads = {n: self._workload(n) for n in {max(self.items, b) for b in self.batch_sizes}}
         self.results["workload"] = {
             "items": {str(b): max(self.items, b) for b in self.batch_sizes},
@@ -141,30 +149,34 @@ class Run:
         self._guard("quality fp32", lambda: self._quality(VARIANTS["fp32"]))
         self._guard("vocoder stage", self._vocoder_stage)
         plan = [(v, s, b) for v in self.variants for s in self.steps for b in self.batch_sizes]
-        if VARIANTS["fp32"] in self.variants:  # the baseline row goes first
-            first = (VARIANTS["fp32"], self.steps[0], self.batch_sizes[0])
-            if first in plan:
-                plan.remove(first)
-                plan.insert(0, first)
+        if VARIANTS["fp32"] in self.variants:  # the baseline rows go first
+            firsts = [(VARIANTS["fp32"], s, self.batch_sizes[0]) for s in self.steps]
+            plan = firsts + [row for row in plan if row not in firsts]
         done_quality: set[str] = {"fp32"}
+        tried: set[str] = set()
+        broken: set[str] = set()
         runners: dict[tuple[str, int], Any] = {}
         for variant, steps, batch in plan:
             label = f"{variant.name} steps={steps} batch={batch}"
+            if variant.name in broken:  # e.g. its compilation failed: do not pay for it again
+                self._skip(label, f"skipped: the first {variant.name} measurement failed")
+                continue
             key = (variant.name, batch)
             if key not in runners:
                 runners[key] = self._runner(variant, batch)
             runner = runners[key]
             work = workloads[max(self.items, batch)]
-            self._guard(
+            ok = self._guard(
                 label,
                 lambda r=runner, w=work, s=steps, v=variant, b=batch: self._measure(r, w, s, v, b),
             )
-            last = steps == self.steps[-1] and batch == self.batch_sizes[-1]
-            if variant.name not in done_quality and last:
+            if not ok and variant.name not in tried:
+                broken.add(variant.name)
+            tried.add(variant.name)
+            if ok and variant.name not in done_quality:
+                # Right after the first success (compiled by then), so a budget cut later
+                # still leaves this variant's speed rows eligible for the best figure.
                 done_quality.add(variant.name)
-                self._guard(f"quality {variant.name}", lambda v=variant: self._quality(v))
-        for variant in self.variants:
-            if variant.name not in done_quality:
                 self._guard(f"quality {variant.name}", lambda v=variant: self._quality(v))
         self._summarise()
         self._save()
@@ -324,17 +336,18 @@ class Run:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def _guard(self, label: str, fn: Any) -> None:
+    def _guard(self, label: str, fn: Any) -> bool:
         """Run one piece of work; record a failure or an overrun instead of dying."""
         left = self.budget_s - (time.monotonic() - self.start)
         if left <= 0:
-            self.results["failures"].append({"what": label, "error": "skipped: time budget spent"})
-            self._save()
-            return
+            self._skip(label, "skipped: time budget spent")
+            return False
+        ok = True
         try:
             with _alarm(left):
                 fn()
         except Exception as exc:  # one refused variant must not end a lent machine's run
+            ok = False
             self.results["failures"].append({"what": label, "error": repr(exc)[:500]})
             print(json.dumps(self.results["failures"][-1]), flush=True)
             gc.collect()
@@ -343,6 +356,11 @@ class Run:
 
                 torch.cuda.empty_cache()
         self.results["elapsed_s"] = round(time.monotonic() - self.start, 1)
+        self._save()
+        return ok
+
+    def _skip(self, label: str, reason: str) -> None:
+        self.results["failures"].append({"what": label, "error": reason})
         self._save()
 
     def _summarise(self) -> None:
