@@ -75,7 +75,7 @@ def flow_mels(
 ) -> list[torch.Tensor]:
     """Mel spectrograms (80, n_i) of the generated part of each item, prompt removed.
 
-    `velocity` replaces the eager guided estimator call (`guided_velocity`), e.g. with a
+    `velocity` replaces the eager guided estimator call (`GuidedVelocity`), e.g. with a
     compiled one; `pad_frames` maps the batch's frame count to a larger one (a length
     bucket), and the extra frames are masked like any padding.
     """
@@ -240,13 +240,12 @@ class GuidedVelocity(torch.nn.Module):
             torch.cat([spks, torch.zeros_like(spks)]),
             torch.cat([cond, torch.zeros_like(cond)]),
         )
-        with torch.autocast(
-            x.device.type,
-            dtype=self.half_dtype or torch.float32,
-            enabled=self.half_dtype is not None,
-        ):
+        if self.half_dtype is None:
             dphi = estimate(self.estimator, *rows)
-        dphi = dphi.float()
+        else:
+            with torch.autocast(x.device.type, dtype=self.half_dtype):
+                dphi = estimate(self.estimator, *rows)
+            dphi = dphi.float()
         rate = self.cfg_rate
         out: torch.Tensor = (1.0 + rate) * dphi[:batch] - rate * dphi[batch:]
         return out
