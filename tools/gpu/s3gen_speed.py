@@ -363,7 +363,7 @@ class Run:
                 import torch
 
                 torch.cuda.empty_cache()
-        self.results["elapsed_s"] = round(time.monotonic() - self.start, 1)
+        self._summarise()  # the summary keys are current even if the run is killed next
         self._save()
         return ok
 
