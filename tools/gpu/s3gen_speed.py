@@ -26,7 +26,7 @@ included) is spent, and a measurement still running then is cut, so the whole co
 ends within about 6 minutes on an H200. Work is ordered so that a cut loses the least:
 the fp32 baseline at the first batch size, then each new mode (its quality right after
 its first measurement), then the rest of the fp32 grid. The table printed last summarises the JSON.
-`--smoke` runs the same code on the CPU at toy size (tiny checkpoint, 6 short items,
+`--smoke` runs the same code on the CPU at toy size (tiny checkpoint, 4 short items,
 batches of 2 and 4, 2 and 1 steps, quality on 2 items; compile modes then run eager,
 as on any CPU).
 """
@@ -116,7 +116,7 @@ class Run:
         self.steps = _ints(args.steps or ("2,1" if smoke else "10,5"))
         self.quality_items = 2 if smoke else QUALITY_ITEMS
         self.budget_s = args.budget_s or (900.0 if smoke else 300.0)
-        self.items = args.items or (6 if smoke else 64)
+        self.items = args.items or (4 if smoke else 64)
         self.token_range = (8, 16) if smoke else (80, 300)
         self.prompts = (5, 8) if smoke else PROMPT_TOKENS
         self.variants = [VARIANTS[name] for name in args.variants.split(",")]
@@ -168,14 +168,14 @@ class Run:
                 runners[key] = self._runner(variant, batch)
             runner = runners[key]
             work = workloads[max(self.items, batch)]
-            ok = self._guard(
+            outcome = self._guard(
                 label,
                 lambda r=runner, w=work, s=steps, v=variant, b=batch: self._measure(r, w, s, v, b),
             )
-            if not ok and variant.name not in tried:
+            if outcome == "failed" and variant.name not in tried:
                 broken.add(variant.name)
             tried.add(variant.name)
-            if ok and variant.name not in done_quality:
+            if outcome == "ok" and variant.name not in done_quality:
                 # Right after the first success (compiled by then), so a budget cut later
                 # still leaves this variant's speed rows eligible for the best figure.
                 done_quality.add(variant.name)
@@ -344,18 +344,21 @@ class Run:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def _guard(self, label: str, fn: Any) -> bool:
-        """Run one piece of work; record a failure or an overrun instead of dying."""
+    def _guard(self, label: str, fn: Any) -> str:
+        """Run one piece of work; record a failure or an overrun instead of dying.
+
+        Returns "ok", "failed" (it raised) or "cut" (no budget left, or it ran past it).
+        """
         left = self.budget_s - (time.monotonic() - self.start)
         if left <= 0:
             self._skip(label, "skipped: time budget spent")
-            return False
-        ok = True
+            return "cut"
+        outcome = "ok"
         try:
             with _alarm(left):
                 fn()
         except Exception as exc:  # one refused variant must not end a lent machine's run
-            ok = False
+            outcome = "cut" if isinstance(exc, BudgetExceeded) else "failed"
             self.results["failures"].append({"what": label, "error": repr(exc)[:500]})
             print(json.dumps(self.results["failures"][-1]), flush=True)
             gc.collect()
@@ -365,7 +368,7 @@ class Run:
                 torch.cuda.empty_cache()
         self._summarise()  # the summary keys are current even if the run is killed next
         self._save()
-        return ok
+        return outcome
 
     def _skip(self, label: str, reason: str) -> None:
         self.results["failures"].append({"what": label, "error": reason})
