@@ -105,10 +105,24 @@ class EngineConfig(_Section):
         description="Longest/shortest item in one S3Gen batch; longer starts a new batch.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_MAX_LENGTH_RATIO"),
     )
-    s3gen_precision: Literal["fp32", "tf32", "bf16"] = Field(
-        "fp32",
-        description="Arithmetic of the batched S3Gen flow estimator.",
+    s3gen_precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Arithmetic of the batched S3Gen flow stage (encoder and CFM estimator; "
+        "the vocoder stays fp32): bf16/fp16 autocast, tf32, fp32; auto is bf16 on Ampere "
+        "or newer GPUs, fp32 elsewhere.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_PRECISION"),
+    )
+    s3gen_compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off",
+        description="torch.compile the batched S3Gen CFM estimator on CUDA: default (fused "
+        "kernels) or reduce-overhead (also CUDA graphs per length bucket); off on CPU.",
+        json_schema_extra=_env("CHATTERBOX_S3GEN_COMPILE"),
+    )
+    s3gen_vocoder_precision: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        description="Arithmetic of the batched S3Gen vocoder's convolutions; fp16 measured "
+        "inside the waveform bound with little margin on random weights.",
+        json_schema_extra=_env("CHATTERBOX_S3GEN_VOCODER_PRECISION"),
     )
     model_dir: str | None = Field(
         None,
@@ -172,8 +186,8 @@ class EngineConfig(_Section):
         # runners has an fp16 path: refuse at startup rather than ignore it.
         if on:
             raise ValueError(
-                "half-precision S3Gen is not supported; use CHATTERBOX_S3GEN_PRECISION=bf16 "
-                "(Ampere or newer GPUs)"
+                "chatterbox-vllm's fp16 S3Gen is not supported; use CHATTERBOX_S3GEN_PRECISION=bf16 "
+                "(the default, auto, picks it on Ampere or newer GPUs)"
             )
         return on
 

@@ -115,8 +115,10 @@ def _stages(
     tokens, refs = zip(*work, strict=True)
     est = s3gen.flow.decoder.estimator
     events: list[Any] = []
-    pre = est.register_forward_pre_hook(lambda *a: events.append(_event(torch)))
-    post = est.register_forward_hook(lambda *a: events.append(_event(torch)))
+    # The first and last modules of an estimator call: `flow.estimate` runs the
+    # estimator's sub-modules without calling the estimator itself.
+    pre = est.time_mlp.register_forward_pre_hook(lambda *a: events.append(_event(torch)))
+    post = est.final_proj.register_forward_hook(lambda *a: events.append(_event(torch)))
     saved = None
     backend = attention
     if attention == "none":

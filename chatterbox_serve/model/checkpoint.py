@@ -178,6 +178,15 @@ def load_t3(
     return model.to(device=device, dtype=dtype or torch.float32).eval()
 
 
+class _TorchaudioMissing(EngineError, AttributeError):
+    """A use of the torchaudio stand-in.
+
+    Also an AttributeError, so that probes such as `getattr(module, name, default)` read
+    the attribute as absent: torch.compile's graph hashing walks module attributes and
+    failed on the stand-in (issue 15).
+    """
+
+
 def ensure_torchaudio() -> None:
     """Let chatterbox-vllm's S3Gen import where torchaudio is missing (no build for torch 2.13).
 
@@ -196,7 +205,7 @@ def ensure_torchaudio() -> None:
         def __getattr__(self, name: str) -> Any:
             if name.startswith("__"):
                 raise AttributeError(name)
-            raise EngineError(
+            raise _TorchaudioMissing(
                 "Cloning a voice on this engine needs torchaudio, which is not installed "
                 f"(torchaudio.{name} was called); use the built-in voice or install torchaudio"
             )

@@ -158,3 +158,110 @@ def test_module_imports_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "BatchedS3GenRunner"
+
+
+def test_buckets_bound_the_padding() -> None:
+    from chatterbox_serve.model.s3gen.compiled import frame_bucket, row_bucket
+
+    buckets = {frame_bucket(n, 1.25) for n in range(1, 1400)}
+    assert len(buckets) <= 16  # few CUDA graphs for 0 to 28 s of audio
+    for n in range(64, 1400):
+        assert n <= frame_bucket(n, 1.25) <= 1.25 * n + 16
+        assert frame_bucket(n, 1.25) % 16 == 0
+    assert frame_bucket(333, 1.0) == 333
+    assert [row_bucket(n) for n in (1, 2, 3, 5, 8, 9, 17, 64)] == [1, 2, 4, 8, 8, 16, 24, 64]
+
+
+def test_padding_frames_leaves_each_items_mel_unchanged(s3gen: Any) -> None:
+    """Length buckets (for CUDA graphs) pad frames; the masks must keep them out."""
+    import torch
+
+    from chatterbox_serve.model.s3gen.flow import flow_mels
+
+    gen = torch.Generator().manual_seed(4)
+    refs = [_ref_dict(gen, 6), _ref_dict(gen, 9)]
+    tokens = [torch.randint(0, 6561, (n,), generator=gen) for n in (7, 11)]
+    with torch.inference_mode():
+        want = flow_mels(s3gen.flow, tokens, refs, 2)
+        got = flow_mels(s3gen.flow, tokens, refs, 2, pad_frames=lambda n: n + 37)
+    for mel, ref in zip(got, want, strict=True):
+        assert mel.shape == ref.shape
+        assert (mel - ref).abs().max().item() <= MEL_TOLERANCE
+
+
+def test_padded_rows_change_no_real_row(s3gen: Any) -> None:
+    """CUDA graphs pad the batch with zero rows; real rows must get the same velocity."""
+    import torch
+
+    from chatterbox_serve.model.s3gen.compiled import pad_rows
+    from chatterbox_serve.model.s3gen.flow import GuidedVelocity
+
+    gen = torch.Generator().manual_seed(6)
+    frames = 40
+    x, mu = (torch.randn(2, 80, frames, generator=gen) for _ in "xm")
+    cond = torch.randn(2, 80, frames, generator=gen)
+    spks = torch.randn(2, 80, generator=gen)
+    mask = (torch.arange(frames) < torch.tensor([[31], [40]])).unsqueeze(1).float()
+    t = torch.tensor(0.3)
+    decoder = s3gen.flow.decoder
+    velocity = GuidedVelocity(decoder.estimator, decoder.inference_cfg_rate, "fp32")
+    with torch.inference_mode():
+        want = velocity(x, mask, mu, t, spks, cond)
+        px, pmask, pmu, pspks, pcond = pad_rows((x, mask, mu, spks, cond), 4)
+        got = velocity(px, pmask, pmu, t, pspks, pcond)
+    assert got.shape == (4, 80, frames)
+    assert (got[:2] - want).abs().max().item() <= MEL_TOLERANCE
+    assert got[2:].abs().max().item() == 0.0
+
+
+def test_compile_runs_eager_off_cuda(s3gen: Any) -> None:
+    import torch
+
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
+
+    gen = torch.Generator().manual_seed(8)
+    refs, tokens = [_ref_dict(gen, 4)], [torch.randint(0, 6561, (5,), generator=gen)]
+    compiled = BatchedS3GenRunner(s3gen, S3GenBatchPolicy(compile="reduce-overhead"))
+    eager = BatchedS3GenRunner(s3gen, S3GenBatchPolicy())
+    got = compiled.flow_mels(tokens, refs, 1)
+    assert compiled._compiled_velocity() is None
+    assert (got[0] - eager.flow_mels(tokens, refs, 1)[0]).abs().max().item() == 0.0
+
+
+def test_policy_rejects_compile_where_it_cannot_apply() -> None:
+    with pytest.raises(ValueError, match="attention"):
+        S3GenBatchPolicy(compile="default", attention="packed")
+    with pytest.raises(ValueError, match="tf32"):
+        S3GenBatchPolicy(compile="reduce-overhead", precision="tf32")
+    with pytest.raises(ValueError, match="frame_bucket"):
+        S3GenBatchPolicy(frame_bucket=0.9)
+
+
+def test_auto_precision_is_bf16_on_cuda_only() -> None:
+    from chatterbox_serve.model.s3gen.batch import resolve_precision
+
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cuda", bf16_units=False) == "fp32"
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "mps") == "fp32"
+    assert resolve_precision("fp16", "cpu") == "fp16"
+
+
+def test_estimate_equals_the_estimators_own_forward(s3gen: Any) -> None:
+    """Our estimator loop (one attention bias, no host syncs) against chatterbox-vllm's."""
+    import torch
+
+    from chatterbox_serve.model.s3gen.flow import estimate
+
+    gen = torch.Generator().manual_seed(9)
+    frames = 36
+    x, mu, cond = (torch.randn(3, 80, frames, generator=gen) for _ in "xmc")
+    spks = torch.randn(3, 80, generator=gen)
+    mask = (torch.arange(frames) < torch.tensor([[20], [36], [29]])).unsqueeze(1).float()
+    t = torch.tensor([0.1, 0.5, 0.9])
+    estimator = s3gen.flow.decoder.estimator
+    with torch.inference_mode():
+        want = estimator(x, mask, mu, t, spks, cond)
+        got = estimate(estimator, x, mask, mu, t, spks, cond)
+    assert want.abs().max() > 0.1
+    assert (got - want).abs().max().item() <= 1e-5

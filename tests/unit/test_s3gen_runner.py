@@ -33,3 +33,23 @@ def test_fp16_s3gen_is_refused_at_startup_with_the_alternative():
     with pytest.raises(ConfigError, match="VLLM_S3GEN_FP16.*CHATTERBOX_S3GEN_PRECISION=bf16"):
         load_settings({"VLLM_S3GEN_FP16": "true"}, dotenv_path=None)
     assert load_settings({"VLLM_S3GEN_FP16": "false"}, dotenv_path=None).engine.s3gen_fp16 is False
+
+
+def test_served_defaults_are_auto_precision_and_no_compile():
+    settings = load_settings({}, dotenv_path=None)
+    runner = runner_factory(settings)(_FakeS3Gen())
+    assert runner.policy.precision == "auto" and runner.policy.compile == "off"
+
+
+def test_compile_setting_reaches_the_policy():
+    settings = load_settings({"CHATTERBOX_S3GEN_COMPILE": "reduce-overhead"}, dotenv_path=None)
+    assert runner_factory(settings)(_FakeS3Gen()).policy.compile == "reduce-overhead"
+
+
+def test_compile_with_tf32_fails_at_startup():
+    settings = load_settings(
+        {"CHATTERBOX_S3GEN_COMPILE": "default", "CHATTERBOX_S3GEN_PRECISION": "tf32"},
+        dotenv_path=None,
+    )
+    with pytest.raises(ValueError, match="tf32"):
+        runner_factory(settings)

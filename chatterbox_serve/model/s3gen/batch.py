@@ -17,10 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Precision = Literal["fp32", "tf32", "bf16"]
+StagePrecision = Literal["fp32", "tf32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 AttentionBackend = Literal["auto", "bias", "packed", "flex"]
+CompileMode = Literal["off", "default", "reduce-overhead"]
+VocoderPrecision = Literal["fp32", "fp16", "bf16"]
 
-__all__ = ["BatchedS3GenRunner", "S3GenBatchPolicy", "plan_batches", "run_sequential"]
+__all__ = [
+    "BatchedS3GenRunner",
+    "S3GenBatchPolicy",
+    "plan_batches",
+    "resolve_precision",
+    "run_sequential",
+]
 
 
 @dataclass(frozen=True)
@@ -32,25 +41,59 @@ class S3GenBatchPolicy:
         max_length_ratio: a batch's longest item (prompt plus speech tokens) is at most
             this many times its shortest; a longer one starts a new batch. Bounds the
             compute spent on padding. `inf` disables length bucketing.
-        precision: the CFM estimator's arithmetic ("fp32" = PyTorch defaults, "tf32",
-            or "bf16" autocast). The encoder and the vocoder always run in float32.
+        precision: the flow stage's arithmetic: "fp32" (PyTorch defaults), "tf32" (the
+            CFM estimator's matrix products), or "bf16" / "fp16" (the encoder and the CFM
+            estimator under autocast), or "auto" (bf16 on CUDA GPUs of compute
+            capability 8 or more, fp32 elsewhere: CPUs and older GPUs without bfloat16
+            units run it slower). The vocoder always
+            runs in float32: in bfloat16 it misses the waveform bound
+            (tests/model/test_s3gen_quality.py). The library default stays fp32 (exact);
+            the served default is the setting `CHATTERBOX_S3GEN_PRECISION` (auto).
         attention: how the estimator's self-attention handles padding: "packed" (each
             item over its own frames, jagged), "flex" (compiled flex_attention with a
             key-length block mask), "bias" (chatterbox-vllm's own float bias over the
             padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
             measured). See `attention`.
+        compile: `torch.compile` of the CFM estimator on CUDA: "off", "default"
+            (fused kernels, dynamic shapes) or "reduce-overhead" (also CUDA graphs, one
+            per shape bucket). Ignored off CUDA. Needs attention "auto" or "bias" and a
+            precision other than "tf32". See `compiled`.
+        frame_bucket: with CUDA graphs, frames are padded up to the next of a geometric
+            series of this ratio, bounding both the padding and the number of graphs.
+        vocoder_precision: the vocoder's convolutions: "fp32", "fp16" autocast (inside
+            the waveform bound with little margin; opt-in), or "bf16" (over the bound;
+            for measurement only). See `vocoder`.
     """
 
     max_batch_size: int = 64
     max_length_ratio: float = 1.5
     precision: Precision = "fp32"
     attention: AttentionBackend = "auto"
+    compile: CompileMode = "off"
+    frame_bucket: float = 1.25
+    vocoder_precision: VocoderPrecision = "fp32"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if self.max_length_ratio < 1.0:
             raise ValueError("max_length_ratio must be at least 1.0")
+        if self.frame_bucket < 1.0:
+            raise ValueError("frame_bucket must be at least 1.0")
+        if self.compile != "off":
+            if self.attention not in ("auto", "bias"):
+                raise ValueError("compile needs attention 'auto' or 'bias'")
+            if self.precision == "tf32":
+                raise ValueError("compile needs precision fp32, bf16 or fp16, not tf32")
+
+
+def resolve_precision(
+    precision: Precision, device_type: str, bf16_units: bool = True
+) -> StagePrecision:
+    """What "auto" stands for: bf16 on CUDA GPUs with bfloat16 units (issue 15), else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" and bf16_units else "fp32"
 
 
 def plan_batches(lengths: Sequence[int], policy: S3GenBatchPolicy) -> list[list[int]]:
@@ -81,6 +124,8 @@ class BatchedS3GenRunner:
     def __init__(self, s3gen: Any, policy: S3GenBatchPolicy | None = None) -> None:
         self.s3gen = s3gen
         self.policy = policy or S3GenBatchPolicy()
+        self._velocity: Any = None
+        self._velocity_built = False
 
     def run(
         self,
@@ -114,6 +159,27 @@ class BatchedS3GenRunner:
                     out[i] = wav
         return out
 
+    def flow_mels(
+        self, speech_tokens: Sequence[Any], ref_dicts: Sequence[dict[str, Any]], n_timesteps: int
+    ) -> list[Any]:
+        """The flow stage alone, all items as one batch: mels (80, n_i), for quality checks."""
+        import torch
+
+        from chatterbox_serve.model.s3gen.flow import flow_mels
+
+        velocity = self._compiled_velocity()
+        with torch.inference_mode():
+            return flow_mels(
+                self.s3gen.flow,
+                list(speech_tokens),
+                list(ref_dicts),
+                n_timesteps,
+                self._precision(),
+                "bias" if velocity is not None else self.policy.attention,
+                velocity=velocity,
+                pad_frames=None if velocity is None else velocity.pad_frames,
+            )
+
     def _run_batch(
         self,
         speech_tokens: list[Any],
@@ -121,23 +187,35 @@ class BatchedS3GenRunner:
         n_timesteps: int,
         seeds: list[int] | None,
     ) -> list[Any]:
-        from chatterbox_serve.model.s3gen.flow import flow_mels
         from chatterbox_serve.model.s3gen.vocoder import vocode
 
-        mels = flow_mels(
-            self.s3gen.flow,
-            speech_tokens,
-            ref_dicts,
-            n_timesteps,
-            self.policy.precision,
-            self.policy.attention,
-        )
-        wavs = vocode(self.s3gen.mel2wav, mels, seeds)
+        mels = self.flow_mels(speech_tokens, ref_dicts, n_timesteps)
+        wavs = vocode(self.s3gen.mel2wav, mels, seeds, self.policy.vocoder_precision)
         fade = self.s3gen.trim_fade
         for wav in wavs:
             n = min(wav.shape[-1], fade.shape[0])
             wav[:, :n] *= fade[:n]
         return wavs
+
+    def _precision(self) -> StagePrecision:
+        import torch
+
+        device = self.s3gen.flow.input_embedding.weight.device
+        # Before Ampere (compute capability 8), bfloat16 is emulated and slower than fp32.
+        units = device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 8
+        return resolve_precision(self.policy.precision, device.type, units)
+
+    def _compiled_velocity(self) -> Any:
+        """The compiled estimator (built on first use), or None for the eager path."""
+        if not self._velocity_built:
+            from chatterbox_serve.model.s3gen.compiled import build_velocity
+
+            p = self.policy
+            self._velocity = build_velocity(
+                self.s3gen, self._precision(), p.compile, p.frame_bucket
+            )
+            self._velocity_built = True
+        return self._velocity
 
 
 def run_sequential(

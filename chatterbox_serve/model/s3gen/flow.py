@@ -13,14 +13,20 @@ right-padded batch, so each item sees exactly the inputs it would see alone:
   estimator is causal or pointwise, so padding never leaks into real frames;
 - the solver's noise is `decoder.rand_noise[:, :, :T]` per item, as in the original.
 
+Precision (issue 15): "bf16" and "fp16" run the encoder and the CFM estimator under
+autocast, so layer norms, softmax and the solver state stay float32 while the matrix
+products run in half precision. Casting the estimator's weights to bfloat16 instead
+(layer norms and the residual stream in bfloat16 too) measured 4e-2 relative L2 on mels
+against fp32, four times the 1e-2 bound (tests/model/test_s3gen_quality.py).
+
 Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +38,23 @@ from chatterbox_serve.model.s3gen.attention import (
     resolve_attention,
 )
 
-Precision = Literal["fp32", "tf32", "bf16"]
+Precision = Literal["fp32", "tf32", "bf16", "fp16"]
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Velocity(Protocol):
+    """The guided velocity of B items: what one Euler step adds, per unit of time."""
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        mu: torch.Tensor,
+        t: torch.Tensor,
+        spks: torch.Tensor,
+        cond: torch.Tensor,
+    ) -> torch.Tensor: ...
+
 
 # The encoder's relative-position attention materialises (rows, 8, T, 2T - 1) scores
 # several times over: about 15 GiB for 64 items of 1,100 frames. It runs once per batch,
@@ -47,8 +69,16 @@ def flow_mels(
     n_timesteps: int,
     precision: Precision = "fp32",
     attention: AttentionBackend = "auto",
+    *,
+    velocity: Velocity | None = None,
+    pad_frames: Callable[[int], int] | None = None,
 ) -> list[torch.Tensor]:
-    """Mel spectrograms (80, n_i) of the generated part of each item, prompt removed."""
+    """Mel spectrograms (80, n_i) of the generated part of each item, prompt removed.
+
+    `velocity` replaces the eager guided estimator call (`GuidedVelocity`), e.g. with a
+    compiled one; `pad_frames` maps the batch's frame count to a larger one (a length
+    bucket), and the extra frames are masked like any padding.
+    """
     device = flow.input_embedding.weight.device
     refs = [_ref_on(ref, device) for ref in ref_dicts]
     seqs = [
@@ -64,14 +94,22 @@ def flow_mels(
     token_mask = (~make_pad_mask(token_lens, tokens.shape[1])).unsqueeze(-1).to(spks)
     vocab = flow.input_embedding.num_embeddings
     x = flow.input_embedding(torch.clamp(tokens, min=0, max=vocab - 1)) * token_mask
-    h = torch.cat(
-        [
-            flow.encoder_proj(
-                encode(flow.encoder, x[i : i + ENCODER_CHUNK], token_lens[i : i + ENCODER_CHUNK])
-            )
-            for i in range(0, x.shape[0], ENCODER_CHUNK)
-        ]
-    )
+    with half_precision(precision, device):
+        h = torch.cat(
+            [
+                flow.encoder_proj(
+                    encode(
+                        flow.encoder, x[i : i + ENCODER_CHUNK], token_lens[i : i + ENCODER_CHUNK]
+                    )
+                ).float()
+                for i in range(0, x.shape[0], ENCODER_CHUNK)
+            ]
+        )
+    if pad_frames is not None:
+        extra = pad_frames(h.shape[1]) - h.shape[1]
+        if extra < 0:
+            raise ValueError(f"pad_frames shrank {h.shape[1]} frames by {-extra}")
+        h = F.pad(h, (0, 0, 0, extra))
 
     mel_lens = [2 * int(n) for n in token_lens.tolist()]
     prompt_lens = [int(ref["prompt_feat"].shape[1]) for ref in refs]
@@ -96,6 +134,7 @@ def flow_mels(
         precision=precision,
         attention=resolve_attention(attention, precision, device),
         lengths=mel_len_t,
+        velocity=velocity,
     )
     return [feat[i, :, prompt_lens[i] : mel_lens[i]] for i in range(batch)]
 
@@ -140,67 +179,146 @@ def solve_euler(
     precision: Precision,
     attention: AttentionBackend = "bias",
     lengths: torch.Tensor | None = None,
+    velocity: Velocity | None = None,
 ) -> torch.Tensor:
     """The CFM Euler solver of `ConditionalCFM.solve_euler`, for B items at once.
 
-    Classifier-free guidance doubles the batch: rows [0, B) are conditioned, rows
-    [B, 2B) see zero `mu`, `spks` and `cond`. The state `x` stays float32 whatever the
-    estimator's precision. `attention` other than "bias" needs `lengths` (B,), each
-    item's valid frames (`attention`).
+    The state `x` stays float32 whatever the estimator's precision. `attention` other
+    than "bias" needs `lengths` (B,), each item's valid frames (`attention`).
     """
     t_span = torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype)
     if decoder.t_scheduler == "cosine":
         t_span = 1 - torch.cos(t_span * 0.5 * torch.pi)
-    mask_in = torch.cat([mask, mask])
-    mu_in = torch.cat([mu, torch.zeros_like(mu)])
-    spks_in = torch.cat([spks, torch.zeros_like(spks)])
-    cond_in = torch.cat([cond, torch.zeros_like(cond)])
+    if velocity is None:
+        velocity = GuidedVelocity(decoder.estimator, decoder.inference_cfg_rate, precision)
     row_lengths = None if lengths is None else torch.cat([lengths, lengths])
     with packed_attention(decoder.estimator, row_lengths, x.shape[-1], attention):
-        return _euler_steps(decoder, x, t_span, mask_in, mu_in, spks_in, cond_in, precision)
-
-
-def _euler_steps(
-    decoder: Any,
-    x: torch.Tensor,
-    t_span: torch.Tensor,
-    mask_in: torch.Tensor,
-    mu_in: torch.Tensor,
-    spks_in: torch.Tensor,
-    cond_in: torch.Tensor,
-    precision: Precision,
-) -> torch.Tensor:
-    batch = x.shape[0]
-    t, dt = t_span[0], t_span[1] - t_span[0]
-    rate = decoder.inference_cfg_rate
-    for step in range(1, len(t_span)):
-        t_in = t.expand(2 * batch)
-        with _estimator_precision(precision, x.device):
-            dphi = decoder.estimator(torch.cat([x, x]), mask_in, mu_in, t_in, spks_in, cond_in)
-        dphi = dphi.float()
-        x = x + dt * ((1.0 + rate) * dphi[:batch] - rate * dphi[batch:])
-        t = t + dt
-        if step < len(t_span) - 1:
-            dt = t_span[step + 1] - t
+        t, dt = t_span[0], t_span[1] - t_span[0]
+        for step in range(1, len(t_span)):
+            if precision == "tf32":
+                with _tf32():
+                    v = velocity(x, mask, mu, t, spks, cond)
+            else:
+                v = velocity(x, mask, mu, t, spks, cond)
+            x = x + dt * v
+            t = t + dt
+            if step < len(t_span) - 1:
+                dt = t_span[step + 1] - t
     return x.float()
 
 
+class GuidedVelocity(torch.nn.Module):
+    """The estimator run once over the classifier-free guidance pair, guidance applied.
+
+    Rows [0, B) of the estimator's batch are conditioned, rows [B, 2B) see zero `mu`,
+    `spks` and `cond`; both halves go through one call (one set of kernel launches, a
+    batch twice as large for the matrix products). A module, so that `torch.compile`
+    takes the pairing, the autocast region and the guidance arithmetic as one graph.
+    """
+
+    def __init__(self, estimator: torch.nn.Module, cfg_rate: float, precision: Precision) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.cfg_rate = float(cfg_rate)
+        self.half_dtype = HALF_DTYPES.get(precision)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        mu: torch.Tensor,
+        t: torch.Tensor,
+        spks: torch.Tensor,
+        cond: torch.Tensor,
+    ) -> torch.Tensor:
+        batch = x.shape[0]
+        rows = (
+            torch.cat([x, x]),
+            torch.cat([mask, mask]),
+            torch.cat([mu, torch.zeros_like(mu)]),
+            t.expand(2 * batch),
+            torch.cat([spks, torch.zeros_like(spks)]),
+            torch.cat([cond, torch.zeros_like(cond)]),
+        )
+        if self.half_dtype is None:
+            dphi = estimate(self.estimator, *rows)
+        else:
+            with torch.autocast(x.device.type, dtype=self.half_dtype):
+                dphi = estimate(self.estimator, *rows)
+            dphi = dphi.float()
+        rate = self.cfg_rate
+        out: torch.Tensor = (1.0 + rate) * dphi[:batch] - rate * dphi[batch:]
+        return out
+
+
+def estimate(
+    estimator: Any,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    mu: torch.Tensor,
+    t: torch.Tensor,
+    spks: torch.Tensor,
+    cond: torch.Tensor,
+) -> torch.Tensor:
+    """`ConditionalDecoder.forward` (the CFM estimator) with its attention bias made once.
+
+    The original rebuilds the bias in each of its 14 block groups through
+    `add_optional_chunk_mask`, whose check for all-false rows (`.item()`) waits for the
+    GPU every time: 14 host syncs per call, and 14 graph breaks under `torch.compile`
+    (measured with `torch._dynamo.explain`). With one level of down/up blocks (S3Gen's
+    `channels=[256]`) every group sees the same frame mask, so one bias serves all;
+    any other module is called as it is.
+    Rows with no valid frame (padding rows) differ from the original's, which attends
+    them over every frame instead of none; their output is zeroed by the final mask
+    either way, and rows never mix. Issue 15.
+    """
+    levels = getattr(estimator, "down_blocks", None)
+    if levels is None or len(levels) != 1 or len(estimator.up_blocks) != 1:
+        out: torch.Tensor = estimator(x, mask, mu, t, spks, cond)
+        return out
+    t = estimator.time_mlp(estimator.time_embeddings(t).to(t.dtype))
+    x = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.shape[-1]), cond], dim=1)
+    bias = (1.0 - mask.bool().to(x.dtype)) * -1.0e10  # chatterbox-vllm's mask_to_bias
+
+    def transformers(x: torch.Tensor, blocks: Any) -> torch.Tensor:
+        x = x.transpose(1, 2).contiguous()
+        for block in blocks:
+            x = block(hidden_states=x, attention_mask=bias, timestep=t)
+        return x.transpose(1, 2).contiguous()
+
+    resnet, blocks, downsample = estimator.down_blocks[0]
+    skip = transformers(resnet(x, mask, t), blocks)
+    x = downsample(skip * mask)
+    for resnet, blocks in estimator.mid_blocks:
+        x = transformers(resnet(x, mask, t), blocks)
+    resnet, blocks, upsample = estimator.up_blocks[0]
+    x = torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1)
+    x = upsample(transformers(resnet(x, mask, t), blocks) * mask)
+    x = estimator.final_block(x, mask)
+    result: torch.Tensor = estimator.final_proj(x * mask) * mask
+    return result
+
+
 @contextlib.contextmanager
-def _estimator_precision(precision: Precision, device: torch.device) -> Iterator[None]:
-    """fp32 leaves PyTorch's defaults alone (what chatterbox-vllm runs with)."""
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            yield
-    elif precision == "tf32":
-        previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
-            with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
-                yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous
-    else:
+def half_precision(precision: Precision, device: torch.device) -> Iterator[None]:
+    """Autocast to the precision's half type; fp32 and tf32 leave the defaults alone."""
+    dtype = HALF_DTYPES.get(precision)
+    if dtype is None:
         yield
+        return
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
+@contextlib.contextmanager
+def _tf32() -> Iterator[None]:
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def _ref_on(ref: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:

@@ -82,5 +82,7 @@ def runner_factory(settings: Settings) -> RunnerFactory:
         max_batch_size=e.s3gen_batch_size,
         max_length_ratio=e.s3gen_max_length_ratio,
         precision=e.s3gen_precision,
+        compile=e.s3gen_compile,
+        vocoder_precision=e.s3gen_vocoder_precision,
     )
     return functools.partial(BatchedS3GenRunner, policy=policy)

@@ -1,0 +1,145 @@
+"""The CFM estimator under `torch.compile`, optionally replayed as CUDA graphs per shape bucket.
+
+Profiled on the H200 (benchmarks/results/s3gen-h200-profile.log), a bf16 estimator step
+over 64 items spends most of its time outside the matrix products and the attention:
+layer norms, GELU, mask multiplies, transposes made contiguous and the float32/bfloat16
+casts autocast inserts around every linear layer. Inductor fuses those into a few
+kernels. Issue 15.
+
+Modes (`S3GenBatchPolicy.compile`):
+
+- `"default"`: one dynamic-shape compilation (batch and frames symbolic), so no
+  recompilation per batch shape.
+- `"reduce-overhead"`: the same, replayed as CUDA graphs, one recorded per input shape.
+  To bound how many graphs exist, rows are padded up to a bucket (1, 2, 4, 8, then
+  multiples of 8) and frames up to the next of a geometric series of ratio
+  `frame_bucket` (1.25: at most 25 % more frames, a dozen buckets for 3 to 30 s).
+
+Only on CUDA: on other devices the eager module runs (compiling there buys little and
+costs minutes). Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from chatterbox_serve.model.s3gen.flow import GuidedVelocity, Precision
+
+logger = logging.getLogger(__name__)
+
+CompileMode = Literal["off", "default", "reduce-overhead"]
+
+# Frame buckets start here; shorter batches share the first bucket.
+MIN_BUCKET_FRAMES = 64
+
+
+def frame_bucket(frames: int, ratio: float) -> int:
+    """The smallest bucket holding `frames`: 64 x ratio^k, rounded up to a multiple of 16."""
+    if ratio <= 1.0:
+        return frames
+    size = float(MIN_BUCKET_FRAMES)
+    while _round16(size) < frames:
+        size *= ratio
+    return _round16(size)
+
+
+def row_bucket(rows: int) -> int:
+    """Rows padded for a CUDA graph: 1, 2, 4, 8, then the next multiple of 8."""
+    if rows <= 8:
+        return 1 << max(0, math.ceil(math.log2(rows)))
+    return 8 * math.ceil(rows / 8)
+
+
+def pad_rows(tensors: tuple[torch.Tensor, ...], rows: int) -> tuple[torch.Tensor, ...]:
+    """Zero rows appended along dim 0 up to `rows`.
+
+    A padded row has an all-zero mask, so the estimator gives zeros there, and real rows
+    never see it: every layer works within a row (tests/unit/test_s3gen_batch.py).
+    """
+    return tuple(F.pad(a, (0, 0) * (a.dim() - 1) + (0, rows - a.shape[0])) for a in tensors)
+
+
+def _round16(size: float) -> int:
+    return 16 * math.ceil(size / 16)
+
+
+class CompiledVelocity:
+    """A compiled `GuidedVelocity`; called like it (a `flow.Velocity`).
+
+    Build once per estimator and keep it: the compiled code and the CUDA graphs live in
+    this object. Not thread-safe (CUDA graph replays share static buffers).
+    """
+
+    def __init__(
+        self,
+        estimator: torch.nn.Module,
+        cfg_rate: float,
+        precision: Precision,
+        mode: CompileMode,
+        frame_ratio: float = 1.25,
+    ) -> None:
+        if mode == "off":
+            raise ValueError("mode 'off' has nothing to compile")
+        if precision == "tf32":
+            raise ValueError("compile fp32, bf16 or fp16; tf32 switches global flags per step")
+        self.mode = mode
+        self.frame_ratio = frame_ratio
+        self.module = GuidedVelocity(estimator, cfg_rate, precision)
+        self._compiled: Any = torch.compile(self.module, mode=mode, dynamic=True)
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.mode == "reduce-overhead"
+
+    def pad_frames(self, frames: int) -> int:
+        """The frame count `flow_mels` pads a batch to (unchanged without CUDA graphs)."""
+        return frame_bucket(frames, self.frame_ratio) if self.cuda_graphs else frames
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        mu: torch.Tensor,
+        t: torch.Tensor,
+        spks: torch.Tensor,
+        cond: torch.Tensor,
+    ) -> torch.Tensor:
+        if not self.cuda_graphs:
+            out: torch.Tensor = self._compiled(x, mask, mu, t, spks, cond)
+            return out
+        rows = x.shape[0]
+        x, mask, mu, spks, cond = pad_rows((x, mask, mu, spks, cond), row_bucket(rows))
+        torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
+        graph_out: torch.Tensor = self._compiled(x, mask, mu, t, spks, cond)
+        # A replay overwrites its output buffer; the caller keeps this one across steps.
+        return graph_out[:rows].clone()
+
+
+# One compiled velocity per estimator and setting, shared by every runner over it:
+# compiling the estimator takes tens of seconds, and the engine may build runners
+# per batch size. Entries keep their estimator alive, so an id is never reused.
+_built: dict[tuple[int, str, str, float], CompiledVelocity] = {}
+
+
+def build_velocity(
+    s3gen: Any, precision: Precision, mode: CompileMode, frame_ratio: float
+) -> CompiledVelocity | None:
+    """The compiled velocity the policy asks for, or None for the eager path (off, not CUDA)."""
+    if mode == "off":
+        return None
+    decoder = s3gen.flow.decoder
+    device = next(decoder.estimator.parameters()).device
+    if device.type != "cuda":
+        logger.info("S3Gen compile %r skipped: the estimator is on %s, not CUDA", mode, device)
+        return None
+    key = (id(decoder.estimator), precision, mode, frame_ratio)
+    if key not in _built:
+        _built[key] = CompiledVelocity(
+            decoder.estimator, decoder.inference_cfg_rate, precision, mode, frame_ratio
+        )
+    return _built[key]

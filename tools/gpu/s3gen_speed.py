@@ -1,0 +1,493 @@
+"""Batched S3Gen speed and quality per precision and compile mode, in one command (issue 15).
+
+    python -m tools.gpu.s3gen_speed --checkpoint DIR --out s3gen-speed.json
+    python -m tools.gpu.s3gen_speed --checkpoint DIR --out smoke.json --smoke   # CPU proof
+
+Writes a full-size random checkpoint into DIR when DIR is empty or missing
+(`tools.write_checkpoint`), loads its S3Gen, then measures audio seconds per wall second
+of `BatchedS3GenRunner` over 64 utterances of 3.2 to 12 s (four voices with 150 to 250
+prompt tokens; `max(64, batch)` utterances at batch 128), at 10 and 5 diffusion steps,
+for each variant (precision, compile mode) and each batch size (16, 32, 64, 128).
+Each measurement is a warm-up (for compiled variants, once per batch size, a 2-step run
+over the same items, which compiles and records every shape bucket the timed run meets;
+eager variants one small call), then one timed run ending in a copy to the host.
+
+Quality, per variant, on 8 utterances at 10 steps against the fp32 variant: mel relative
+L2 (bound 1e-2) and waveform relative L2 of the variant's whole path (its flow, its
+vocoder) with the same source noise (bound 1e-3). Once per run, the vocoder stage alone:
+the batched vocoder in fp32, fp16 and bf16 against HiFT alone on the same fp32 mels.
+A variant counts toward the best figure only if both its bounds hold. See
+tests/model/test_s3gen_quality.py.
+
+Robust by design for a lent GPU: the JSON is rewritten after every measurement, a
+failing or overrunning variant is recorded and the run goes on, and measurements stop
+being started once `--budget-s` (default 300 s, counted from start, checkpoint writing
+included) is spent, and a measurement still running then is cut, so the whole command
+ends within about 6 minutes on an H200. Work is ordered so that a cut loses the least:
+the fp32 baseline at the first batch size, then each new mode (its quality right after
+its first measurement), then the rest of the fp32 grid. The table printed last summarises the JSON.
+`--smoke` runs the same code on the CPU at toy size (tiny checkpoint, 4 short items,
+batches of 2 and 4, 2 and 1 steps, quality on 2 items; compile modes then run eager,
+as on any CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import platform
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MEL_BOUND = 1e-2
+WAVEFORM_BOUND = 1e-3
+GOAL_10_STEPS = 250.0
+GOAL_5_STEPS = 400.0
+PROMPT_TOKENS = (150, 200, 250, 250)
+QUALITY_ITEMS = 8
+QUALITY_STEPS = 10  # the bounds are stated at 10 steps
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run S3Gen: the policy fields that change speed."""
+
+    name: str
+    precision: str
+    compile: str = "off"
+    vocoder: str = "fp32"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("fp32", "fp32"),
+        Variant("bf16", "bf16"),
+        Variant("fp16", "fp16"),
+        Variant("bf16-compile", "bf16", "default"),
+        Variant("bf16-cudagraphs", "bf16", "reduce-overhead"),
+        Variant("fp16-compile", "fp16", "default"),
+        Variant("bf16-compile-fp16voc", "bf16", "default", "fp16"),
+    )
+}
+# The baseline rows first, then the new modes, then the rest of the fp32 grid: if the
+# budget runs out, what is lost is the least informative. bf16-compile-fp16voc reuses
+# bf16-compile's compiled estimator, so it costs no second compilation.
+DEFAULT_ORDER = "bf16,bf16-compile,bf16-compile-fp16voc,bf16-cudagraphs,fp16-compile,fp16,fp32"
+
+
+class BudgetExceeded(Exception):
+    """A measurement ran past the time left in the run's budget."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="written if empty")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results, rewritten often")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU")
+    parser.add_argument("--variants", default=DEFAULT_ORDER, help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--batch-sizes", default=None, help="default 16,32,64,128")
+    parser.add_argument("--steps", default=None, help="default 10,5")
+    parser.add_argument("--items", type=int, default=None, help="utterances (default 64)")
+    parser.add_argument("--length-ratio", type=float, default=1.5, help="policy bucketing")
+    parser.add_argument("--budget-s", type=float, default=None, help="default 300 (smoke 900)")
+    parser.add_argument("--device", default=None, help="default cuda, cpu with --smoke")
+    args = parser.parse_args(argv)
+    Run(args).execute()
+
+
+class Run:
+    """One invocation: its settings, its results so far, and the clock."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+
+        self.args = args
+        self.start = time.monotonic()
+        smoke = args.smoke
+        self.device = torch.device(args.device or ("cpu" if smoke else "cuda"))
+        self.batch_sizes = _ints(args.batch_sizes or ("2,4" if smoke else "16,32,64,128"))
+        self.steps = _ints(args.steps or ("2,1" if smoke else "10,5"))
+        self.quality_items = 2 if smoke else QUALITY_ITEMS
+        self.budget_s = args.budget_s or (900.0 if smoke else 300.0)
+        self.items = args.items or (4 if smoke else 64)
+        self.token_range = (8, 16) if smoke else (80, 300)
+        self.prompts = (5, 8) if smoke else PROMPT_TOKENS
+        self.variants = [VARIANTS[name] for name in args.variants.split(",")]
+        self.results: dict[str, Any] = {"machine": _machine(torch, self.device), "runs": []}
+        self.results["quality"] = []
+        self.results["failures"] = []
+        self.s3gen: Any = None
+        self.fp32_quality: dict[str, Any] | None = None
+        self.warmed: set[tuple[str, int]] = set()
+
+    def execute(self) -> None:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default, stated
+        try:
+            self.s3gen = self._load()
+        except Exception as exc:
+            self.results["failures"].append({"what": "load", "error": repr(exc)[:500]})
+            self._save()
+            raise
+        workloads = {n: self._workload(n) for n in {max(self.items, b) for b in self.batch_sizes}}
+        self.results["workload"] = {
+            "items": {str(b): max(self.items, b) for b in self.batch_sizes},
+            "audio_s": {str(n): round(_audio_s(w), 2) for n, w in workloads.items()},
+            "token_range": list(self.token_range),
+            "prompt_tokens": list(self.prompts),
+            "length_ratio": self.args.length_ratio,
+            "steps": self.steps,
+            "batch_sizes": self.batch_sizes,
+        }
+        # Quality first for fp32: every variant's quality is measured against it.
+        self._guard("quality fp32", lambda: self._quality(VARIANTS["fp32"]))
+        self._guard("vocoder stage", self._vocoder_stage)
+        plan = [(v, s, b) for v in self.variants for s in self.steps for b in self.batch_sizes]
+        if VARIANTS["fp32"] in self.variants:  # the baseline rows go first
+            firsts = [(VARIANTS["fp32"], s, self.batch_sizes[0]) for s in self.steps]
+            plan = firsts + [row for row in plan if row not in firsts]
+        done_quality: set[str] = {"fp32"}
+        tried: set[str] = set()
+        broken: set[str] = set()
+        runners: dict[tuple[str, int], Any] = {}
+        for variant, steps, batch in plan:
+            label = f"{variant.name} steps={steps} batch={batch}"
+            if variant.name in broken:  # e.g. its compilation failed: do not pay for it again
+                self._skip(label, f"skipped: the first {variant.name} measurement failed")
+                continue
+            key = (variant.name, batch)
+            if key not in runners:
+                runners[key] = self._runner(variant, batch)
+            runner = runners[key]
+            work = workloads[max(self.items, batch)]
+            outcome = self._guard(
+                label,
+                lambda r=runner, w=work, s=steps, v=variant, b=batch: self._measure(r, w, s, v, b),
+            )
+            if outcome == "failed" and variant.name not in tried:
+                broken.add(variant.name)
+            tried.add(variant.name)
+            if outcome == "ok" and variant.name not in done_quality:
+                # Right after the first success (compiled by then), so a budget cut later
+                # still leaves this variant's speed rows eligible for the best figure.
+                done_quality.add(variant.name)
+                self._guard(f"quality {variant.name}", lambda v=variant: self._quality(v))
+        self._summarise()
+        self._save()
+        _print_table(self.results)
+
+    # -- setup -----------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        from chatterbox_serve.model import checkpoint
+
+        directory: Path = self.args.checkpoint
+        if not directory.exists() or not any(directory.iterdir()):
+            from tools.write_checkpoint import write_checkpoint
+
+            t0 = time.monotonic()
+            write_checkpoint(directory, tiny=self.args.smoke)
+            self.results["checkpoint_written_s"] = round(time.monotonic() - t0, 1)
+        t0 = time.monotonic()
+        s3gen = checkpoint.load_s3gen(directory, self.device)
+        self.results["load_s"] = round(time.monotonic() - t0, 1)
+        return s3gen
+
+    def _workload(self, n: int) -> list[tuple[Any, dict[str, Any]]]:
+        import torch
+
+        gen = torch.Generator().manual_seed(1)
+        voices = []
+        for p in self.prompts:
+            voices.append(
+                {
+                    "prompt_token": torch.randint(0, 6561, (1, p), generator=gen),
+                    "prompt_token_len": torch.tensor([p]),
+                    "prompt_feat": torch.randn(1, 2 * p, 80, generator=gen) - 5,
+                    "prompt_feat_len": None,
+                    "embedding": torch.randn(1, 192, generator=gen),
+                }
+            )
+            voices[-1] = {k: _to(v, self.device) for k, v in voices[-1].items()}
+        lo, hi = self.token_range
+        lengths = torch.randint(lo, hi + 1, (n,), generator=gen).tolist()
+        return [
+            (torch.randint(0, 6561, (k,), generator=gen).to(self.device), voices[i % len(voices)])
+            for i, k in enumerate(lengths)
+        ]
+
+    def _runner(self, variant: Variant, batch: int) -> Any:
+        from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner, S3GenBatchPolicy
+
+        policy = S3GenBatchPolicy(
+            max_batch_size=batch,
+            max_length_ratio=self.args.length_ratio,
+            precision=variant.precision,  # type: ignore[arg-type]
+            compile=variant.compile,  # type: ignore[arg-type]
+            vocoder_precision=variant.vocoder,  # type: ignore[arg-type]
+        )
+        return BatchedS3GenRunner(self.s3gen, policy)
+
+    # -- measurements ----------------------------------------------------------------
+
+    def _measure(
+        self, runner: Any, work: list[Any], steps: int, variant: Variant, batch: int
+    ) -> None:
+        from chatterbox_serve.model.s3gen.batch import plan_batches
+
+        tokens, refs = zip(*work, strict=True)
+        t0 = time.monotonic()
+        if variant.compile == "off":
+            # Eager kernels need no per-shape preparation; one small call wakes the device.
+            runner.run(tokens[:8], refs[:8], 1)
+        elif (variant.name, batch) not in self.warmed:
+            # Every shape bucket of the timed run, twice: compiled, then CUDA graphs recorded.
+            # The step count changes no shape, so once per batch size is enough.
+            runner.run(tokens, refs, 2)
+            self.warmed.add((variant.name, batch))
+        self._sync()
+        warmup_s = time.monotonic() - t0
+        self._reset_peak()
+        t0 = time.monotonic()
+        wavs = [w.cpu() for w in runner.run(tokens, refs, steps)]  # .cpu() synchronises
+        wall = time.monotonic() - t0
+        audio_s = sum(w.shape[-1] for w in wavs) / 24000
+        lengths = [int(t.numel()) + int(r["prompt_token"].shape[-1]) for t, r in work]
+        row = {
+            "variant": variant.name,
+            "precision": variant.precision,
+            "compile": variant.compile,
+            "vocoder": variant.vocoder,
+            "compile_active": runner._compiled_velocity() is not None,
+            "steps": steps,
+            "batch": batch,
+            "items": len(work),
+            "passes": len(plan_batches(lengths, runner.policy)),
+            "audio_s": round(audio_s, 2),
+            "wall_s": round(wall, 4),
+            "audio_s_per_s": round(audio_s / wall, 2),
+            "warmup_s": round(warmup_s, 2),
+            "peak_gib": self._peak_gib(),
+        }
+        self.results["runs"].append(row)
+        print(json.dumps(row), flush=True)
+
+    def _quality_work(self) -> tuple[list[Any], list[Any], list[int]]:
+        n = self.quality_items
+        work = self._workload(self.items)[:: max(1, self.items // n)][:n]
+        tokens, refs = zip(*work, strict=True)
+        return list(tokens), list(refs), list(range(len(work)))
+
+    def _quality(self, variant: Variant) -> None:
+        import torch
+
+        from chatterbox_serve.model.s3gen.vocoder import vocode
+
+        tokens, refs, seeds = self._quality_work()
+        runner = self._runner(variant, len(tokens))
+        mels = runner.flow_mels(tokens, refs, QUALITY_STEPS)
+        with torch.inference_mode():
+            wavs = vocode(self.s3gen.mel2wav, mels, seeds, variant.vocoder)  # type: ignore[arg-type]
+        if variant.name == "fp32":
+            self.fp32_quality = {"mels": mels, "wavs": wavs}
+            return
+        if self.fp32_quality is None:
+            raise RuntimeError("the fp32 reference failed, so there is nothing to compare with")
+        mel_err = max(_errors(mels, self.fp32_quality["mels"]))
+        wav_err = max(_errors(wavs, self.fp32_quality["wavs"]))
+        row = {
+            "variant": variant.name,
+            "steps": QUALITY_STEPS,
+            "items": len(tokens),
+            "max_rel_l2_mel": mel_err,
+            "max_rel_l2_wav": wav_err,
+            "mel_ok": mel_err <= MEL_BOUND,
+            "wav_ok": wav_err <= WAVEFORM_BOUND,
+        }
+        self.results["quality"].append(row)
+        print(json.dumps(row), flush=True)
+
+    def _vocoder_stage(self) -> None:
+        """The vocoder given the fp32 mels: batched fp32 and bf16 against HiFT alone."""
+        import torch
+
+        from chatterbox_serve.model.s3gen.vocoder import VocoderPrecision, vocode
+
+        if self.fp32_quality is None:
+            raise RuntimeError("the fp32 reference failed")
+        mels = self.fp32_quality["mels"]
+        seeds = list(range(len(mels)))
+        hift = self.s3gen.mel2wav
+        alone = []
+        with torch.inference_mode():
+            for mel, seed in zip(mels, seeds, strict=True):
+                torch.manual_seed(seed)
+                alone.append(hift.inference(speech_feat=mel.unsqueeze(0))[0])
+            # CPUs emulate float16 convolutions slowly (a minute for the smoke's two items).
+            kinds: tuple[VocoderPrecision, ...] = ("fp32", "fp16", "bf16")
+            if self.args.smoke:
+                kinds = ("fp32", "bf16")
+            rows = {p: vocode(hift, mels, seeds, precision=p) for p in kinds}
+        self.results["vocoder_stage"] = {
+            p: {"max_rel_l2_wav": max(_errors(w, alone)), "bound": WAVEFORM_BOUND}
+            for p, w in rows.items()
+        }
+        print(json.dumps({"vocoder_stage": self.results["vocoder_stage"]}), flush=True)
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _guard(self, label: str, fn: Any) -> str:
+        """Run one piece of work; record a failure or an overrun instead of dying.
+
+        Returns "ok", "failed" (it raised) or "cut" (no budget left, or it ran past it).
+        """
+        left = self.budget_s - (time.monotonic() - self.start)
+        if left <= 0:
+            self._skip(label, "skipped: time budget spent")
+            return "cut"
+        outcome = "ok"
+        try:
+            with _alarm(left):
+                fn()
+        except Exception as exc:  # one refused variant must not end a lent machine's run
+            outcome = "cut" if isinstance(exc, BudgetExceeded) else "failed"
+            self.results["failures"].append({"what": label, "error": repr(exc)[:500]})
+            print(json.dumps(self.results["failures"][-1]), flush=True)
+            gc.collect()
+            if self.device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+        self._summarise()  # the summary keys are current even if the run is killed next
+        self._save()
+        return outcome
+
+    def _skip(self, label: str, reason: str) -> None:
+        self.results["failures"].append({"what": label, "error": reason})
+        self._save()
+
+    def _summarise(self) -> None:
+        quality = {q["variant"]: q for q in self.results["quality"]}
+        good = {"fp32"} | {v for v, q in quality.items() if q["mel_ok"] and q["wav_ok"]}
+        for steps, key, goal in (
+            (self.steps[0], "s3gen_audio_s_per_s", GOAL_10_STEPS),
+            (self.steps[-1], "s3gen_audio_s_per_s_5_steps", GOAL_5_STEPS),
+        ):
+            rows = [r for r in self.results["runs"] if r["steps"] == steps and r["variant"] in good]
+            best = max(rows, key=lambda r: r["audio_s_per_s"], default=None)
+            self.results[key] = None if best is None else best["audio_s_per_s"]
+            self.results[f"{key}_best"] = best
+            met = best is not None and best["audio_s_per_s"] >= goal
+            self.results[f"{key}_goal"] = {"target": goal, "met": met}
+        self.results["elapsed_s"] = round(time.monotonic() - self.start, 1)
+
+    def _save(self) -> None:
+        self.args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=2))
+        tmp.replace(self.args.out)
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _reset_peak(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def _peak_gib(self) -> float | None:
+        import torch
+
+        if self.device.type != "cuda":
+            return None
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise `BudgetExceeded` in this thread once `seconds` pass (POSIX main thread only)."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise BudgetExceeded(f"ran past the budget ({seconds:.0f} s were left)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1.0))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _errors(fast: list[Any], reference: list[Any]) -> list[float]:
+    import torch
+
+    out = []
+    for a, b in zip(fast, reference, strict=True):
+        diff = torch.linalg.vector_norm(a.float() - b.float())
+        out.append(float(diff / torch.linalg.vector_norm(b.float())))
+    return out
+
+
+def _audio_s(work: list[Any]) -> float:
+    return sum(2 * int(t.numel()) * 480 for t, _ in work) / 24000
+
+
+def _to(value: Any, device: Any) -> Any:
+    return value.to(device) if hasattr(value, "to") else value
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def _machine(torch: Any, device: Any) -> dict[str, Any]:
+    cuda = device.type == "cuda"
+    return {
+        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "weights": "random",
+    }
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    quality = {q["variant"]: q for q in results["quality"]}
+    print("| variant | steps | batch | passes | audio-s/s | peak GiB | mel rel L2 | wav rel L2 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        q = quality.get(r["variant"], {})
+        mel, wav = q.get("max_rel_l2_mel"), q.get("max_rel_l2_wav")
+        print(
+            f"| {r['variant']} | {r['steps']} | {r['batch']} | {r['passes']} | "
+            f"{r['audio_s_per_s']:.1f} | {r['peak_gib']} | {_fmt(mel)} | {_fmt(wav)} |"
+        )
+    for f in results["failures"]:
+        print(f"FAILED {f['what']}: {f['error'][:200]}")
+    print(
+        f"best 10 steps: {results.get('s3gen_audio_s_per_s')} audio-s/s "
+        f"(goal {GOAL_10_STEPS:.0f}); best 5 steps: {results.get('s3gen_audio_s_per_s_5_steps')} "
+        f"(aim {GOAL_5_STEPS:.0f}); elapsed {results.get('elapsed_s')} s"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+if __name__ == "__main__":
+    main()
