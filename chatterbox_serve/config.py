@@ -186,8 +186,8 @@ class EngineConfig(_Section):
         # runners has an fp16 path: refuse at startup rather than ignore it.
         if on:
             raise ValueError(
-                "chatterbox-vllm's fp16 S3Gen is not supported; use CHATTERBOX_S3GEN_PRECISION=bf16 "
-                "(the default, auto, picks it on Ampere or newer GPUs)"
+                "chatterbox-vllm's fp16 S3Gen is not supported; use "
+                "CHATTERBOX_S3GEN_PRECISION=bf16 (the default, auto, picks it on Ampere or newer)"
             )
         return on
 
