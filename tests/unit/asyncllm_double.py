@@ -73,7 +73,10 @@ class FakeAsyncLLM:
         max_num_seqs: int = 64,
         die_at_step: int | None = None,
         script_for: Any = None,
+        step_s: float = 0.0,
     ) -> None:
+        # A real engine step takes milliseconds; tests that act mid-decode set it.
+        self.step_s = step_s
         # `script_for(prompt, params)` scripts a request given in our engine's real
         # prompt format; it may raise ValueError, as vLLM's input processor does.
         self.script_for = script_for
@@ -143,7 +146,7 @@ class FakeAsyncLLM:
     async def _engine_loop(self) -> None:
         step = 0
         while self.running or self.waiting:
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.step_s)
             while self.waiting and len(self.running) < self.max_num_seqs:
                 request = self.waiting.pop(0)
                 self.running[request.request_id] = request

@@ -204,7 +204,9 @@ def test_engine_death_fails_the_batch_and_health(tiny_checkpoint: Path) -> None:
 
 
 def test_a_cancelled_call_aborts_its_requests_inside_vllm(tiny_checkpoint: Path) -> None:
-    engine, factory = _engine(tiny_checkpoint, script_for=lambda p, s: [5] * 100000)
+    engine, factory = _engine(
+        tiny_checkpoint, script_for=lambda p, s: [5] * 100000, llm={"step_s": 0.01}
+    )
     asyncio.run(engine.start())
 
     async def call_then_cancel() -> None:
@@ -215,7 +217,7 @@ def test_a_cancelled_call_aborts_its_requests_inside_vllm(tiny_checkpoint: Path)
         fake = factory.llm
         assert fake is not None
         for _ in range(20_000):
-            await asyncio.sleep(0 if fake.prompts else 0.01)
+            await asyncio.sleep(0.002)
             if len(fake.running) == 2 or task.done():
                 break
         assert len(fake.running) == 2, (task.done() and task.result(), fake.step_batches[-3:])
