@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import unicodedata
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -53,6 +53,8 @@ class Cancellable(Protocol):
 
 
 Submit = Callable[[SynthesisRequest], Cancellable]
+# Speaks one item as pieces, the first before the model is done (`TTSEngine.synthesize_stream`).
+SubmitStream = Callable[[SynthesisRequest], AsyncIterator[SynthesisResult]]
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,13 @@ class RenderedSpeech:
 class SpeechPipeline:
     """Turns a `SpeechJob` into encoded audio, whole or streamed."""
 
-    def __init__(self, settings: Settings, submit: Submit) -> None:
+    def __init__(
+        self, settings: Settings, submit: Submit, submit_stream: SubmitStream | None = None
+    ) -> None:
+        """`submit_stream`, when the model streams, speaks the first chunk of a stream."""
         self.settings = settings
         self._submit = submit
+        self._submit_stream = submit_stream
 
     def plan(self, job: SpeechJob) -> list[SynthesisRequest]:
         """Chunk the text; raises `InvalidRequestError` past the chunk limit."""
@@ -173,17 +179,28 @@ class SpeechPipeline:
         return budget if asked is None else min(asked, budget)
 
     async def stream(self, job: SpeechJob) -> AsyncGenerator[AudioPiece, None]:
-        """Yield encoded pieces; chunk k goes out once it and every chunk before it are done."""
+        """Yield encoded pieces; chunk k goes out once it and every chunk before it are done.
+
+        With a model that streams, a stream's first chunk goes out in pieces as the model
+        makes them (issue 15: first audio before the first chunk is done). Not with a
+        speed change: stretching pieces apart would put seams inside the chunk.
+        """
         began = time.monotonic()
         items = self.plan(job)
         chunked = time.monotonic()
-        # Streaming: the other chunks go once the first is back, so the first engine call
-        # carries the short first chunk alone instead of a whole batch (issue 5: TTFB).
-        # Only the first chunk carries the voice audio; the others name it by sha256
-        # and the model side re-attaches it (issue 11: once per request, not per chunk).
-        pending: list[Cancellable | None] = [self._submit(items[0])]
+        incremental = job.streaming and self._submit_stream is not None and job.speed == 1.0
+        # Streaming: the other chunks go once the first is back (or has begun to come
+        # back), so the first engine call carries the short first chunk alone instead of
+        # a whole batch (issue 5: TTFB). Only the first chunk carries the voice audio;
+        # the others name it by sha256 and the model side re-attaches it (issue 11).
+        pending: list[Cancellable | None] = [None if incremental else self._submit(items[0])]
         if not job.streaming:
             pending += [send_detached(self._submit, item) for item in items[1:]]
+
+        def send_the_rest() -> None:
+            if len(pending) < len(items):
+                pending.extend(send_detached(self._submit, item) for item in items[1:])
+
         audio_cfg = self.settings.audio
         encoder = StreamingEncoder(job.format, mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps)
         stitcher = Stitcher(crossfade_ms=self.settings.audio.crossfade_ms)
@@ -193,50 +210,67 @@ class SpeechPipeline:
         # A runaway engine (or text that tricks it) must not make hours of audio: the
         # output is bounded by the text's length, whatever the engine does.
         audio_cap_s = self.audio_cap_s(job.text)
-        encode_s, first_audio_s = 0.0, 0.0
+        encode_s, first_audio_s, streamed_s = 0.0, 0.0, 0.0
+        first_pieces: AsyncGenerator[SynthesisResult, None] | None = None
         try:
             for index in range(len(items)):
-                call = pending[index]
-                assert call is not None
-                result = await _settle(call, job.request_id, index)
-                pending[index] = None  # a settled future holds the chunk's audio
-                del call
-                if len(pending) < len(items):
-                    pending += [send_detached(self._submit, item) for item in items[1:]]
-                results.append(_Settled.of(result))
-                raw = result.audio
-                del result
-                if sum(r.duration_s for r in results) > audio_cap_s:
-                    raise EngineError(
-                        f"request {job.request_id}: the engine made more than "
-                        f"{audio_cap_s:.0f} s of audio for {len(job.text)} characters"
-                    )
-                last = index == len(items) - 1
-                t0 = time.monotonic()
-                audio = await asyncio.to_thread(_stitch, stitcher, raw, job.speed, last)
-                del raw
-                # The first second of a stream is encoded and sent on its own, so the
-                # first bytes do not wait for the rest of the first chunk (issue 5: TTFB).
-                parts = _split_head(audio) if job.streaming and index == 0 else [audio]
-                for k, part in enumerate(parts):
-                    finish = last and k == len(parts) - 1
-                    data = await asyncio.to_thread(_encode, encoder, part, finish)
-                    encode_s += time.monotonic() - t0
-                    t0 = time.monotonic()
-                    if finish:
-                        timings = _timings(results, chunked - began, encode_s, first_audio_s, began)
-                        yield AudioPiece(
-                            data,
-                            final=True,
-                            usage=_usage(results),
-                            audio_s=_audio_s(results, job.speed),
-                            timings=timings,
+                if index == 0 and incremental:
+                    assert self._submit_stream is not None
+                    first_pieces = _settle_pieces(self._submit_stream(items[0]), job.request_id)
+                    sources: AsyncIterator[SynthesisResult] = first_pieces
+                else:
+                    call = pending[index]
+                    assert call is not None
+                    sources = _one(_settle(call, job.request_id, index))
+                async for result in sources:
+                    pending[index] = None  # a settled future holds the chunk's audio
+                    send_the_rest()
+                    raw, partial = result.audio, result.partial
+                    if partial:
+                        streamed_s += result.duration_s
+                    else:
+                        settled = _Settled.of(result)
+                        results.append(replace(settled, duration_s=settled.duration_s + streamed_s))
+                        streamed_s = 0.0
+                    del result
+                    if sum(r.duration_s for r in results) + streamed_s > audio_cap_s:
+                        raise EngineError(
+                            f"request {job.request_id}: the engine made more than "
+                            f"{audio_cap_s:.0f} s of audio for {len(job.text)} characters"
                         )
-                    elif data:
-                        first_audio_s = first_audio_s or time.monotonic() - began
-                        yield AudioPiece(data)
-                del audio, parts
+                    last = index == len(items) - 1 and not partial
+                    t0 = time.monotonic()
+                    audio = await asyncio.to_thread(
+                        _stitch, stitcher, raw, job.speed, last, index == 0 and incremental
+                    )
+                    del raw
+                    # The first second of a whole first chunk is encoded and sent on its
+                    # own, so the first bytes do not wait for the rest (issue 5: TTFB).
+                    whole_first = job.streaming and index == 0 and not incremental
+                    parts = _split_head(audio) if whole_first else [audio]
+                    for k, part in enumerate(parts):
+                        finish = last and k == len(parts) - 1
+                        data = await asyncio.to_thread(_encode, encoder, part, finish)
+                        encode_s += time.monotonic() - t0
+                        t0 = time.monotonic()
+                        if finish:
+                            timings = _timings(
+                                results, chunked - began, encode_s, first_audio_s, began
+                            )
+                            yield AudioPiece(
+                                data,
+                                final=True,
+                                usage=_usage(results),
+                                audio_s=_audio_s(results, job.speed),
+                                timings=timings,
+                            )
+                        elif data:
+                            first_audio_s = first_audio_s or time.monotonic() - began
+                            yield AudioPiece(data)
+                    del audio, parts
         finally:
+            if first_pieces is not None:
+                await first_pieces.aclose()
             for left in pending:
                 if left is not None:
                     left.cancel()
@@ -313,8 +347,12 @@ def _merge_letterless(chunks: list[str]) -> list[str]:
     return merged
 
 
-def _stitch(stitcher: Stitcher, audio: np.ndarray, speed: float, last: bool) -> np.ndarray:
-    out = stitcher.push(change_speed(audio, speed))
+def _stitch(
+    stitcher: Stitcher, audio: np.ndarray, speed: float, last: bool, continues: bool = False
+) -> np.ndarray:
+    """`audio` joined to what came before: crossfaded at a chunk's start, appended within it."""
+    audio = change_speed(audio, speed)
+    out = stitcher.extend(audio) if continues else stitcher.push(audio)
     return np.concatenate([out, stitcher.flush()]) if last else out
 
 
@@ -327,6 +365,30 @@ def _split_head(audio: np.ndarray, head_samples: int = SAMPLE_RATE) -> list[np.n
 def _encode(encoder: StreamingEncoder, audio: np.ndarray, finish: bool) -> bytes:
     out = encoder.encode(audio)
     return out + encoder.finish() if finish else out
+
+
+async def _one(result: Awaitable[SynthesisResult]) -> AsyncGenerator[SynthesisResult, None]:
+    yield await result
+
+
+async def _settle_pieces(
+    pieces: AsyncIterator[SynthesisResult], request_id: str
+) -> AsyncGenerator[SynthesisResult, None]:
+    """The first chunk's pieces, with failures reported as `_settle` reports them."""
+    try:
+        async for piece in pieces:
+            if not isinstance(piece, SynthesisResult):
+                raise EngineError(f"chunk 0: engine returned {type(piece).__name__}")
+            yield piece
+    except (ChatterboxError, asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:
+        logger.exception("request %s: chunk 0 failed", request_id)
+        raise EngineError(f"chunk 0 failed: {type(exc).__name__}") from exc
+    finally:
+        close = getattr(pieces, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def _settle(call: Cancellable, request_id: str, index: int) -> SynthesisResult:
@@ -443,6 +505,19 @@ class DirectSubmitter:
 
     def __call__(self, item: SynthesisRequest) -> asyncio.Task[SynthesisResult]:
         return asyncio.ensure_future(self._one(item))
+
+    async def stream(self, item: SynthesisRequest) -> AsyncGenerator[SynthesisResult, None]:
+        """`engine.synthesize_stream` of one item, its voice audio handled as in a call."""
+        (ready,) = self.voices.attach([item])
+        if isinstance(ready, ChatterboxError):
+            raise ready
+        async for piece in self.engine.synthesize_stream(ready):
+            yield piece
+
+    @property
+    def streams(self) -> SubmitStream | None:
+        """`stream`, for a `SpeechPipeline`, when the engine streams its audio."""
+        return self.stream if self.engine.streams_audio else None
 
     async def _one(self, item: SynthesisRequest) -> SynthesisResult:
         began = time.monotonic()

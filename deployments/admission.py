@@ -1,4 +1,4 @@
-"""Admission to the model's batch queue: items enter only while the engine is idle.
+"""Admission to the model's batch queue: items enter only while the engine has room.
 
 `@serve.batch` forms the next batch from whatever has arrived within its wait, even
 while the engine is still busy with the previous one. Under load that queued many one-
@@ -6,6 +6,11 @@ or two-item batches behind the running call (issue 5: 2.0 items per call at 64
 clients, 0.21 of engine capacity). `BatchGate` holds items back while the engine runs
 and then lets in at most one batch's worth, so the items that piled up during a call
 form the next full batch and the overflow waits for the one after.
+
+An engine whose stages overlap across calls (the vLLM engine: T3 of one call decodes
+while S3Gen finishes another's items) declares `max_concurrent_calls` above 1, and
+the gate then lets that many calls run at once (issue 15); for every other engine a
+second call would only queue behind the first on the device.
 
 Background items (chunks of long-text jobs) take only the room interactive items
 leave: one waits while any interactive item waits, and a batch takes at most
@@ -30,12 +35,15 @@ class Ticket:
 
 
 class BatchGate:
-    """Admit up to `limit` items per engine call, and only while no call runs."""
+    """Admit up to `limit` items per engine call, while fewer than `concurrency` calls run."""
 
-    def __init__(self, limit: int, background_per_batch: int | None = None) -> None:
+    def __init__(
+        self, limit: int, background_per_batch: int | None = None, concurrency: int = 1
+    ) -> None:
         self.limit = limit
+        self.concurrency = max(1, concurrency)
         self.background_per_batch = background_per_batch or max(1, limit // 8)
-        self._busy = False
+        self._running = 0
         self._admitted = 0
         self._background = 0
         self._interactive_waiting = 0
@@ -44,7 +52,7 @@ class BatchGate:
     async def enter(self, background: bool = False) -> Ticket:
         if background:
             while (
-                self._busy
+                self._full
                 or self._interactive_waiting
                 or self._admitted >= self.limit
                 or self._background >= self.background_per_batch
@@ -54,7 +62,7 @@ class BatchGate:
         else:
             self._interactive_waiting += 1
             try:
-                while self._busy or self._admitted >= self.limit:
+                while self._full or self._admitted >= self.limit:
                     await self._wake.wait()
             finally:
                 self._interactive_waiting -= 1
@@ -65,19 +73,23 @@ class BatchGate:
 
     def started(self, tickets: Iterable[Ticket]) -> None:
         """The engine call over these items begins."""
-        self._busy = True
+        self._running += 1
         for ticket in tickets:
             self._release(ticket)
 
     def finished(self) -> None:
         """The engine call ended; waiting items may form the next batch."""
-        self._busy = False
+        self._running -= 1
         self._notify()
 
     def abandon(self, ticket: Ticket) -> None:
         """The caller was cancelled; free its place if its batch never started."""
         self._release(ticket)
         self._notify()
+
+    @property
+    def _full(self) -> bool:
+        return self._running >= self.concurrency
 
     def _release(self, ticket: Ticket) -> None:
         if not ticket.started:

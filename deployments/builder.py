@@ -70,14 +70,17 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = build_settings(app_args)
     engine = resolve_engine_name(settings)
     engine_path = ENGINES[engine]
-    needs_gpu = engine_class(engine_path).needs_gpu
+    cls = engine_class(engine_path)
+    needs_gpu = cls.needs_gpu
     if engine == "simulated":
         logger.warning("Engine is SIMULATED: responses are synthetic tones, not speech.")
     options = merge_options(deployment_defaults(settings, needs_gpu), app_args.deployments)
     check_batch_size(options, settings)
     logger.info("Engine %s (%s); deployment options: %s", engine, engine_path, options)
     model = _deployment(SpeechModelDeployment, options[MODEL]).bind(settings, engine_path)
-    text_audio = _deployment(TextAudioDeployment, options[TEXT_AUDIO]).bind(model, settings)
+    text_audio = _deployment(TextAudioDeployment, options[TEXT_AUDIO]).bind(
+        model, settings, cls.streams_audio
+    )
     worker = _deployment(JobWorkerDeployment, options[JOB_WORKER]).bind(model, settings)
     ingress = _deployment(SpeechIngress, options[INGRESS])
     return ingress.bind(text_audio, model, settings, engine, worker)

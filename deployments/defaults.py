@@ -78,7 +78,8 @@ def deployment_defaults(settings: Settings, needs_gpu: bool) -> dict[str, dict[s
                 "num_gpus": 1 if needs_gpu else 0,
                 "num_cpus": 1 if needs_gpu else 0.5,
             },
-            # At least max_batch_size x max_concurrent_batches (1), or batches never fill.
+            # At least max_batch_size x max_concurrent_batches (up to 4), or batches never
+            # fill.
             # 64x: chunks wait at the replica's batch gate, not in the callers' routers,
             # whose retries back off up to 0.5 s once a replica is full and then arrive
             # as one- and two-item batches (docs/PERFORMANCE.md).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -38,8 +39,11 @@ class SpeechModelDeployment:
         self._metrics = EngineMetrics()
         self._load = ReplicaLoad(has_queue=True)
         self._reporter = StatusReporter(self._load)
-        # Items join the batch queue only while the engine is idle (deployments/admission.py).
-        self._gate = BatchGate(settings.engine.max_batch_size)
+        # Items join the batch queue only while the engine has room for another call
+        # (deployments/admission.py).
+        self._gate = BatchGate(
+            settings.engine.max_batch_size, concurrency=self.engine.max_concurrent_calls
+        )
         logger.info("Model replica ready with engine %s", self.engine.name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -86,7 +90,32 @@ class SpeechModelDeployment:
             raise outcome
         return outcome
 
-    @serve.batch(max_batch_size=10, batch_wait_timeout_s=0.01)
+    async def synthesize_stream(self, item: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
+        """One item as pieces of audio, the first before the model has finished (issue 15).
+
+        An engine that streams (`streams_audio`) takes the item straight, outside the
+        batch queue: it batches T3 and S3Gen itself, and a listener must not wait for
+        a batch to form. Any other engine gets the item through the batch queue, as one
+        piece.
+        """
+        if not self.engine.streams_audio:
+            yield await self._synthesize(item, background=False)
+            return
+        (ready,) = self._voices.attach([item])
+        if isinstance(ready, ChatterboxError):
+            raise ready
+        began = time.monotonic()
+        with self._load.track(), self._load.running(1):
+            try:
+                async for piece in self.engine.synthesize_stream(ready):
+                    yield piece
+            except ChatterboxError as exc:
+                self._metrics.record_error("item", exc)
+                raise
+        logger.debug("streamed item in %.3f s", time.monotonic() - began)
+
+    # Up to 4 calls at once; the gate lets in only as many as the engine declares.
+    @serve.batch(max_batch_size=10, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
     async def _batch(
         self, entries: list[tuple[SynthesisRequest, float, Ticket]]
     ) -> list[SynthesisOutcome]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from chatterbox_serve.audio import change_speed
 from chatterbox_serve.config import Settings
@@ -46,9 +46,14 @@ class _ModelCall:
 class TextAudioDeployment:
     """Runs `SpeechPipeline`; raw audio flows model -> here, only encoded bytes go on."""
 
-    def __init__(self, model: DeploymentHandle[Any], settings: Settings) -> None:
+    def __init__(
+        self, model: DeploymentHandle[Any], settings: Settings, streams_audio: bool = False
+    ) -> None:
+        """`streams_audio`: the model's engine yields first audio before a chunk is done."""
         self._model = model
-        self.pipeline = SpeechPipeline(settings, self._submit)
+        self.pipeline = SpeechPipeline(
+            settings, self._submit, self._submit_stream if streams_audio else None
+        )
         self._metrics = SpeechMetrics()
         self._load = ReplicaLoad()
         self._reporter = StatusReporter(self._load)
@@ -59,6 +64,21 @@ class TextAudioDeployment:
         response = self._model.synthesize.remote(item)
         assert isinstance(response, DeploymentResponse)
         return _ModelCall(response)
+
+    async def _submit_stream(self, item: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
+        pieces = self._model.options(stream=True).synthesize_stream.remote(item)
+        assert isinstance(pieces, DeploymentResponseGenerator)
+        ended = False
+        try:
+            async for piece in pieces:
+                yield piece
+            ended = True
+        except BackPressureError as exc:
+            raise EngineOverloadedError("model queue full") from exc
+        finally:
+            if not ended:
+                # The listener went away (or a piece failed): stop the model's work too.
+                pieces.cancel()  # type: ignore[no-untyped-call]
 
     async def render(self, job: SpeechJob) -> RenderedSpeech:
         with self._load.track():

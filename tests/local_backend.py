@@ -25,7 +25,8 @@ class LocalBackend:
 
     def __init__(self, settings: Settings, engine: TTSEngine) -> None:
         self.engine = engine
-        self.pipeline = SpeechPipeline(settings, DirectSubmitter(engine))
+        submitter = DirectSubmitter(engine)
+        self.pipeline = SpeechPipeline(settings, submitter, submitter.streams)
 
     async def render(self, job: SpeechJob) -> RenderedSpeech:
         return await self.pipeline.render(job)

@@ -31,6 +31,13 @@ class Stitcher:
         self._tail = head[len(head) - keep :].copy()
         return head[: len(head) - keep]
 
+    def extend(self, piece: np.ndarray) -> np.ndarray:
+        """More of the chunk being pushed: appended as is, no crossfade inside a chunk."""
+        head = np.concatenate([self._tail, np.asarray(piece, dtype=np.float32)])
+        keep = min(self.fade, len(head))
+        self._tail = head[len(head) - keep :].copy()
+        return head[: len(head) - keep]
+
     def flush(self) -> np.ndarray:
         tail, self._tail = self._tail, np.zeros(0, dtype=np.float32)
         return tail

@@ -16,13 +16,21 @@ order. The contract:
 - `max_new_tokens` is a hard stop: the pipeline derives it from the request's audio cap.
 - `start` runs once before the first call; `check_health` raises when the engine can
   no longer serve, so the replica holding it gets replaced.
+- `synthesize_stream` speaks one item as a series of pieces. An engine with
+  `streams_audio` yields its first audio while the model is still generating the rest
+  (issue 15); any other engine yields the whole item as one piece. Every piece but the
+  last has `partial` set; the last carries the token counts, and the pieces joined
+  are the item's audio. A failure before the first piece raises the item's error.
+- `max_concurrent_calls` is how many `synthesize` calls the serving layer should keep
+  in flight: 1 for an engine that runs a call start to end on its device, more for
+  one whose stages overlap across calls.
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +109,8 @@ class SynthesisResult:
     engine_s: float = 0.0
     queue_wait_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # A piece of a streamed item that more audio follows (see `synthesize_stream`).
+    partial: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -116,6 +126,8 @@ class TTSEngine(abc.ABC):
     name: str = "abstract"
     sample_rate: int = 24_000
     needs_gpu: bool = False
+    streams_audio: bool = False
+    max_concurrent_calls: int = 1
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights and warm up; called once per replica."""
@@ -123,6 +135,13 @@ class TTSEngine(abc.ABC):
     @abc.abstractmethod
     async def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutcome]:
         """Synthesise every item; one outcome per item, in input order."""
+
+    async def synthesize_stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
+        """Speak one item in pieces; here, the whole item as one piece."""
+        (outcome,) = await self.synthesize([request])
+        if isinstance(outcome, ChatterboxError):
+            raise outcome
+        yield outcome
 
     async def check_health(self) -> None:  # noqa: B027 - optional hook
         """Raise if the engine can no longer serve."""

@@ -71,6 +71,17 @@ def pick_dtype(setting: str, device: str) -> Any:
     return getattr(torch, setting)
 
 
+def to_audio(wav: Any) -> np.ndarray:
+    """A waveform tensor on any device as the engine's output: float32 numpy in [-1, 1]."""
+    audio = np.asarray(wav.float().cpu().numpy(), dtype=np.float32).reshape(-1)
+    return np.clip(audio, -1.0, 1.0)
+
+
+def seed_of(p: _Prepared) -> int:
+    """S3Gen's noise seed for an item: its request's seed, or a fresh one."""
+    return p.item.seed if p.item.seed is not None else secrets.randbits(31)
+
+
 @dataclass
 class _Loaded:
     """Everything `start` loads; one per engine."""
@@ -227,17 +238,19 @@ class TorchEngine(TTSEngine):
                 generated.append((p, tokens))
         wavs = self._vocode(loaded, generated)
         for (p, tokens), wav in zip(generated, wavs, strict=True):
-            if isinstance(wav, ChatterboxError):
-                outcomes[p.index] = wav
-                continue
-            audio = np.asarray(wav.float().cpu().numpy(), dtype=np.float32).reshape(-1)
-            outcomes[p.index] = SynthesisResult(
-                audio=np.clip(audio, -1.0, 1.0),
-                sample_rate=SAMPLE_RATE,
-                input_tokens=p.input_tokens,
-                output_tokens=len(tokens),
+            outcomes[p.index] = (
+                wav if isinstance(wav, ChatterboxError) else self._result_of(p, tokens, wav)
             )
         return [outcomes[i] for i in range(count)]
+
+    @staticmethod
+    def _result_of(p: _Prepared, tokens: Sequence[int], wav: Any) -> SynthesisResult:
+        return SynthesisResult(
+            audio=to_audio(wav),
+            sample_rate=SAMPLE_RATE,
+            input_tokens=p.input_tokens,
+            output_tokens=len(tokens),
+        )
 
     def _prepare(self, loaded: _Loaded, index: int, request: SynthesisRequest) -> _Prepared:
         import torch
@@ -335,9 +348,7 @@ class TorchEngine(TTSEngine):
         refs = [p.s3gen_ref for p, _ in generated]
         # A seeded request repeats exactly only if S3Gen's vocoder noise is seeded too;
         # unseeded items get fresh seeds so they still differ from each other.
-        seeds = [
-            p.item.seed if p.item.seed is not None else secrets.randbits(31) for p, _ in generated
-        ]
+        seeds = [seed_of(p) for p, _ in generated]
         try:
             with torch.inference_mode():
                 wavs = loaded.runner.run(

@@ -276,3 +276,26 @@ def test_a_seeded_request_repeats_exactly_and_seeds_reach_s3gen(
     assert a.output_tokens == c.output_tokens
     assert np.array_equal(a.audio, b.audio)
     assert not np.array_equal(a.audio, c.audio)
+
+
+def test_s3gen_starts_on_finished_items_while_t3_decodes_the_rest(tiny_checkpoint: Path) -> None:
+    # Issue 15: an item goes to S3Gen the moment T3 stops it, not when the whole call
+    # has left T3, so the GPU is not idle in one stage while the other runs. CFG weight
+    # sets the scripted length: 3 tokens against 23.
+    engine, factory = _engine(tiny_checkpoint, llm={"step_s": 0.05})
+
+    async def go() -> list[Any]:
+        await engine.start()
+        try:
+            return await engine.synthesize(
+                [_request("Short one.", cfg_weight=0.0), _request("Long one.", cfg_weight=2.0)]
+            )
+        finally:
+            await engine.shutdown()
+
+    short, long = asyncio.run(go())
+    assert isinstance(short, SynthesisResult) and isinstance(long, SynthesisResult)
+    assert (short.output_tokens, long.output_tokens) == (3, 23)
+    stage = engine.info()["s3gen_stage"]
+    # The short item was rendered alone, before the long one had finished decoding.
+    assert stage["passes"] == 2 and stage["items"] == 2

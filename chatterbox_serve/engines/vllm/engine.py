@@ -23,21 +23,31 @@ vLLM, torch and the model code load in `start`, so this module imports without t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
-from chatterbox_serve.engines.torch_engine import TorchEngine, _Loaded, _Prepared
+from chatterbox_serve.engines.torch_engine import (
+    SAMPLE_RATE,
+    TorchEngine,
+    _Loaded,
+    _Prepared,
+    seed_of,
+    to_audio,
+)
 from chatterbox_serve.engines.vllm.model_dir import MODALITY
-from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Job
+from chatterbox_serve.engines.vllm.s3gen_stage import S3GenStage
+from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Job, T3Tokens
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.model.s3gen.runner import s3gen_policy
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +68,11 @@ class VLLMEngine(TorchEngine):
 
     name = "vllm"
     needs_gpu = True
+    streams_audio = True
+    # Each item is its own vLLM request, so a Serve batch is only a collection point:
+    # several calls in flight keep T3 decoding while earlier calls' items are in S3Gen,
+    # and calls that finish at different times de-synchronise closed-loop clients.
+    max_concurrent_calls = 4
 
     def __init__(
         self,
@@ -71,6 +86,8 @@ class VLLMEngine(TorchEngine):
         self._forced = forced_length
         self._llm: Any = None
         self._runner: T3AsyncRunner | None = None
+        self._stage: S3GenStage | None = None
+        self._streamer: Any = None
         self._model_dir: Path | None = None
 
     @classmethod
@@ -98,29 +115,71 @@ class VLLMEngine(TorchEngine):
             shutil.rmtree(self._model_dir, ignore_errors=True)
             raise
         self._runner = T3AsyncRunner(self._llm, accept_length=self._forced is not None)
+        self._stage = S3GenStage(
+            self._on_thread,
+            self._vocode_pass,
+            self._step_pass,
+            self.settings.engine.s3gen_batch_size,
+        )
 
     async def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutcome]:
         loaded = self._live()
-        runner = self._runner
-        assert runner is not None
+        runner, stage = self._runner, self._stage
+        assert runner is not None and stage is not None
         began = time.monotonic()
         outcomes, prepared, jobs = await self._on_thread(self._prepare_jobs, loaded, requests)
-        t3_outcomes = await runner.run_all(jobs)
-        t3_results: list[tuple[_Prepared, list[int] | ChatterboxError]] = []
-        for p, outcome in zip(prepared, t3_outcomes, strict=True):
-            t3_results.append(
-                (p, outcome if isinstance(outcome, ChatterboxError) else outcome.tokens)
-            )
-        t3_s = time.monotonic() - began
-        finished = await self._on_thread(self._finish, loaded, len(requests), outcomes, t3_results)
+        finished = await asyncio.gather(
+            *(self._item(runner, stage, p, job) for p, job in zip(prepared, jobs, strict=True))
+        )
+        if runner.dead is not None:
+            raise EngineError(f"vLLM engine is dead: {runner.dead}")
+        for p, outcome in zip(prepared, finished, strict=True):
+            outcomes[p.index] = outcome
         took = time.monotonic() - began
-        logger.debug("vllm batch of %d: T3 %.3f s, total %.3f s", len(requests), t3_s, took)
         return [
             dataclasses.replace(o, batch_size=len(requests), engine_s=took)
             if isinstance(o, SynthesisResult)
             else o
-            for o in finished
+            for o in (outcomes[i] for i in range(len(requests)))
         ]
+
+    async def synthesize_stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
+        """First audio after `CHATTERBOX_STREAM_FIRST_TOKENS` tokens, the rest as T3 goes on.
+
+        Each render re-runs S3Gen over every token so far (`StreamingS3Gen`), so renders
+        come at doubling token counts: the work stays within about twice one whole
+        render, while the audio of each render lasts longer than T3 takes for the next.
+        """
+        loaded = self._live()
+        runner, stage = self._runner, self._stage
+        assert runner is not None and stage is not None
+        began = time.monotonic()
+        outcomes, prepared, jobs = await self._on_thread(self._prepare_jobs, loaded, [request])
+        failed = outcomes.get(0)
+        if isinstance(failed, ChatterboxError):
+            raise failed
+        p, job = prepared[0], jobs[0]
+        stream = self._streamer_for(loaded).open(p.s3gen_ref, seed_of(p))
+        threshold = self.settings.engine.stream_first_tokens
+        async for progress in runner.stream(job):
+            final = isinstance(progress, T3Tokens)
+            tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
+            if not final and len(tokens) < threshold:
+                continue
+            audio = await stage.step((stream, tokens, final))
+            if isinstance(audio, Exception):
+                raise self._item_error(audio, "S3Gen") from audio
+            if final:
+                yield SynthesisResult(
+                    audio=audio,
+                    sample_rate=SAMPLE_RATE,
+                    input_tokens=p.input_tokens,
+                    output_tokens=len(tokens),
+                    engine_s=time.monotonic() - began,
+                )
+            elif audio.size:
+                yield SynthesisResult(audio, SAMPLE_RATE, p.input_tokens, 0, partial=True)
+            threshold = 2 * len(tokens)
 
     async def check_health(self) -> None:
         await super().check_health()
@@ -144,9 +203,61 @@ class VLLMEngine(TorchEngine):
             "max_model_len": e.max_model_len,
             "compile": e.compile,
             "gpu_memory_utilization": e.gpu_memory_utilization,
+            "s3gen_stage": self._stage.stats() if self._stage is not None else None,
+            "stream_first_tokens": e.stream_first_tokens,
         }
 
+    async def _item(
+        self, runner: T3AsyncRunner, stage: S3GenStage, p: _Prepared, job: T3Job
+    ) -> SynthesisOutcome:
+        """One item through T3, then into S3Gen's queue the moment its stop token comes."""
+        t3 = await runner.run_one(job)
+        if isinstance(t3, ChatterboxError):
+            return t3
+        audio = await stage.vocode((p, t3.tokens))
+        if isinstance(audio, Exception):
+            return self._item_error(audio, "S3Gen")
+        return SynthesisResult(
+            audio=audio,
+            sample_rate=SAMPLE_RATE,
+            input_tokens=p.input_tokens,
+            output_tokens=len(t3.tokens),
+        )
+
     # On the engine thread ------------------------------------------------------------
+
+    def _vocode_pass(self, work: list[tuple[_Prepared, list[int]]]) -> list[Any]:
+        """A batch of whole items, as float32 audio or the error each failed with."""
+        wavs = self._vocode(self._live(), work)
+        return [w if isinstance(w, ChatterboxError) else to_audio(w) for w in wavs]
+
+    def _step_pass(self, work: list[tuple[Any, list[int], bool]]) -> list[Any]:
+        """One render of several streamed items, as float32 audio of each one's new part."""
+        import torch
+
+        loaded = self._live()
+        steps = [
+            (stream, torch.tensor(tokens, dtype=torch.long, device=loaded.device), final)
+            for stream, tokens, final in work
+        ]
+        try:
+            with torch.inference_mode():
+                pieces = self._streamer_for(loaded).step(
+                    steps, self.settings.engine.diffusion_steps
+                )
+        except Exception as exc:
+            self._raise_if_fatal(exc)
+            if len(work) == 1:
+                return [self._item_error(exc, "S3Gen")]
+            return [r for w in work for r in self._step_pass([w])]
+        return [to_audio(piece) for piece in pieces]
+
+    def _streamer_for(self, loaded: _Loaded) -> Any:
+        if self._streamer is None:
+            from chatterbox_serve.model.s3gen.streaming import StreamingS3Gen
+
+            self._streamer = StreamingS3Gen(loaded.s3gen, s3gen_policy(self.settings))
+        return self._streamer
 
     def _prepare_jobs(
         self, loaded: _Loaded, requests: Sequence[SynthesisRequest]
@@ -268,7 +379,8 @@ def _build_async_llm(settings: Settings, model_dir: Path) -> Any:
         skip_tokenizer_init=True,
         dtype="bfloat16",
         max_model_len=e.max_model_len,
-        max_num_seqs=e.max_batch_size,
+        # Every call the model deployment lets run at once decodes together.
+        max_num_seqs=e.max_batch_size * VLLMEngine.max_concurrent_calls,
         gpu_memory_utilization=e.gpu_memory_utilization,
         enforce_eager=not e.compile,
         # A prefix never repeats across requests: caching it or its processing would

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ class AsyncLLMLike(Protocol):
 
     def generate(
         self, prompt: Any, sampling_params: Any, request_id: str
-    ) -> AsyncIterator[Any]: ...
+    ) -> AsyncGenerator[Any, None]: ...
 
     async def abort(self, request_id: str | Sequence[str], internal: bool = False) -> None: ...
 
@@ -80,33 +80,59 @@ class T3AsyncRunner:
 
     async def run_all(self, jobs: Sequence[T3Job]) -> list[T3Outcome]:
         """One outcome per job, in order; raises `EngineError` if the engine died."""
-        outcomes = await asyncio.gather(*(self._run_one(job) for job in jobs))
+        outcomes = await asyncio.gather(*(self.run_one(job) for job in jobs))
         if self.dead is not None:
             raise EngineError(f"vLLM engine is dead: {self.dead}")
         return list(outcomes)
 
-    async def _run_one(self, job: T3Job) -> T3Outcome:
+    async def run_one(self, job: T3Job) -> T3Outcome:
+        """The finished job's speech tokens, or the error it failed with."""
+        try:
+            async for progress in self.stream(job):
+                if isinstance(progress, T3Tokens):
+                    return progress
+        except ChatterboxError as exc:
+            return exc
+        raise AssertionError("stream ended without its T3Tokens")
+
+    async def stream(self, job: T3Job) -> AsyncIterator[list[int] | T3Tokens]:
+        """The speech tokens so far each time vLLM reports more, then the `T3Tokens`.
+
+        Raises `ChatterboxError` on failure (after the tokens so far were yielded, so
+        a listener may already have heard some). Breaking off early, or cancelling,
+        aborts the request inside vLLM, as `AsyncLLM.generate` does on `GeneratorExit`.
+        """
         if self.dead is not None:
-            return EngineError(f"vLLM engine is dead: {self.dead}")
+            raise EngineError(f"vLLM engine is dead: {self.dead}")
         loop = asyncio.get_running_loop()
         began = loop.time()
         first: float | None = None
         final: Any = None
+        generator = self.llm.generate(job.prompt, job.params, job.request_id)
         try:
-            async for output in self.llm.generate(job.prompt, job.params, job.request_id):
-                if first is None and output.outputs and output.outputs[0].token_ids:
-                    first = loop.time() - began
+            async for output in generator:
                 final = output
+                if not output.outputs or output.finished:
+                    continue
+                tokens = _speech(output.outputs[0].token_ids)
+                if tokens:
+                    first = first if first is not None else loop.time() - began
+                    yield tokens
         except asyncio.CancelledError:
             raise  # AsyncLLM.generate has aborted the request inside vLLM
         except Exception as exc:
             if type(exc).__name__ == "EngineDeadError":
                 self._mark_dead(f"{type(exc).__name__}: {exc}")
-                return EngineError(f"vLLM engine is dead: {self.dead}")
+                raise EngineError(f"vLLM engine is dead: {self.dead}") from exc
             logger.error("T3 request %s failed: %r", job.request_id, exc, exc_info=exc)
             cause = exc.__cause__ or exc
-            return EngineError(f"T3 generation failed: {type(cause).__name__}: {cause}")
-        return _tokens(job, final, first, loop.time() - began, self.accept_length)
+            raise EngineError(f"T3 generation failed: {type(cause).__name__}: {cause}") from exc
+        finally:
+            await generator.aclose()
+        outcome = _tokens(job, final, first, loop.time() - began, self.accept_length)
+        if isinstance(outcome, ChatterboxError):
+            raise outcome
+        yield outcome
 
     def _mark_dead(self, reason: str) -> None:
         if self.dead is None:
@@ -128,7 +154,12 @@ def _tokens(
         )
     if reason not in ("stop", "length"):
         return EngineError(f"T3 request {job.request_id} finished with {reason!r}")
-    tokens = [t for t in completion.token_ids if 0 <= t < SPEECH_VOCAB_SIZE]
+    tokens = _speech(completion.token_ids)
     if not tokens:
         return EngineError("T3 produced no speech tokens")
     return T3Tokens(tokens=tokens, first_token_s=first or total, total_s=total)
+
+
+def _speech(token_ids: Sequence[int]) -> list[int]:
+    """The S3 speech tokens among `token_ids` (the stop token and any past it dropped)."""
+    return [t for t in token_ids if 0 <= t < SPEECH_VOCAB_SIZE]

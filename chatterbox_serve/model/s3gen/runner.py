@@ -76,13 +76,20 @@ def runner_factory(settings: Settings) -> RunnerFactory:
     e = settings.engine
     if not e.s3gen_batched:
         return SequentialS3GenRunner
-    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner, S3GenBatchPolicy
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
 
-    policy = S3GenBatchPolicy(
+    return functools.partial(BatchedS3GenRunner, policy=s3gen_policy(settings))
+
+
+def s3gen_policy(settings: Settings) -> Any:
+    """The `S3GenBatchPolicy` the settings ask for (batch size, precision, compile)."""
+    from chatterbox_serve.model.s3gen.batch import S3GenBatchPolicy
+
+    e = settings.engine
+    return S3GenBatchPolicy(
         max_batch_size=e.s3gen_batch_size,
         max_length_ratio=e.s3gen_max_length_ratio,
         precision=e.s3gen_precision,
         compile=e.s3gen_compile,
         vocoder_precision=e.s3gen_vocoder_precision,
     )
-    return functools.partial(BatchedS3GenRunner, policy=policy)
