@@ -299,3 +299,76 @@ def test_s3gen_starts_on_finished_items_while_t3_decodes_the_rest(tiny_checkpoin
     stage = engine.info()["s3gen_stage"]
     # The short item was rendered alone, before the long one had finished decoding.
     assert stage["passes"] == 2 and stage["items"] == 2
+
+
+def _streamed(engine: VLLMEngine, request: SynthesisRequest, llm: Any) -> list[Any]:
+    """Pieces of one streamed item, each with how many tokens vLLM had made by then."""
+
+    async def go() -> list[Any]:
+        pieces = []
+        async for piece in engine.synthesize_stream(request):
+            made = max((len(r.produced) for r in llm.running.values()), default=None)
+            pieces.append((piece, made))
+        return pieces
+
+    return asyncio.run(go())
+
+
+def test_a_streamed_item_plays_before_t3_is_done_and_adds_up_to_the_whole(
+    tiny_checkpoint: Path,
+) -> None:
+    # Issue 15: first audio after CHATTERBOX_STREAM_FIRST_TOKENS tokens, while T3 goes on.
+    engine, factory = _engine(
+        tiny_checkpoint, llm={"step_s": 0.03}, settings={"stream_first_tokens": 6}
+    )
+    asyncio.run(engine.start())
+    try:
+        request = _request("A longer line of speech.", cfg_weight=2.0, seed=11)
+        assert factory.llm is not None
+        pieces = _streamed(engine, request, factory.llm)
+        (whole,) = asyncio.run(engine.synthesize([request]))
+    finally:
+        asyncio.run(engine.shutdown())
+    assert isinstance(whole, SynthesisResult) and whole.output_tokens == 23
+    first, made = pieces[0]
+    assert first.partial and first.audio.size > 0
+    assert made is not None and made < 23  # T3 was still decoding
+    *partials, (last, _) = pieces
+    assert all(p.partial for p, _ in partials) and not last.partial
+    assert last.output_tokens == 23 and last.input_tokens == whole.input_tokens
+    joined = np.concatenate([p.audio for p, _ in pieces])
+    assert joined.shape == whole.audio.shape
+
+
+def test_a_stream_that_fails_before_its_first_audio_raises_the_items_error(
+    tiny_checkpoint: Path,
+) -> None:
+    engine, _ = _engine(tiny_checkpoint)
+    asyncio.run(engine.start())
+    try:
+        with pytest.raises(InvalidRequestError):
+            _streamed(engine, _request("Hello there.", language="xx"), None)
+    finally:
+        asyncio.run(engine.shutdown())
+
+
+def test_a_listener_who_leaves_mid_stream_aborts_the_request_inside_vllm(
+    tiny_checkpoint: Path,
+) -> None:
+    engine, factory = _engine(
+        tiny_checkpoint, llm={"step_s": 0.03}, settings={"stream_first_tokens": 4}
+    )
+
+    async def go() -> None:
+        await engine.start()
+        try:
+            stream = engine.synthesize_stream(_request("Leave early.", cfg_weight=2.0))
+            piece = await anext(aiter(stream))
+            assert piece.partial
+            await stream.aclose()  # type: ignore[attr-defined]
+            await asyncio.sleep(0.1)
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(go())
+    assert factory.llm is not None and len(factory.llm.aborted) == 1

@@ -1,7 +1,9 @@
 #!/bin/bash
 # One stage of this round's H200 measurements per call (a device call runs at most 10 min).
 # Run from the repository root after the vLLM carry is installed (shared/device/prepare-vllm.sh):
-#   bash tools/gpu/h200_round.sh equivalence|engine|serve
+#   bash tools/gpu/h200_round.sh equivalence|engine|serve        (issue 14)
+#   bash tools/gpu/h200_round.sh s3gen|engine15|serve15          (issue 15: tools/gpu/gpu_serving.py,
+#     one part per call; the parts come back under $OUT/parts and `gpu_serving report` joins them)
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1
@@ -40,5 +42,29 @@ case ${1:?stage} in
     timeout 240 python -m tools.gpu.serve_bench --out "$OUT/serve-h200.json" --levels 1,64 --per-worker 2 2>&1 | tail -5
     serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
     tail -5 "$OUT/serve.log"
+    ;;
+  s3gen)
+    ensure_checkpoint
+    timeout 560 python -m tools.gpu.gpu_serving s3gen --checkpoint $CKPT --parts "$OUT/parts" \
+      --budget-s ${BUDGET_S:-480} ${S3GEN_VARIANTS:+--variants $S3GEN_VARIANTS} 2>&1 | tail -40
+    ;;
+  engine15)
+    ensure_checkpoint
+    timeout 540 python -m tools.gpu.gpu_serving engine --checkpoint $CKPT --parts "$OUT/parts" \
+      2>&1 | tee "$OUT/engine15.log" | grep -v "^INFO\|^(EngineCore\|^DEBUG" | tail -40
+    ;;
+  serve15)
+    ensure_checkpoint
+    export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true \
+      CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5
+    setsid serve run serve_config.yaml >"$OUT/serve.log" 2>&1 &
+    for i in $(seq 1 100); do
+      sleep 3
+      curl -sf localhost:8000/health >/dev/null && break
+    done
+    curl -s localhost:8000/health | head -c 400; echo
+    timeout 300 python -m tools.gpu.gpu_serving serve --parts "$OUT/parts" 2>&1 | tail -12
+    serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
+    grep -i "error\|traceback" "$OUT/serve.log" | head -5
     ;;
 esac

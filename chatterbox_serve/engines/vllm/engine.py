@@ -54,10 +54,12 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class ForcedLength:
-    """Benchmarks only: every item decodes exactly `tokens` tokens, stop token ignored.
+    """Benchmarks only: every item decodes exactly its budget, stop token ignored.
 
-    Random weights almost never sample the stop token, and fixed lengths make runs
-    comparable; production never sets this.
+    The budget is `tokens`, or the item's own `max_new_tokens` where that is lower, so
+    a benchmark can give items the varied lengths of real speech. Random weights almost
+    never sample the stop token, and fixed lengths make runs comparable; production
+    never sets this.
     """
 
     tokens: int
@@ -281,7 +283,9 @@ class VLLMEngine(TorchEngine):
             rows_u = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=True)
         packed = torch.cat((rows_c, rows_u), dim=-1).cpu()
         rows = packed.shape[0]
-        budget = item.max_new_tokens if self._forced is None else self._forced.tokens
+        budget = item.max_new_tokens
+        if self._forced is not None:
+            budget = min(budget, self._forced.tokens)
         limit = self.settings.engine.max_model_len
         if rows + budget > limit:
             budget = limit - rows
