@@ -106,7 +106,8 @@ async def closed_loop(
     async def worker(w: int) -> None:
         nonlocal audio
         for k in range(rounds):
-            audio += await one(w + k * workers)
+            made = await one(w + k * workers)
+            audio += made  # not `audio += await ...`: that reads `audio` before awaiting
 
     began = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(workers)))
