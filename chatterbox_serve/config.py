@@ -505,6 +505,12 @@ class SimulatedEngineConfig(_Section):
         description="Characters of text per second of audio.",
         json_schema_extra=_env("CHATTERBOX_SIM_CHARS_PER_SECOND"),
     )
+    streaming: bool = Field(
+        False,
+        description="Stream each item's audio in pieces as the vllm engine does, the first "
+        "after CHATTERBOX_STREAM_FIRST_TOKENS tokens' share of the item's cost.",
+        json_schema_extra=_env("CHATTERBOX_SIM_STREAMING"),
+    )
     failure_marker: str = Field(
         "<<simulate-engine-failure>>",
         min_length=1,

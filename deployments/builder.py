@@ -79,7 +79,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     logger.info("Engine %s (%s); deployment options: %s", engine, engine_path, options)
     model = _deployment(SpeechModelDeployment, options[MODEL]).bind(settings, engine_path)
     text_audio = _deployment(TextAudioDeployment, options[TEXT_AUDIO]).bind(
-        model, settings, cls.streams_audio
+        model, settings, cls.streams_with(settings)
     )
     worker = _deployment(JobWorkerDeployment, options[JOB_WORKER]).bind(model, settings)
     ingress = _deployment(SpeechIngress, options[INGRESS])

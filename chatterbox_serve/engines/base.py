@@ -32,11 +32,14 @@ import abc
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chatterbox_serve.errors import ChatterboxError
+
+if TYPE_CHECKING:
+    from chatterbox_serve.config import Settings
 
 # Chatterbox's S3 speech tokens run at 25 per second of audio.
 SPEECH_TOKENS_PER_SECOND = 25
@@ -128,6 +131,11 @@ class TTSEngine(abc.ABC):
     needs_gpu: bool = False
     streams_audio: bool = False
     max_concurrent_calls: int = 1
+
+    @classmethod
+    def streams_with(cls, settings: Settings) -> bool:
+        """Whether engines of this class built from `settings` stream (`streams_audio`)."""
+        return cls.streams_audio
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights and warm up; called once per replica."""

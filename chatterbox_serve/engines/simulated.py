@@ -13,6 +13,11 @@ machine without a GPU, and so that tests and load benchmarks measure something r
   wall time, awaited without blocking the event loop. Calls are serialised, as on
   one GPU, so batching pays off here exactly as it does there.
 - Text containing `failure_marker` fails that item only (fault injection).
+- With `streaming` on, `synthesize_stream` yields an item in pieces as the vllm engine
+  does (first `stream_first_tokens` tokens, then twice the tokens each time), each when
+  its share of the item's cost has passed, outside the device lock as vLLM's continuous
+  batching takes a streamed item alongside the batches. So the serving path of first
+  audio before a chunk is done runs, and is tested, without a GPU.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +42,7 @@ from chatterbox_serve.engines.base import (
     SynthesisResult,
     TTSEngine,
 )
-from chatterbox_serve.errors import EngineError, VoiceAudioMissingError
+from chatterbox_serve.errors import ChatterboxError, EngineError, VoiceAudioMissingError
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +86,23 @@ class SimulatedEngine(TTSEngine):
     name = "simulated"
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, config: SimulatedEngineConfig | None = None) -> None:
+    def __init__(
+        self, config: SimulatedEngineConfig | None = None, stream_first_tokens: int = 20
+    ) -> None:
         self.config = config or SimulatedEngineConfig.model_validate({})
         self.recorder = BatchRecorder()
         self._device = asyncio.Lock()
+        self.streams_audio = self.config.streaming
+        self.stream_first_tokens = stream_first_tokens
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatedEngine:
-        """The engine the registry builds: only the simulated section matters to it."""
-        return cls(settings.simulated)
+        """The engine the registry builds: the simulated section and the stream's first cut."""
+        return cls(settings.simulated, settings.engine.stream_first_tokens)
+
+    @classmethod
+    def streams_with(cls, settings: Settings) -> bool:
+        return settings.simulated.streaming
 
     async def start(self) -> None:
         logger.warning(
@@ -126,6 +139,34 @@ class SimulatedEngine(TTSEngine):
             for o in outcomes
         ]
 
+    async def synthesize_stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
+        if not self.streams_audio:
+            async for whole in super().synthesize_stream(request):
+                yield whole
+            return
+        began = time.monotonic()
+        (outcome,) = await asyncio.to_thread(self._render_all, [request])
+        if isinstance(outcome, ChatterboxError):
+            raise outcome
+        cost = self.cost_s([request])
+        audio, total = outcome.audio, len(outcome.audio)
+        start, cut = 0, self.stream_first_tokens * SAMPLE_RATE // SPEECH_TOKENS_PER_SECOND
+        while cut < total:
+            await _until(began + cost * cut / total)
+            yield SynthesisResult(
+                audio[start:cut], SAMPLE_RATE, outcome.input_tokens, 0, partial=True
+            )
+            start, cut = cut, 2 * cut
+        await _until(began + cost)
+        self.recorder.record(1, time.monotonic() - began)
+        yield SynthesisResult(
+            audio=audio[start:],
+            sample_rate=SAMPLE_RATE,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            engine_s=time.monotonic() - began,
+        )
+
     def info(self) -> dict[str, Any]:
         return {
             **super().info(),
@@ -154,6 +195,12 @@ class SimulatedEngine(TTSEngine):
                 )
             )
         return outcomes
+
+
+async def _until(deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
 
 
 def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np.ndarray:

@@ -243,3 +243,54 @@ async def test_whole_files_over_the_size_limit_point_to_streaming():
     with pytest.raises(InvalidRequestError) as info:
         await SpeechPipeline(settings, sub).render(_job(TEXT))
     assert info.value.code == "response_too_large" and "stream" in info.value.message
+
+
+STREAMING = SimulatedEngineConfig(
+    base_s=0.2, per_item_s=0.0, per_char_s=0.0, chars_per_second=5.0, streaming=True
+)
+
+
+async def test_a_streaming_model_sends_first_audio_before_the_first_chunk_is_done():
+    # Issue 15: the first chunk's audio leaves in pieces as the model makes them; the
+    # bytes are the same as the file's, since pieces of one chunk are not crossfaded.
+    engine = SimulatedEngine(STREAMING, stream_first_tokens=10)
+    sub = DirectSubmitter(engine)
+    assert sub.streams is not None
+    pipeline = SpeechPipeline(SETTINGS, sub, sub.streams)
+    first_seen_at_calls = None
+    data = b""
+    async for piece in pipeline.stream(_job(fmt=AudioFormat.PCM, streaming=True)):
+        if piece.data and first_seen_at_calls is None:
+            first_seen_at_calls = engine.recorder.calls
+        data += piece.data
+    # When the first bytes left, the engine had finished nothing: not even chunk 0.
+    assert first_seen_at_calls == 0
+    # The same stream from a model that sends each chunk whole: the same bytes.
+    whole_chunks = SpeechPipeline(SETTINGS, DirectSubmitter(SimulatedEngine(STREAMING)))
+    same = b"".join(
+        [p.data async for p in whole_chunks.stream(_job(fmt=AudioFormat.PCM, streaming=True))]
+    )
+    assert data == same
+
+
+async def test_a_speed_change_keeps_the_first_chunk_whole():
+    # Pieces time-stretched apart would have seams inside the chunk.
+    engine = SimulatedEngine(STREAMING, stream_first_tokens=10)
+    sub = DirectSubmitter(engine)
+    pipeline = SpeechPipeline(SETTINGS, sub, sub.streams)
+    first_seen_at_calls = None
+    async for piece in pipeline.stream(_job(fmt=AudioFormat.PCM, streaming=True, speed=1.5)):
+        if piece.data and first_seen_at_calls is None:
+            first_seen_at_calls = engine.recorder.calls
+    assert first_seen_at_calls == 1
+
+
+async def test_a_streamed_first_chunk_that_fails_fails_the_stream_before_any_byte():
+    engine = SimulatedEngine(STREAMING, stream_first_tokens=10)
+    sub = DirectSubmitter(engine)
+    settings = load_settings({"CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH": "100"}, dotenv_path=None)
+    pipeline = SpeechPipeline(settings, sub, sub.streams)
+    marker = STREAMING.failure_marker
+    with pytest.raises(EngineError):
+        async for _ in pipeline.stream(_job(f"Fails {marker} here.", streaming=True)):
+            pytest.fail("no byte may leave before the failure")
