@@ -48,12 +48,22 @@ def vocode(
     mels: Sequence[torch.Tensor],
     seeds: Sequence[int] | None = None,
     precision: VocoderPrecision = "fp32",
+    *,
+    sources: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
-    """Waveforms (1, 480 * n_i) of mel spectrograms (80, n_i), clamped like the original."""
+    """Waveforms (1, 480 * n_i) of mel spectrograms (80, n_i), clamped like the original.
+
+    `sources`, when given, are the merged excitations (480 * n_i samples each) made by
+    the caller in place of f0 prediction and the sine source (`seeds` is then unused):
+    streaming (`streaming`) vocodes windows whose source phase continues the last one's.
+    """
     out: list[torch.Tensor] = []
     for i in range(0, len(mels), VOCODER_CHUNK):
         chunk_seeds = None if seeds is None else seeds[i : i + VOCODER_CHUNK]
-        out.extend(_vocode_batch(hift, mels[i : i + VOCODER_CHUNK], chunk_seeds, precision))
+        chunk_sources = None if sources is None else sources[i : i + VOCODER_CHUNK]
+        out.extend(
+            _vocode_batch(hift, mels[i : i + VOCODER_CHUNK], chunk_seeds, precision, chunk_sources)
+        )
     return out
 
 
@@ -62,6 +72,7 @@ def _vocode_batch(
     mels: Sequence[torch.Tensor],
     seeds: Sequence[int] | None,
     precision: VocoderPrecision,
+    sources: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     device = mels[0].device
     lens = [int(m.shape[-1]) for m in mels]
@@ -69,8 +80,10 @@ def _vocode_batch(
     for i, m in enumerate(mels):
         mel[i, :, : lens[i]] = m
 
-    f0 = _f0(hift.f0_predictor, mel, lens)
-    sine = _sine_source(hift, f0, lens, seeds)
+    if sources is None:
+        sine = _sine_source(hift, _f0(hift.f0_predictor, mel, lens), lens, seeds)
+    else:
+        sine = torch.nn.utils.rnn.pad_sequence([s.reshape(-1) for s in sources], batch_first=True)
     s_stft = _source_stft(hift, sine, lens)
 
     if precision == "fp32":
