@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 StagePrecision = Literal["fp32", "tf32", "bf16", "fp16"]
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
-AttentionBackend = Literal["auto", "bias", "packed", "flex"]
+AttentionBackend = Literal["auto", "bias", "packed", "flex", "varlen"]
 CompileMode = Literal["off", "default", "reduce-overhead"]
 VocoderPrecision = Literal["fp32", "fp16", "bf16"]
 
@@ -52,8 +52,9 @@ class S3GenBatchPolicy:
         attention: how the estimator's self-attention handles padding: "packed" (each
             item over its own frames, jagged), "flex" (compiled flex_attention with a
             key-length block mask), "bias" (chatterbox-vllm's own float bias over the
-            padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
-            measured). See `attention`.
+            padded batch), "varlen" (flash-attention's variable-length kernel over the
+            packed frames; CUDA, bf16 or fp16 only), or "auto" (flex in tf32 on CUDA,
+            varlen in bf16/fp16 on CUDA where it runs, else bias). See `attention`.
         compile: `torch.compile` of the CFM estimator on CUDA: "off", "default"
             (fused kernels, dynamic shapes) or "reduce-overhead" (also CUDA graphs, one
             per shape bucket). Ignored off CUDA. Needs attention "auto" or "bias" and a
