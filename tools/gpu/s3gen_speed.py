@@ -84,14 +84,19 @@ VARIANTS = {
         Variant("bf16-cudagraphs", "bf16", "reduce-overhead"),
         Variant("fp16-compile", "fp16", "default"),
         Variant("bf16-compile-fp16voc", "bf16", "default", "fp16"),
+        # Each transformer/resnet block compiled alone: two small graphs, not the whole
+        # estimator, and attention stays free to be varlen.
+        Variant("bf16-varlen-regional", "bf16", "regional", attention="varlen"),
+        Variant("bf16-varlen-regional-vocfp16", "bf16", "regional", "fp16", "varlen"),
+        Variant("bf16-regional", "bf16", "regional", attention="bias"),
     )
 }
 # The baseline rows first, then the new modes, then the rest of the fp32 grid: if the
 # budget runs out, what is lost is the least informative. bf16-compile-fp16voc reuses
 # bf16-compile's compiled estimator, so it costs no second compilation.
 DEFAULT_ORDER = (
-    "bf16-varlen,bf16-varlen-vocfp16,bf16-bias,bf16-compile,bf16-compile-fp16voc,"
-    "bf16-cudagraphs,fp16-compile,fp16,fp32"
+    "bf16-varlen,bf16-varlen-vocfp16,bf16-varlen-regional,bf16-bias,bf16-compile,"
+    "bf16-compile-fp16voc,bf16-cudagraphs,fp16-compile,fp16,fp32"
 )
 PROFILE_STEPS = 1  # the profile's second flow run: per-step cost by difference
 # Measurements stop this early, so the best variant's profile (a few seconds on the
@@ -267,9 +272,8 @@ class Run:
         """The attention backend the variant's solves really use ("auto" resolved)."""
         from chatterbox_serve.model.s3gen.attention import resolve_attention
 
-        if runner._compiled_velocity() is not None:
-            return "bias"  # compiled estimators keep the bias path (BatchedS3GenRunner)
-        return resolve_attention(variant.attention, runner._precision(), self.device)  # type: ignore[arg-type]
+        requested = runner._attention(runner._compiled_velocity())
+        return resolve_attention(requested, runner._precision(), self.device)
 
     # -- measurements ----------------------------------------------------------------
 

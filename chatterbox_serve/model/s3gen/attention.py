@@ -128,8 +128,6 @@ class LengthAttention:
 
     def _varlen(self, attn: Any, flat: torch.Tensor) -> torch.Tensor:
         """(total valid frames, heads x head_dim), from flash-attention's varlen kernel."""
-        from torch.nn.attention.varlen import varlen_attn
-
         x = flat.index_select(0, self.index)
         heads = attn.heads
         q, k, v = (
@@ -140,12 +138,7 @@ class LengthAttention:
                 f"attention 'varlen' runs in bfloat16 or float16, got {q.dtype}: "
                 "use flow precision bf16 or fp16"
             )
-        # Positional arguments only: torch 2.10's signature (is_causal, return_aux after
-        # max_k) and later ones (keyword-only options) agree on these seven. The default
-        # scale, 1/sqrt(head_dim), is the one diffusers' AttnProcessor2_0 uses.
-        out = varlen_attn(q, k, v, self.offsets, self.offsets, self.max_len, self.max_len)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError("varlen_attn returned its auxiliary outputs, which were not asked for")
+        out: torch.Tensor = _flash_varlen(q, k, v, self.offsets, self.max_len)
         return out.reshape(out.shape[0], -1)
 
     def _flex(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -161,6 +154,26 @@ class LengthAttention:
         v = split(attn.to_v(hidden_states))
         out = _flex_attention(q.device)(q, k, v, block_mask=self.block_mask)
         return out.transpose(1, 2).reshape(rows, frames, -1)
+
+
+@torch.compiler.disable  # type: ignore[untyped-decorator]
+def _flash_varlen(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, max_len: int
+) -> torch.Tensor:
+    """`varlen_attn` self-attention, kept out of compiled regions (compile "regional").
+
+    Under compilation the per-solve `max_len` would become a guarded constant, and every
+    solve a recompilation; outside, the blocks' graphs break here and stay valid.
+    Positional arguments only: torch 2.10's signature (is_causal, return_aux after
+    max_k) and later ones (keyword-only options) agree on these seven. The default
+    scale, 1/sqrt(head_dim), is the one diffusers' AttnProcessor2_0 uses.
+    """
+    from torch.nn.attention.varlen import varlen_attn
+
+    out = varlen_attn(q, k, v, offsets, offsets, max_len, max_len)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError("varlen_attn returned its auxiliary outputs, which were not asked for")
+    return out
 
 
 def _flex_attention(device: torch.device) -> Callable[..., torch.Tensor]:
