@@ -11,10 +11,16 @@ own frames only, with no bias (measured per backend and precision in docs/S3GEN.
 - `"packed"`: the valid frames of all rows are packed into one jagged nested tensor
   (no padded frame reaches the projections or the attention kernel);
 - `"flex"`: `flex_attention` with a key-length block mask, compiled on CUDA (blocks past
-  a row's end are skipped).
+  a row's end are skipped);
+- `"varlen"`: the same packing as "packed", attended by flash-attention's
+  variable-length kernel (`torch.nn.attention.varlen.varlen_attn`), which takes the
+  packed frames and each row's offsets directly: no jagged tensor, no bias, no padded
+  key. Flash-attention runs on CUDA in bfloat16 or float16 only, so this backend needs
+  flow precision "bf16" or "fp16" (autocast makes the projections half precision).
 
-Both give each valid frame the output the biased attention gives it (exp(-1e10) is 0
-in float32 and bfloat16), up to rounding. Padded query frames get zeros ("packed") or
+All give each valid frame the output the biased attention gives it (exp(-1e10) is 0
+in float32 and bfloat16), up to rounding. Padded query frames get zeros ("packed",
+"varlen") or
 attention over the valid keys ("flex"); nothing downstream reads them, since every
 later layer of the estimator is masked or causal.
 
@@ -24,15 +30,21 @@ Imported lazily by `flow`: this module needs torch and diffusers.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-AttentionBackend = Literal["auto", "bias", "packed", "flex"]
+AttentionBackend = Literal["auto", "bias", "packed", "flex", "varlen"]
+HALF = (torch.bfloat16, torch.float16)
+
+logger = logging.getLogger(__name__)
 
 _compiled_flex: Callable[..., torch.Tensor] | None = None
+# Whether varlen_attn imports and runs, per CUDA device (probed once, by `resolve_attention`).
+_varlen_works: dict[torch.device, bool] = {}
 
 
 class LengthAttention:
@@ -48,11 +60,13 @@ class LengthAttention:
         rows = lengths.shape[0]
         lens = [int(n) for n in lengths.tolist()]
         device = lengths.device
-        if backend == "packed":
+        if backend in ("packed", "varlen"):
             steps = torch.arange(frames, device=device)
             valid = (steps.unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)
             self.index = valid.nonzero().squeeze(1)
-            self.offsets = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int64)
+            # flash-attention wants int32 offsets; nested tensors want int64.
+            offset_type = torch.int32 if backend == "varlen" else torch.int64
+            self.offsets = F.pad(lengths.cumsum(0), (1, 0)).to(offset_type)
             self.min_len, self.max_len = min(lens), max(lens)
         elif backend == "flex":
             from torch.nn.attention.flex_attention import create_block_mask
@@ -79,12 +93,15 @@ class LengthAttention:
         rows, frames, channels = hidden_states.shape
         if frames != self.frames:
             raise ValueError(f"laid out for {self.frames} frames, got {frames}")
+        packed = self.backend in ("packed", "varlen")
         if self.backend == "packed":
             out = self._packed(attn, hidden_states.reshape(rows * frames, channels))
+        elif self.backend == "varlen":
+            out = self._varlen(attn, hidden_states.reshape(rows * frames, channels))
         else:
             out = self._flex(attn, hidden_states)
         out = attn.to_out[1](attn.to_out[0](out))
-        if self.backend == "packed":
+        if packed:
             full = out.new_zeros(rows * frames, out.shape[-1])
             out = full.index_copy_(0, self.index, out).view(rows, frames, -1)
         if attn.residual_connection:
@@ -109,6 +126,21 @@ class LengthAttention:
         values: torch.Tensor = out.transpose(1, 2).values()
         return values.reshape(values.shape[0], -1)
 
+    def _varlen(self, attn: Any, flat: torch.Tensor) -> torch.Tensor:
+        """(total valid frames, heads x head_dim), from flash-attention's varlen kernel."""
+        x = flat.index_select(0, self.index)
+        heads = attn.heads
+        q, k, v = (
+            t.view(t.shape[0], heads, -1) for t in (attn.to_q(x), attn.to_k(x), attn.to_v(x))
+        )
+        if q.dtype not in HALF:
+            raise ValueError(
+                f"attention 'varlen' runs in bfloat16 or float16, got {q.dtype}: "
+                "use flow precision bf16 or fp16"
+            )
+        out: torch.Tensor = _flash_varlen(q, k, v, self.offsets, self.max_len)
+        return out.reshape(out.shape[0], -1)
+
     def _flex(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
         """(rows, frames, heads x head_dim), key padding skipped block by block."""
         rows, frames, _ = hidden_states.shape
@@ -122,6 +154,26 @@ class LengthAttention:
         v = split(attn.to_v(hidden_states))
         out = _flex_attention(q.device)(q, k, v, block_mask=self.block_mask)
         return out.transpose(1, 2).reshape(rows, frames, -1)
+
+
+@torch.compiler.disable  # type: ignore[untyped-decorator]
+def _flash_varlen(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, max_len: int
+) -> torch.Tensor:
+    """`varlen_attn` self-attention, kept out of compiled regions (compile "regional").
+
+    Under compilation the per-solve `max_len` would become a guarded constant, and every
+    solve a recompilation; outside, the blocks' graphs break here and stay valid.
+    Positional arguments only: torch 2.10's signature (is_causal, return_aux after
+    max_k) and later ones (keyword-only options) agree on these seven. The default
+    scale, 1/sqrt(head_dim), is the one diffusers' AttnProcessor2_0 uses.
+    """
+    from torch.nn.attention.varlen import varlen_attn
+
+    out = varlen_attn(q, k, v, offsets, offsets, max_len, max_len)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError("varlen_attn returned its auxiliary outputs, which were not asked for")
+    return out
 
 
 def _flex_attention(device: torch.device) -> Callable[..., torch.Tensor]:
@@ -143,14 +195,41 @@ def resolve_attention(
 
     tf32 on CUDA: "flex" (1.7x the bias path at 16 and 64 items). fp32: "bias"; "packed"
     halves the attention work but its jagged tensors cost milliseconds of Python per
-    call, so it wins only at 64 items. bf16: "bias" (cuDNN attention; flex measured the
+    call, so it wins only at 64 items. bf16 and fp16 on CUDA: "varlen" where this torch
+    has a working flash-attention varlen kernel: the bias path's estimator step at 64
+    items took 240 ms against 146 ms with no mask at all, the bound exact per-item
+    attention can reach (issue 15); else "bias" (cuDNN attention; flex measured the
     same, and needs no compilation).
     """
     if backend != "auto":
         return backend
     if device.type == "cuda" and precision == "tf32":
         return "flex"
+    if device.type == "cuda" and precision in ("bf16", "fp16") and varlen_available(device):
+        return "varlen"
     return "bias"
+
+
+def varlen_available(device: torch.device) -> bool:
+    """Whether `varlen_attn` imports and runs on `device` (probed once per device).
+
+    torch builds before 2.10 lack it, and flash-attention refuses GPUs older than Ampere;
+    either way "auto" falls back to the bias path instead of failing every solve.
+    """
+    if device.type != "cuda":
+        return False
+    if device not in _varlen_works:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+
+            q = torch.zeros(4, 1, 64, device=device, dtype=torch.bfloat16)
+            offsets = torch.tensor([0, 1, 4], device=device, dtype=torch.int32)
+            varlen_attn(q, q, q, offsets, offsets, 3, 3)
+            _varlen_works[device] = True
+        except Exception as exc:  # any refusal (no kernel, old GPU, no CUDA) means "no"
+            logger.warning("varlen attention unavailable on %s (%r); using 'bias'", device, exc)
+            _varlen_works[device] = False
+    return _varlen_works[device]
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 StagePrecision = Literal["fp32", "tf32", "bf16", "fp16"]
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
-AttentionBackend = Literal["auto", "bias", "packed", "flex"]
-CompileMode = Literal["off", "default", "reduce-overhead"]
+AttentionBackend = Literal["auto", "bias", "packed", "flex", "varlen"]
+CompileMode = Literal["off", "default", "reduce-overhead", "regional"]
 VocoderPrecision = Literal["fp32", "fp16", "bf16"]
 
 __all__ = [
@@ -52,12 +52,15 @@ class S3GenBatchPolicy:
         attention: how the estimator's self-attention handles padding: "packed" (each
             item over its own frames, jagged), "flex" (compiled flex_attention with a
             key-length block mask), "bias" (chatterbox-vllm's own float bias over the
-            padded batch), or "auto" (flex in tf32 on CUDA, else bias: the fastest
-            measured). See `attention`.
+            padded batch), "varlen" (flash-attention's variable-length kernel over the
+            packed frames; CUDA, bf16 or fp16 only), or "auto" (flex in tf32 on CUDA,
+            varlen in bf16/fp16 on CUDA where it runs, else bias). See `attention`.
         compile: `torch.compile` of the CFM estimator on CUDA: "off", "default"
-            (fused kernels, dynamic shapes) or "reduce-overhead" (also CUDA graphs, one
-            per shape bucket). Ignored off CUDA. Needs attention "auto" or "bias" and a
-            precision other than "tf32". See `compiled`.
+            (fused kernels, dynamic shapes), "reduce-overhead" (also CUDA graphs, one
+            per shape bucket) or "regional" (each transformer and resnet block compiled
+            on its own; one graph per block class, so far shorter compilation). Ignored
+            off CUDA. Needs attention "auto" or "bias" ("regional" also "varlen") and
+            a precision other than "tf32". See `compiled`.
         frame_bucket: with CUDA graphs, frames are padded up to the next of a geometric
             series of this ratio, bounding both the padding and the number of graphs.
         vocoder_precision: the vocoder's convolutions: "fp32", "fp16" autocast (inside
@@ -81,8 +84,11 @@ class S3GenBatchPolicy:
         if self.frame_bucket < 1.0:
             raise ValueError("frame_bucket must be at least 1.0")
         if self.compile != "off":
-            if self.attention not in ("auto", "bias"):
-                raise ValueError("compile needs attention 'auto' or 'bias'")
+            # Whole-estimator compilation (and CUDA graphs) bake the bias path in; regional
+            # compilation leaves attention outside the compiled blocks' graphs.
+            allowed = ("auto", "bias", "varlen") if self.compile == "regional" else ("auto", "bias")
+            if self.attention not in allowed:
+                raise ValueError(f"compile {self.compile!r} needs attention in {allowed}")
             if self.precision == "tf32":
                 raise ValueError("compile needs precision fp32, bf16 or fp16, not tf32")
 
@@ -175,7 +181,7 @@ class BatchedS3GenRunner:
                 list(ref_dicts),
                 n_timesteps,
                 self._precision(),
-                "bias" if velocity is not None else self.policy.attention,
+                self._attention(velocity),
                 velocity=velocity,
                 pad_frames=None if velocity is None else velocity.pad_frames,
             )
@@ -196,6 +202,12 @@ class BatchedS3GenRunner:
             n = min(wav.shape[-1], fade.shape[0])
             wav[:, :n] *= fade[:n]
         return wavs
+
+    def _attention(self, velocity: Any) -> AttentionBackend:
+        """Compiled whole estimators keep the bias path; regional ones leave attention free."""
+        if velocity is None or velocity.mode == "regional":
+            return self.policy.attention
+        return "bias"
 
     def _precision(self) -> StagePrecision:
         import torch

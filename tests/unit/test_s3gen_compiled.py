@@ -1,0 +1,82 @@
+"""Regional compilation of the CFM estimator: same results, few graphs, modules left eager.
+
+Inductor takes minutes on this CPU, so the compiled regions use the `aot_eager` backend:
+Dynamo's capture, guards and graph sharing are the same as on the GPU, only the kernels
+are not generated. Whether Inductor's fused kernels are faster is measured on the H200
+(`tools/gpu/s3gen_speed.py --variants bf16-varlen-regional`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from chatterbox_serve.model.s3gen.batch import S3GenBatchPolicy  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def s3gen() -> Any:
+    from chatterbox_serve.model.checkpoint import ensure_torchaudio
+
+    ensure_torchaudio()
+    from chatterbox_vllm.models.s3gen import S3Gen
+
+    torch.manual_seed(0)
+    return S3Gen().eval()
+
+
+def _solve(s3gen: Any, lens: list[int], velocity: Any) -> Any:
+    from chatterbox_serve.model.s3gen.flow import solve_euler
+
+    frames = max(lens)
+    gen = torch.Generator().manual_seed(frames)
+    rows = len(lens)
+    lengths = torch.tensor(lens)
+    mask = (torch.arange(frames)[None] < lengths[:, None]).float().unsqueeze(1)
+    with torch.inference_mode():
+        return solve_euler(
+            s3gen.flow.decoder,
+            torch.randn(rows, 80, frames, generator=gen),
+            mu=torch.randn(rows, 80, frames, generator=gen),
+            mask=mask,
+            spks=torch.randn(rows, 80, generator=gen),
+            cond=torch.randn(rows, 80, frames, generator=gen),
+            n_timesteps=1,
+            precision="fp32",
+            velocity=velocity,
+        )
+
+
+def test_regional_compile_matches_eager_with_one_graph_per_block_class(s3gen: Any) -> None:
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from chatterbox_serve.model.s3gen.compiled import CompiledVelocity, repeated_blocks
+
+    torch._dynamo.reset()
+    decoder = s3gen.flow.decoder
+    blocks = repeated_blocks(decoder.estimator)
+    assert len(blocks) == 70  # 56 transformer blocks, 14 causal resnet blocks
+    velocity = CompiledVelocity(
+        decoder.estimator, decoder.inference_cfg_rate, "fp32", "regional", backend="aot_eager"
+    )
+    for lens in ([24, 17], [40, 31]):  # a second shape: dynamic, so no new graph
+        got = _solve(s3gen, lens, velocity)
+        want = _solve(s3gen, lens, None)
+        assert torch.equal(got, want)
+        # Between solves every module is plain eager again: other runners stay unaffected.
+        assert all(m._compiled_call_impl is None for m in blocks)
+    # 70 modules compiled, but instances of a class share graphs: a handful, not 70.
+    assert 2 <= counters["stats"]["unique_graphs"] <= 8, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
+def test_regional_compile_may_keep_varlen_attention() -> None:
+    S3GenBatchPolicy(compile="regional", attention="varlen")
+    with pytest.raises(ValueError, match="attention"):
+        S3GenBatchPolicy(compile="default", attention="varlen")
+    with pytest.raises(ValueError, match="attention"):
+        S3GenBatchPolicy(compile="regional", attention="flex")
