@@ -91,9 +91,15 @@ class BusySampler:
 
             pynvml.nvmlInit()
             handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            read = lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)  # noqa: E731
+        except Exception as exc:
+            print(f"NVML from Python unavailable ({exc!r}); sampling nvidia-smi", file=sys.stderr)
+            query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+            read = lambda: float(subprocess.check_output(query, text=True).split()[0])  # noqa: E731
+        try:
             while not self._stop.wait(self.period_s):
-                self.samples.append(float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
-        except Exception as exc:  # no NVML: the figure stays None, the run goes on
+                self.samples.append(read())
+        except Exception as exc:  # no counter at all: the figure stays None, the run goes on
             print(f"busy sampler off: {exc!r}", file=sys.stderr)
 
 
