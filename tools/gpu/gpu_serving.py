@@ -91,11 +91,17 @@ class BusySampler:
 
             pynvml.nvmlInit()
             handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            read = lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)  # noqa: E731
+
+            def read() -> float:
+                return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
         except Exception as exc:
             print(f"NVML from Python unavailable ({exc!r}); sampling nvidia-smi", file=sys.stderr)
             query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
-            read = lambda: float(subprocess.check_output(query, text=True).split()[0])  # noqa: E731
+
+            def read() -> float:
+                return float(subprocess.check_output(query, text=True).split()[0])
+
         try:
             while not self._stop.wait(self.period_s):
                 self.samples.append(read())
