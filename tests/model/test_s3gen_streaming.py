@@ -200,3 +200,11 @@ def test_a_finished_stream_takes_no_more_steps(streamer: Any, workload: Any) -> 
     stream.finished = True
     with pytest.raises(ValueError, match="finished"):
         streamer.step([(stream, tokens[0][:10], True)], STEPS)
+
+
+def test_tokens_that_shrink_are_refused(streamer: Any, workload: Any) -> None:
+    tokens, refs = workload
+    stream = streamer.open(refs[0], SEED_A)
+    assert streamer.step([(stream, tokens[0][:16], False)], STEPS)[0].numel() > 0
+    with pytest.raises(ValueError, match="only grow"):
+        streamer.step([(stream, tokens[0][:8], False)], STEPS)

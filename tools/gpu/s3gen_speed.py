@@ -98,7 +98,6 @@ DEFAULT_ORDER = (
     "bf16-varlen,bf16-varlen-vocfp16,bf16-varlen-regional,bf16-bias,bf16-compile,"
     "bf16-compile-fp16voc,bf16-cudagraphs,fp16-compile,fp16,fp32"
 )
-PROFILE_STEPS = 1  # the profile's second flow run: per-step cost by difference
 # Measurements stop this early, so the best variant's profile (a few seconds on the
 # H200) still fits in the budget.
 PROFILE_RESERVE_S = 30.0
@@ -328,44 +327,61 @@ class Run:
     ) -> None:
         """Per-stage times of the best row's variant over its workload, batch by batch.
 
-        The flow runs twice per batch, at the row's steps and at `PROFILE_STEPS`, so the
-        estimator's cost per step is the difference over the extra steps, and the rest of
-        the flow (encoder, conditioning, one step's worth less) what remains. Each stage
-        ends in a device synchronisation, so the times are the GPU's, not launch times.
+        The flow runs with its velocity (the estimator over the guidance pair) wrapped
+        in a timer, so the estimator's time is measured per call and the rest of the
+        flow (encoder, conditioning, solver arithmetic) is what remains; the vocoder is
+        timed alone. Each stage ends in a device synchronisation, so the times are the
+        GPU's, not launch times.
         """
         import torch
 
         from chatterbox_serve.model.s3gen.batch import plan_batches
+        from chatterbox_serve.model.s3gen.flow import GuidedVelocity, flow_mels
         from chatterbox_serve.model.s3gen.vocoder import vocode
 
         variant = VARIANTS[best["variant"]]
         steps, batch = int(best["steps"]), int(best["batch"])
         runner = runners.get((variant.name, batch)) or self._runner(variant, batch)
+        precision = runner._precision()
+        compiled = runner._compiled_velocity()
+        decoder = self.s3gen.flow.decoder
+        inner = compiled or GuidedVelocity(decoder.estimator, decoder.inference_cfg_rate, precision)
+        estimator_s = [0.0]
+
+        def timed(x: Any, mask: Any, mu: Any, t: Any, spks: Any, cond: Any) -> Any:
+            self._sync()
+            t0 = time.monotonic()
+            out = inner(x, mask, mu, t, spks, cond)
+            self._sync()
+            estimator_s[0] += time.monotonic() - t0
+            return out
+
         work = workloads[max(self.items, batch)]
         tokens, refs = zip(*work, strict=True)
         lengths = [int(t.numel()) + int(r["prompt_token"].shape[-1]) for t, r in work]
-        flow_s = flow_short_s = vocoder_s = 0.0
+        flow_s = vocoder_s = 0.0
         with torch.inference_mode():
             for group in plan_batches(lengths, runner.policy):
-                toks, rfs = [tokens[i] for i in group], [refs[i] for i in group]
                 self._sync()
                 t0 = time.monotonic()
-                runner.flow_mels(toks, rfs, PROFILE_STEPS)
+                mels = flow_mels(
+                    self.s3gen.flow,
+                    [tokens[i] for i in group],
+                    [refs[i] for i in group],
+                    steps,
+                    precision,
+                    runner._attention(compiled),
+                    velocity=timed,
+                    pad_frames=None if compiled is None else compiled.pad_frames,
+                )
                 self._sync()
                 t1 = time.monotonic()
-                mels = runner.flow_mels(toks, rfs, steps)
-                self._sync()
-                t2 = time.monotonic()
                 vocode(self.s3gen.mel2wav, mels, None, variant.vocoder)  # type: ignore[arg-type]
                 self._sync()
-                t3 = time.monotonic()
-                flow_short_s += t1 - t0
-                flow_s += t2 - t1
-                vocoder_s += t3 - t2
-        if steps <= PROFILE_STEPS:
-            raise ValueError(f"a profile needs more than {PROFILE_STEPS} step(s), got {steps}")
-        step_s = (flow_s - flow_short_s) / (steps - PROFILE_STEPS)
-        other_s = flow_s - steps * step_s
+                flow_s += t1 - t0
+                vocoder_s += time.monotonic() - t1
+        est_s = estimator_s[0]
+        other_s = flow_s - est_s
         total = flow_s + vocoder_s
         audio_s = _audio_s(work)
         self.results["profile"] = {
@@ -376,18 +392,18 @@ class Run:
             "passes": len(plan_batches(lengths, runner.policy)),
             "audio_s": round(audio_s, 2),
             "flow_other_ms": round(1000 * other_s, 1),
-            "estimator_step_ms": round(1000 * step_s, 1),
-            "estimator_ms": round(1000 * steps * step_s, 1),
+            "estimator_step_ms": round(1000 * est_s / steps, 1),
+            "estimator_ms": round(1000 * est_s, 1),
             "vocoder_ms": round(1000 * vocoder_s, 1),
             "total_ms": round(1000 * total, 1),
             "share": {
                 "flow_other": round(other_s / total, 3),
-                "estimator": round(steps * step_s / total, 3),
+                "estimator": round(est_s / total, 3),
                 "vocoder": round(vocoder_s / total, 3),
             },
             "audio_s_per_s": round(audio_s / total, 2),
-            "how": f"flow at {steps} and {PROFILE_STEPS} steps, per-step by difference; "
-            "vocoder timed alone; all summed over the variant's batches",
+            "how": "estimator calls timed one by one (synchronised), flow other = flow "
+            "minus estimator, vocoder timed alone; summed over the variant's batches",
         }
         print(json.dumps({"profile": self.results["profile"]}), flush=True)
 

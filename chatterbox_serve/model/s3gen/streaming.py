@@ -94,6 +94,7 @@ class S3GenStream:
         tail: the last samples before `committed`, held back for the next crossfade.
         cycles: the sine source's accumulated phase, in cycles per harmonic (float64),
             at the start of the next vocoder window.
+        harmonic_phase: the random initial phase per harmonic, drawn from `seed`.
         finished: a final step was made; no more steps are accepted.
     """
 
@@ -103,8 +104,8 @@ class S3GenStream:
     emitted: int = 0
     tail: torch.Tensor | None = None
     cycles: torch.Tensor | None = None
+    harmonic_phase: torch.Tensor | None = field(default=None, repr=False)
     finished: bool = False
-    _phase: torch.Tensor | None = field(default=None, repr=False)
 
 
 class StreamingS3Gen:
@@ -146,6 +147,8 @@ class StreamingS3Gen:
         for i, (stream, tokens, final) in enumerate(work):
             if stream.finished:
                 raise ValueError("step on a finished stream")
+            if self._frames(tokens) < stream.committed:
+                raise ValueError("a stream's tokens can only grow between steps")
             if final or self._frames(tokens) - self.joins.hold_frames > stream.committed:
                 busy.append(i)
         if not busy:
@@ -241,12 +244,12 @@ class StreamingS3Gen:
         gen = hift.m_source.l_sin_gen
         harmonics = gen.harmonic_num + 1
         device = mel.device
-        if stream._phase is None:
+        if stream.harmonic_phase is None:
             cpu = torch.Generator().manual_seed(stream.seed)
             low, high = torch.tensor(-np.pi), torch.tensor(np.pi)
             phase = low + torch.rand(harmonics, 1, generator=cpu) * (high - low)
             phase[0] = 0
-            stream._phase = phase.to(device)
+            stream.harmonic_phase = phase.to(device)
             stream.cycles = torch.zeros(harmonics, dtype=torch.float64, device=device)
         assert stream.cycles is not None
         f0 = hift.f0_predictor(mel.unsqueeze(0).float())  # (1, frames)
@@ -259,7 +262,7 @@ class StreamingS3Gen:
         noise = _block_noise(stream.seed, harmonics, first, samples).to(device)
         uv = (f0 > gen.voiced_threshold).to(torch.float32)
         noise_amp = uv * gen.noise_std + (1 - uv) * gen.sine_amp / 3
-        sine = gen.sine_amp * torch.sin(2 * np.pi * cycles + stream._phase) * uv
+        sine = gen.sine_amp * torch.sin(2 * np.pi * cycles + stream.harmonic_phase) * uv
         sine = sine + noise_amp * noise
         merged: torch.Tensor = hift.m_source.l_tanh(hift.m_source.l_linear(sine.transpose(0, 1)))
         # The next window starts `left_frames` before this step's commit point.
@@ -300,9 +303,10 @@ def join_discontinuity_dbfs(
     render": with e = streamed - reference (both 1-D, full scale 1.0), the largest
     |e[t] - e[t-1]| over each join's region (from `margin` samples before the piece
     boundary to `margin` after the crossfade that follows it), in dB re 1.0. A hard cut
-    between two renders that disagree by d shows as a step of d; errors that are the
-    same on both sides of a join (a render that differs everywhere) do not. 48 samples
-    is 2 ms at 24 kHz. Returns -inf for a stream without joins.
+    between two renders that disagree by d shows as a step of d. An error spread over
+    the whole signal adds its own sample-to-sample change, so measure the same away from
+    joins to know that floor (docs/S3GEN.md). 48 samples is 2 ms at 24 kHz. Returns -inf
+    for a stream without joins.
     """
     streamed = torch.cat([p.reshape(-1).float().cpu() for p in pieces])
     error = streamed - reference.reshape(-1).float().cpu()
