@@ -100,6 +100,14 @@ class EngineConfig(_Section):
         "against 100 at 16).",
         json_schema_extra=_env("CHATTERBOX_S3GEN_BATCH_SIZE"),
     )
+    s3gen_max_wait_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="vllm engine: longest an item finished by T3 waits for more to fill its "
+        "S3Gen batch, while others are still decoding; 0 renders whatever has queued.",
+        json_schema_extra=_env("CHATTERBOX_S3GEN_MAX_WAIT_S"),
+    )
     stream_first_tokens: int = Field(
         20,
         ge=4,

@@ -24,14 +24,15 @@ vLLM, torch and the model code load in `start`, so this module imports without t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
@@ -50,6 +51,7 @@ from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequest
 from chatterbox_serve.model.s3gen.runner import s3gen_policy
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +93,13 @@ class VLLMEngine(TorchEngine):
         self._stage: S3GenStage | None = None
         self._streamer: Any = None
         self._model_dir: Path | None = None
+        # Items now decoding in T3: the S3Gen stage waits for them to fill its batch.
+        self._in_t3 = 0
+        # Preparation (conditioning, prefill rows) has a thread and a CUDA stream of its
+        # own: on the engine thread it would wait for a whole S3Gen pass, leaving T3
+        # without new items while S3Gen runs, which is the overlap this engine is for.
+        self._prep = concurrent.futures.ThreadPoolExecutor(1, "chatterbox-prep")
+        self._prep_stream: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
@@ -122,6 +131,8 @@ class VLLMEngine(TorchEngine):
             self._vocode_pass,
             self._step_pass,
             self.settings.engine.s3gen_batch_size,
+            upcoming=lambda: self._in_t3,
+            max_wait_s=self.settings.engine.s3gen_max_wait_s,
         )
 
     async def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutcome]:
@@ -129,7 +140,7 @@ class VLLMEngine(TorchEngine):
         runner, stage = self._runner, self._stage
         assert runner is not None and stage is not None
         began = time.monotonic()
-        outcomes, prepared, jobs = await self._on_thread(self._prepare_jobs, loaded, requests)
+        outcomes, prepared, jobs = await self._on_prep(self._prepare_jobs, loaded, requests)
         finished = await asyncio.gather(
             *(self._item(runner, stage, p, job) for p, job in zip(prepared, jobs, strict=True))
         )
@@ -156,21 +167,32 @@ class VLLMEngine(TorchEngine):
         runner, stage = self._runner, self._stage
         assert runner is not None and stage is not None
         began = time.monotonic()
-        outcomes, prepared, jobs = await self._on_thread(self._prepare_jobs, loaded, [request])
+        outcomes, prepared, jobs = await self._on_prep(self._prepare_jobs, loaded, [request])
         failed = outcomes.get(0)
         if isinstance(failed, ChatterboxError):
             raise failed
         p, job = prepared[0], jobs[0]
         stream = self._streamer_for(loaded).open(p.s3gen_ref, seed_of(p))
         threshold = self.settings.engine.stream_first_tokens
+        prepared_at = time.monotonic()
+        timings: dict[str, float] | None = None
         async for progress in runner.stream(job):
             final = isinstance(progress, T3Tokens)
             tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
             if not final and len(tokens) < threshold:
                 continue
+            rendering = time.monotonic()
             audio = await stage.step((stream, tokens, final))
             if isinstance(audio, Exception):
                 raise self._item_error(audio, "S3Gen") from audio
+            if timings is None:
+                # Where the first audio's time goes (tools/gpu/gpu_serving.py reports it).
+                timings = {
+                    "prepare_s": prepared_at - began,
+                    "t3_first_tokens_s": rendering - prepared_at,
+                    "first_render_s": time.monotonic() - rendering,
+                    "first_render_tokens": float(len(tokens)),
+                }
             if final:
                 yield SynthesisResult(
                     audio=audio,
@@ -178,9 +200,13 @@ class VLLMEngine(TorchEngine):
                     input_tokens=p.input_tokens,
                     output_tokens=len(tokens),
                     engine_s=time.monotonic() - began,
+                    extra=timings,
                 )
             elif audio.size:
-                yield SynthesisResult(audio, SAMPLE_RATE, p.input_tokens, 0, partial=True)
+                yield SynthesisResult(
+                    audio, SAMPLE_RATE, p.input_tokens, 0, partial=True, extra=timings
+                )
+                timings = {}
             threshold = 2 * len(tokens)
 
     async def check_health(self) -> None:
@@ -189,6 +215,7 @@ class VLLMEngine(TorchEngine):
             raise EngineError(f"vLLM engine is dead: {self._runner.dead}")
 
     async def shutdown(self) -> None:
+        self._prep.shutdown(wait=False)
         llm, self._llm, self._runner = self._llm, None, None
         if llm is not None and hasattr(llm, "shutdown"):
             llm.shutdown()
@@ -209,11 +236,34 @@ class VLLMEngine(TorchEngine):
             "stream_first_tokens": e.stream_first_tokens,
         }
 
+    async def _on_prep(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._prep, self._on_prep_stream, fn, *args
+        )
+
+    def _on_prep_stream(self, fn: Callable[..., T], *args: Any) -> T:
+        loaded = self._live()
+        if not loaded.device.startswith("cuda"):
+            return fn(*args)
+        import torch
+
+        if self._prep_stream is None:
+            self._prep_stream = torch.cuda.Stream(device=loaded.device)  # type: ignore[no-untyped-call]
+        with torch.cuda.stream(self._prep_stream):
+            out = fn(*args)
+            # S3Gen reads the voice reference on its own stream: finish it here.
+            self._prep_stream.synchronize()
+        return out
+
     async def _item(
         self, runner: T3AsyncRunner, stage: S3GenStage, p: _Prepared, job: T3Job
     ) -> SynthesisOutcome:
         """One item through T3, then into S3Gen's queue the moment its stop token comes."""
-        t3 = await runner.run_one(job)
+        self._in_t3 += 1
+        try:
+            t3 = await runner.run_one(job)
+        finally:
+            self._in_t3 -= 1
         if isinstance(t3, ChatterboxError):
             return t3
         audio = await stage.vocode((p, t3.tokens))

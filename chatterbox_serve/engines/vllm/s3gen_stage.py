@@ -13,6 +13,11 @@ items (`step`, issue 15's first audio). Steps go first, since a listener waits o
 each, and both kinds are capped at `max_batch` per pass so neither starves.
 
 Work whose caller went away (a cancelled future) is dropped before it runs.
+
+A pass over few items costs nearly what a pass over many does (S3Gen at small batch is
+bound by kernel launches, not arithmetic), so with `max_wait_s` set the stage holds
+whole items back until it has `max_batch` of them, or nothing more is decoding in T3
+(`upcoming`), or the oldest has waited `max_wait_s`. Streamed steps never wait.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ OnThread = Callable[..., Awaitable[Any]]
 @dataclass
 class _Queue(Generic[W, R]):
     run: Callable[[list[W]], list[R]]
-    pending: list[tuple[W, asyncio.Future[R]]]
+    # (work, its future, when it arrived)
+    pending: list[tuple[W, asyncio.Future[R], float]]
 
 
 class S3GenStage:
@@ -52,9 +58,14 @@ class S3GenStage:
         vocode_batch: Callable[[list[Any]], list[Any]],
         step_batch: Callable[[list[Any]], list[Any]],
         max_batch: int,
+        *,
+        upcoming: Callable[[], int] = lambda: 0,
+        max_wait_s: float = 0.0,
     ) -> None:
         self._on_thread = on_thread
         self.max_batch = max(1, max_batch)
+        self._upcoming = upcoming
+        self.max_wait_s = max_wait_s
         self._steps: _Queue[Any, Any] = _Queue(step_batch, [])
         self._whole: _Queue[Any, Any] = _Queue(vocode_batch, [])
         self._task: asyncio.Task[None] | None = None
@@ -81,22 +92,35 @@ class S3GenStage:
         }
 
     async def _submit(self, queue: _Queue[Any, Any], work: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        queue.pending.append((work, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        queue.pending.append((work, future, loop.time()))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
+    def _hold_whole(self, now: float) -> bool:
+        """Whether to wait for more whole items before the next pass."""
+        live = [t for _, f, t in self._whole.pending if not f.done()]
+        return (
+            0 < len(live) < self.max_batch
+            and self._upcoming() > 0
+            and now - min(live) < self.max_wait_s
+        )
+
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._steps.pending or self._whole.pending:
+            if not self._steps.pending and self._hold_whole(loop.time()):
+                await asyncio.sleep(0.005)
+                continue
             for queue in (self._steps, self._whole):
                 taken = _take(queue, self.max_batch)
                 if not taken:
                     continue
                 began = loop.time()
                 try:
-                    results = await self._on_thread(queue.run, [w for w, _ in taken])
+                    results = await self._on_thread(queue.run, [w for w, _, _ in taken])
                     if len(results) != len(taken):
                         raise RuntimeError(f"{len(results)} results for {len(taken)} items")
                 except Exception as exc:
@@ -105,12 +129,12 @@ class S3GenStage:
                 self.passes += 1
                 self.items += len(taken)
                 self.busy_s += loop.time() - began
-                for (_, future), result in zip(taken, results, strict=True):
+                for (_, future, _), result in zip(taken, results, strict=True):
                     if not future.done():
                         future.set_result(result)
 
 
-def _take(queue: _Queue[Any, Any], limit: int) -> list[tuple[Any, asyncio.Future[Any]]]:
-    live = [(w, f) for w, f in queue.pending if not f.done()]
+def _take(queue: _Queue[Any, Any], limit: int) -> list[tuple[Any, asyncio.Future[Any], float]]:
+    live = [(w, f, t) for w, f, t in queue.pending if not f.done()]
     taken, queue.pending = live[:limit], live[limit:]
     return taken
