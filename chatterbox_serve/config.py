@@ -131,11 +131,12 @@ class EngineConfig(_Section):
         "or newer GPUs, fp32 elsewhere.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_PRECISION"),
     )
-    s3gen_compile: Literal["off", "default", "reduce-overhead", "regional"] = Field(
+    s3gen_compile: Literal["off", "default", "reduce-overhead", "regional", "graphs"] = Field(
         "off",
         description="torch.compile the batched S3Gen CFM estimator on CUDA: default (fused "
         "kernels), reduce-overhead (also CUDA graphs per length bucket) or regional (each "
-        "repeated block compiled alone: shorter compilation); off on CPU.",
+        "repeated block compiled alone: shorter compilation); graphs records the eager step "
+        "as CUDA graphs per length bucket, no compilation; off on CPU.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_COMPILE"),
     )
     s3gen_vocoder_precision: Literal["fp32", "fp16"] = Field(

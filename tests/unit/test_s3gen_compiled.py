@@ -80,3 +80,22 @@ def test_regional_compile_may_keep_varlen_attention() -> None:
         S3GenBatchPolicy(compile="default", attention="varlen")
     with pytest.raises(ValueError, match="attention"):
         S3GenBatchPolicy(compile="regional", attention="flex")
+
+
+def test_cuda_graph_mode_is_a_policy_choice_that_stays_eager_off_cuda() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from chatterbox_serve.model.s3gen.batch import S3GenBatchPolicy
+    from chatterbox_serve.model.s3gen.compiled import build_velocity, frame_bucket
+
+    assert S3GenBatchPolicy(compile="graphs", precision="bf16").compile == "graphs"
+    with pytest.raises(ValueError, match="attention"):
+        S3GenBatchPolicy(compile="graphs", attention="varlen")
+    estimator = torch.nn.Linear(2, 2)
+    decoder = SimpleNamespace(estimator=estimator, inference_cfg_rate=0.7)
+    s3gen = SimpleNamespace(flow=SimpleNamespace(decoder=decoder))
+    assert build_velocity(s3gen, "bf16", "graphs", 1.25) is None  # a CPU estimator
+    # Its buckets bound padding at 25 %: the frames a graph is recorded for.
+    assert all(n <= frame_bucket(n, 1.25) <= 1.25 * n + 16 for n in range(64, 3000, 37))

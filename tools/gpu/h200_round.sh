@@ -51,12 +51,13 @@ case ${1:?stage} in
   engine15)
     ensure_checkpoint
     timeout 540 python -m tools.gpu.gpu_serving engine --checkpoint $CKPT --parts "$OUT/parts" \
-      2>&1 | tee "$OUT/engine15.log" | grep -v "^INFO\|^(EngineCore\|^DEBUG" | tail -40
+      --s3gen-compile ${S3GEN_COMPILE:-off} 2>&1 | tee "$OUT/engine15.log" | grep -v "^INFO\|^(EngineCore\|^DEBUG" | tail -40
     ;;
   serve15)
     ensure_checkpoint
     export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true \
-      CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5
+      CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 \
+      CHATTERBOX_S3GEN_COMPILE=${S3GEN_COMPILE:-off} CHATTERBOX_S3GEN_MAX_WAIT_S=${S3GEN_MAX_WAIT_S:-0}
     setsid serve run serve_config.yaml >"$OUT/serve.log" 2>&1 &
     for i in $(seq 1 100); do
       sleep 3

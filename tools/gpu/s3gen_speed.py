@@ -89,6 +89,8 @@ VARIANTS = {
         Variant("bf16-varlen-regional", "bf16", "regional", attention="varlen"),
         Variant("bf16-varlen-regional-vocfp16", "bf16", "regional", "fp16", "varlen"),
         Variant("bf16-regional", "bf16", "regional", attention="bias"),
+        Variant("bf16-graphs", "bf16", "graphs", attention="bias"),
+        Variant("bf16-graphs-vocfp16", "bf16", "graphs", "fp16", "bias"),
     )
 }
 # The baseline rows first, then the new modes, then the rest of the fp32 grid: if the

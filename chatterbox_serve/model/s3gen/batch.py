@@ -20,7 +20,7 @@ from typing import Any, Literal
 StagePrecision = Literal["fp32", "tf32", "bf16", "fp16"]
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 AttentionBackend = Literal["auto", "bias", "packed", "flex", "varlen"]
-CompileMode = Literal["off", "default", "reduce-overhead", "regional"]
+CompileMode = Literal["off", "default", "reduce-overhead", "regional", "graphs"]
 VocoderPrecision = Literal["fp32", "fp16", "bf16"]
 
 __all__ = [

@@ -23,6 +23,14 @@ Modes (`S3GenBatchPolicy.compile`):
   on the modules only while a solve runs, so other runners over the same estimator
   (and the sequential path) stay eager.
 
+- `"graphs"`: no compilation at all: the eager estimator step (the guided pair, autocast
+  and guidance) recorded as a plain CUDA graph per (rows, frames) bucket, as in
+  "reduce-overhead", and replayed. It removes the thousands of kernel launches of each
+  step that bound S3Gen at small batches (a streamed item's first render, the stage's
+  partial batches), at the cost of one warm-up and one capture (two eager steps) the
+  first time a bucket is met, instead of minutes of compilation. A bucket that cannot
+  be captured runs eagerly from then on, with a warning.
+
 Only on CUDA: on other devices the eager module runs (compiling there buys little and
 costs minutes). Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
 """
@@ -42,7 +50,7 @@ from chatterbox_serve.model.s3gen.flow import GuidedVelocity, Precision
 
 logger = logging.getLogger(__name__)
 
-CompileMode = Literal["off", "default", "reduce-overhead", "regional"]
+CompileMode = Literal["off", "default", "reduce-overhead", "regional", "graphs"]
 
 # Frame buckets start here; shorter batches share the first bucket.
 MIN_BUCKET_FRAMES = 64
@@ -143,6 +151,78 @@ class CompiledVelocity:
         return graph_out[:rows].clone()
 
 
+class GraphedVelocity:
+    """`GuidedVelocity` replayed from CUDA graphs, one per (rows, frames) bucket.
+
+    Called like a `flow.Velocity`. Inputs are copied into the bucket's static buffers
+    (padded rows are zero, with an all-zero mask, as in "reduce-overhead"); the output
+    is cloned, since the next replay overwrites it. Not thread-safe.
+    """
+
+    cuda_graphs = True
+
+    def __init__(
+        self, estimator: torch.nn.Module, cfg_rate: float, precision: Precision, ratio: float
+    ) -> None:
+        self.module = GuidedVelocity(estimator, cfg_rate, precision)
+        self.frame_ratio = ratio
+        self._graphs: dict[tuple[Any, ...], Any] = {}
+        self._pool: Any = None
+
+    def pad_frames(self, frames: int) -> int:
+        return frame_bucket(frames, self.frame_ratio)
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        mu: torch.Tensor,
+        t: torch.Tensor,
+        spks: torch.Tensor,
+        cond: torch.Tensor,
+    ) -> torch.Tensor:
+        rows = x.shape[0]
+        padded = (*pad_rows((x, mask, mu, spks, cond), row_bucket(rows)), t.reshape(()))
+        key = tuple((a.shape, a.dtype) for a in padded)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._graphs[key] = self._capture(padded)
+        if entry is False:
+            eager: torch.Tensor = self.module(x, mask, mu, t, spks, cond)
+            return eager
+        graph, static_in, static_out = entry
+        for buffer, value in zip(static_in, padded, strict=True):
+            buffer.copy_(value)
+        graph.replay()
+        out: torch.Tensor = static_out[:rows].clone()
+        return out
+
+    @property
+    def graphs(self) -> int:
+        return sum(1 for entry in self._graphs.values() if entry is not False)
+
+    def _capture(self, padded: tuple[torch.Tensor, ...]) -> Any:
+        x, mask, mu, spks, cond, t = (a.clone() for a in padded)
+        static_in = (x, mask, mu, spks, cond, t)
+        try:
+            # Warm up on a side stream (lazy initialisation, cuBLAS workspaces) before
+            # recording, as CUDA graph capture requires.
+            side = torch.cuda.Stream(device=x.device)  # type: ignore[no-untyped-call]
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                self.module(x, mask, mu, t, spks, cond)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                static_out = self.module(x, mask, mu, t, spks, cond)
+        except Exception as exc:  # an op that cannot be recorded: stay eager for this shape
+            logger.warning("S3Gen CUDA graph for %s not captured (%r); eager", x.shape, exc)
+            return False
+        return graph, static_in, static_out
+
+
 def repeated_blocks(estimator: torch.nn.Module) -> list[torch.nn.Module]:
     """The estimator's transformer blocks and resnet blocks, the regions compiled one by one.
 
@@ -181,7 +261,7 @@ _built: dict[tuple[int, str, str, float], CompiledVelocity] = {}
 
 def build_velocity(
     s3gen: Any, precision: Precision, mode: CompileMode, frame_ratio: float
-) -> CompiledVelocity | None:
+) -> CompiledVelocity | GraphedVelocity | None:
     """The compiled velocity the policy asks for, or None for the eager path (off, not CUDA)."""
     if mode == "off":
         return None
@@ -191,6 +271,11 @@ def build_velocity(
         logger.info("S3Gen compile %r skipped: the estimator is on %s, not CUDA", mode, device)
         return None
     key = (id(decoder.estimator), precision, mode, frame_ratio)
+    if mode == "graphs":
+        # Graphs hold static buffers: one set per runner, not shared across threads.
+        return GraphedVelocity(
+            decoder.estimator, decoder.inference_cfg_rate, precision, frame_ratio
+        )
     if key not in _built:
         _built[key] = CompiledVelocity(
             decoder.estimator, decoder.inference_cfg_rate, precision, mode, frame_ratio
