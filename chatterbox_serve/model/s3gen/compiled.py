@@ -160,6 +160,7 @@ class GraphedVelocity:
     """
 
     cuda_graphs = True
+    mode = "graphs"
 
     def __init__(
         self, estimator: torch.nn.Module, cfg_rate: float, precision: Precision, ratio: float
