@@ -418,6 +418,9 @@ def report(parts: Path, machine: str) -> dict[str, Any]:
                 serve.get("ttfa_p50_ms_c32"), GOALS["ttfa_c32_ms"], lower=True
             ),
         },
+        # What was learnt from the figures: why each missed goal is missed and what
+        # would close it, written by whoever ran the parts (`analysis.json`).
+        "analysis": part("analysis") or None,
         "parts": {"s3gen": s3, "engine": engine, "serve": serve},
     }
 
