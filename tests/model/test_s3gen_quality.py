@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.model.conftest import two_voice_workload
+
 MEL_BOUND = 1e-2
 WAVEFORM_BOUND = 1e-3
 STEPS = 10
@@ -30,37 +32,9 @@ SEEDS = [21, 22]
 
 
 @pytest.fixture(scope="module")
-def s3gen() -> Any:
-    import torch
-
-    from chatterbox_serve.model.checkpoint import ensure_torchaudio
-
-    ensure_torchaudio()
-    from chatterbox_vllm.models.s3gen import S3Gen
-
-    torch.manual_seed(0)  # the weights and the CFM's fixed noise
-    return S3Gen().eval()
-
-
-@pytest.fixture(scope="module")
 def workload() -> tuple[list[Any], list[dict[str, Any]]]:
     """Two items of two voices, different lengths, so padding is exercised too."""
-    import torch
-
-    gen = torch.Generator().manual_seed(5)
-    refs = []
-    for prompt in (8, 12):
-        refs.append(
-            {
-                "prompt_token": torch.randint(0, 6561, (1, prompt), generator=gen),
-                "prompt_token_len": torch.tensor([prompt]),
-                "prompt_feat": torch.randn(1, 2 * prompt, 80, generator=gen) - 5,
-                "prompt_feat_len": None,
-                "embedding": torch.randn(1, 192, generator=gen),
-            }
-        )
-    tokens = [torch.randint(0, 6561, (n,), generator=gen) for n in (16, 22)]
-    return tokens, refs
+    return two_voice_workload((16, 22))
 
 
 def _mels(

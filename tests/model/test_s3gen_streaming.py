@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.model.conftest import two_voice_workload
+
 BOUND_DBFS = -40.0
 STEPS = 4
 SEED_A, SEED_B = 7, 8
@@ -25,36 +27,8 @@ SCHEDULE_B = [(3, False), (20, False), (48, True)]
 
 
 @pytest.fixture(scope="module")
-def s3gen() -> Any:
-    import torch
-
-    from chatterbox_serve.model.checkpoint import ensure_torchaudio
-
-    ensure_torchaudio()
-    from chatterbox_vllm.models.s3gen import S3Gen
-
-    torch.manual_seed(0)  # the weights and the CFM's fixed noise
-    return S3Gen().eval()
-
-
-@pytest.fixture(scope="module")
 def workload() -> tuple[list[Any], list[dict[str, Any]]]:
-    import torch
-
-    gen = torch.Generator().manual_seed(5)
-    refs = []
-    for prompt in (8, 12):
-        refs.append(
-            {
-                "prompt_token": torch.randint(0, 6561, (1, prompt), generator=gen),
-                "prompt_token_len": torch.tensor([prompt]),
-                "prompt_feat": torch.randn(1, 2 * prompt, 80, generator=gen) - 5,
-                "prompt_feat_len": None,
-                "embedding": torch.randn(1, 192, generator=gen),
-            }
-        )
-    tokens = [torch.randint(0, 6561, (n,), generator=gen) for n in (36, 48)]
-    return tokens, refs
+    return two_voice_workload((36, 48))
 
 
 def _stream(streamer: Any, tokens: Any, ref: Any, seed: int, schedule: Any) -> list[Any]:
