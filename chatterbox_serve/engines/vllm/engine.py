@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -176,38 +177,42 @@ class VLLMEngine(TorchEngine):
         threshold = self.settings.engine.stream_first_tokens
         prepared_at = time.monotonic()
         timings: dict[str, float] | None = None
-        async for progress in runner.stream(job):
-            final = isinstance(progress, T3Tokens)
-            tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
-            if not final and len(tokens) < threshold:
-                continue
-            rendering = time.monotonic()
-            audio = await stage.step((stream, tokens, final))
-            if isinstance(audio, Exception):
-                raise self._item_error(audio, "S3Gen") from audio
-            if timings is None:
-                # Where the first audio's time goes (tools/gpu/gpu_serving.py reports it).
-                timings = {
-                    "prepare_s": prepared_at - began,
-                    "t3_first_tokens_s": rendering - prepared_at,
-                    "first_render_s": time.monotonic() - rendering,
-                    "first_render_tokens": float(len(tokens)),
-                }
-            if final:
-                yield SynthesisResult(
-                    audio=audio,
-                    sample_rate=SAMPLE_RATE,
-                    input_tokens=p.input_tokens,
-                    output_tokens=len(tokens),
-                    engine_s=time.monotonic() - began,
-                    extra=timings,
-                )
-            elif audio.size:
-                yield SynthesisResult(
-                    audio, SAMPLE_RATE, p.input_tokens, 0, partial=True, extra=timings
-                )
-                timings = {}
-            threshold = 2 * len(tokens)
+        # `aclosing`: a listener who leaves closes this generator at a `yield`; the T3
+        # stream is then closed at once (aborting the request inside vLLM), not
+        # whenever the garbage collector gets to it.
+        async with contextlib.aclosing(runner.stream(job)) as t3_stream:
+            async for progress in t3_stream:
+                final = isinstance(progress, T3Tokens)
+                tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
+                if not final and len(tokens) < threshold:
+                    continue
+                rendering = time.monotonic()
+                audio = await stage.step((stream, tokens, final))
+                if isinstance(audio, Exception):
+                    raise self._item_error(audio, "S3Gen") from audio
+                if timings is None:
+                    # Where the first audio's time goes (tools/gpu/gpu_serving.py reports it).
+                    timings = {
+                        "prepare_s": prepared_at - began,
+                        "t3_first_tokens_s": rendering - prepared_at,
+                        "first_render_s": time.monotonic() - rendering,
+                        "first_render_tokens": float(len(tokens)),
+                    }
+                if final:
+                    yield SynthesisResult(
+                        audio=audio,
+                        sample_rate=SAMPLE_RATE,
+                        input_tokens=p.input_tokens,
+                        output_tokens=len(tokens),
+                        engine_s=time.monotonic() - began,
+                        extra=timings,
+                    )
+                elif audio.size:
+                    yield SynthesisResult(
+                        audio, SAMPLE_RATE, p.input_tokens, 0, partial=True, extra=timings
+                    )
+                    timings = {}
+                threshold = 2 * len(tokens)
 
     async def check_health(self) -> None:
         await super().check_health()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -95,7 +95,7 @@ class T3AsyncRunner:
             return exc
         raise AssertionError("stream ended without its T3Tokens")
 
-    async def stream(self, job: T3Job) -> AsyncIterator[list[int] | T3Tokens]:
+    async def stream(self, job: T3Job) -> AsyncGenerator[list[int] | T3Tokens, None]:
         """The speech tokens so far each time vLLM reports more, then the `T3Tokens`.
 
         Raises `ChatterboxError` on failure (after the tokens so far were yielded, so
