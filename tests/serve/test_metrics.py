@@ -98,7 +98,16 @@ def scraped(app: ServeApp, traffic: dict[str, float]) -> Samples:
             (m.exported_name + ("_count" if m.kind == "histogram" else "")) in samples
             for m in METRICS
         )
-        if names_ok and _total(samples, "ray_chatterbox_requests_total") >= 5:
+        # Each replica exports on its own period: wait for every request of `traffic`,
+        # not for a total that the long job's polls alone can reach.
+        name = "ray_chatterbox_requests_total"
+        counted = (
+            _total(samples, name, route="/v1/audio/speech", status="200") >= 2
+            and _total(samples, name, route="/v1/audio/speech/stream") >= 1
+            and _total(samples, name, route="/v1/audio/speech", status="400") >= 1
+            and _total(samples, name, route="/v1/audio/speech", status="500") >= 1
+        )
+        if names_ok and counted:
             return samples
         if time.monotonic() > deadline:
             missing = [
