@@ -277,10 +277,11 @@ class ChunkingConfig(_Section):
         json_schema_extra=_env("MAX_CHUNK_LENGTH"),
     )
     max_total_length: int = Field(
-        3000,
+        4096,
         ge=1,
         le=200000,
-        description="Longest accepted input, in characters.",
+        description="Longest accepted input, in characters (OpenAI's limit; the original "
+        "Chatterbox API took 3000).",
         json_schema_extra=_env("MAX_TOTAL_LENGTH"),
     )
     stream_first_chunk_length: int = Field(

@@ -204,6 +204,16 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class AudioModel(BaseModel):
+    id: str
+
+
+class AudioModelList(BaseModel):
+    """Open WebUI's model discovery answer (`GET {base}/audio/models`)."""
+
+    models: list[AudioModel]
+
+
 class SpeechUsage(BaseModel):
     input_tokens: int
     output_tokens: int

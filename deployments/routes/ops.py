@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from chatterbox_serve.protocol import ModelCard, ModelList
+from chatterbox_serve.protocol import AudioModel, AudioModelList, ModelCard, ModelList
 from chatterbox_serve.text.languages import languages_for
 from deployments.auth import bearer_token
 from deployments.routes import ApiState, State
@@ -22,18 +22,29 @@ router = APIRouter()
 cluster_router = APIRouter()
 
 
-@router.get("/v1/models", response_model=ModelList)
-@router.get("/models", response_model=ModelList, include_in_schema=False)
-async def list_models(state: State) -> ModelList:
-    """The model names the speech routes accept."""
+def served_models(state: ApiState) -> list[str]:
+    """The model names the speech routes accept, as every model listing gives them."""
     multilingual = state.settings.engine.use_multilingual_model
-    served = [
+    return [
         "chatterbox-multilingual" if multilingual else "chatterbox",
         "tts-1",
         "tts-1-hd",
         "gpt-4o-mini-tts",
     ]
-    return ModelList(data=[ModelCard(id=m) for m in served])
+
+
+@router.get("/v1/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList, include_in_schema=False)
+async def list_models(state: State) -> ModelList:
+    """The model names the speech routes accept."""
+    return ModelList(data=[ModelCard(id=m) for m in served_models(state)])
+
+
+@router.get("/v1/audio/models", response_model=AudioModelList)
+@router.get("/audio/models", response_model=AudioModelList, include_in_schema=False)
+async def list_audio_models(state: State) -> AudioModelList:
+    """The same names in Open WebUI's shape: it discovers speech models here."""
+    return AudioModelList(models=[AudioModel(id=m) for m in served_models(state)])
 
 
 # The model's health answer is reused this long: /health is public and polled, and

@@ -18,7 +18,7 @@ def test_defaults_match_the_documented_names_and_values():
         "CFG_WEIGHT": 0.5,
         "TEMPERATURE": 0.8,
         "MAX_CHUNK_LENGTH": 280,
-        "MAX_TOTAL_LENGTH": 3000,
+        "MAX_TOTAL_LENGTH": 4096,
         "VOICE_LIBRARY_DIR": "./voices",
         "USE_MULTILINGUAL_MODEL": True,
         "CORS_ORIGINS": "*",
