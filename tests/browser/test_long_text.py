@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from chatterbox_serve.config import ChunkingConfig
 from tests.browser.conftest import API_KEY, Console, screenshots
 from tests.browser.test_playground import download
 from tests.conftest import probe
@@ -39,7 +40,7 @@ def start_job(page: Page, repeat: int = 1) -> str:
     if repeat > 1:
         box.fill("\n\n".join([box.input_value()] * repeat))
     text = box.input_value()
-    assert len(text) > 3000
+    assert len(text) > ChunkingConfig().max_total_length
     with page.expect_request(lambda r: r.url.endswith("/audio/speech/long")) as request:
         page.get_by_role("button", name="Start job").click()
     body = request.value.post_data_json

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect
 
+from chatterbox_serve.config import ChunkingConfig
 from tests.browser.conftest import (
     API_KEY,
     Console,
@@ -20,6 +21,8 @@ from tests.serve.conftest import ServeApp
 from tests.voice_audio import sample
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and the dog does not mind."
+# The app runs with the default limit; the counter and the refusal show it.
+MAX_TOTAL_LENGTH = ChunkingConfig().max_total_length
 SECONDS = re.compile(r"^\d+(\.\d+)? (ms|s)$")
 
 
@@ -56,7 +59,9 @@ def download(page: Page, link: str, tmp_path: Path) -> bytes:
 
 def test_speak_streams_mp3_and_reports_timings(page: Page, tmp_path: Path) -> None:
     page.locator("#view-speak").get_by_label("Text", exact=True).fill(SENTENCE)
-    expect(page.locator("#speak-count")).to_have_text(f"{len(SENTENCE)} / 3000 characters")
+    expect(page.locator("#speak-count")).to_have_text(
+        f"{len(SENTENCE)} / {MAX_TOTAL_LENGTH} characters"
+    )
     # Keyboard: two steps right on the speed slider; untouched sliders stay server defaults.
     page.focus("#speak-speed")
     page.keyboard.press("ArrowRight")
@@ -121,10 +126,10 @@ def test_speak_streams_other_formats_through_web_audio(
 
 
 def test_too_long_text_is_refused_before_sending(page: Page) -> None:
-    page.locator("#view-speak").get_by_label("Text", exact=True).fill("a" * 3001)
+    page.locator("#view-speak").get_by_label("Text", exact=True).fill("a" * (MAX_TOTAL_LENGTH + 1))
     expect(page.locator("#speak-count")).to_have_class(re.compile(r"\bover\b"))
     page.get_by_role("button", name="Speak", exact=True).click()
-    expect(page.locator("#speak-message")).to_contain_text("at most 3000")
+    expect(page.locator("#speak-message")).to_contain_text(f"at most {MAX_TOTAL_LENGTH}")
 
 
 def test_upload_a_voice_and_speak_with_it(page: Page, console: Console) -> None:

@@ -85,9 +85,7 @@ async def test_a_discovered_voice_speaks_with_the_admins_extra_params(
     browser_body = {"input": text, "voice": voice_id, "model": "tts-1"}
     # TTS_OPENAI_PARAMS, as an admin would set them for Chatterbox.
     payload = {**browser_body, "model": "tts-1-hd", "exaggeration": 0.7, "cfg_weight": 0.3}
-    r = await send(
-        server, "POST", f"{base}/audio/speech", aiohttp_headers(""), py_json(payload)
-    )
+    r = await send(server, "POST", f"{base}/audio/speech", aiohttp_headers(""), py_json(payload))
     assert_audio(r, "mp3", seconds=spoken_seconds(settings, text))
     assert engine.requests, "nothing reached the engine"
     for item in engine.requests:
@@ -95,9 +93,7 @@ async def test_a_discovered_voice_speaks_with_the_admins_extra_params(
         assert (item.exaggeration, item.cfg_weight) == (0.7, 0.3)
 
 
-async def test_the_default_openai_voice_name_speaks(
-    server: httpx.AsyncClient, settings: Settings
-):
+async def test_the_default_openai_voice_name_speaks(server: httpx.AsyncClient, settings: Settings):
     text = "Open WebUI's default voice is alloy."
     payload = {"input": text, "voice": "alloy", "model": "tts-1"}
     r = await send(
