@@ -64,12 +64,15 @@ class CountingSubmit:
         self.max_in_flight = 0
         self.delay_s = 0.0
         self.voice_bytes = 0
+        # Every request as the engine gets it, in the order sent.
+        self.items: list[SynthesisRequest] = []
 
     def __call__(self, item: SynthesisRequest) -> asyncio.Task[SynthesisResult]:
         return asyncio.ensure_future(self._one(item))
 
     async def _one(self, item: SynthesisRequest) -> SynthesisResult:
         self.calls[item.chunk_index] += 1
+        self.items.append(item)
         self.voice_bytes += len(item.voice.audio) if item.voice else 0
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
