@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatterbox_serve.auth import load_api_keys
 from chatterbox_serve.config import Settings
 from chatterbox_serve.jobs import JobsAccess, JobService, JobStore, build_job_blob_store
-from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
 from chatterbox_serve.voices import EmptyVoiceLibrary, VoiceLookup
 from chatterbox_serve.voices.library import VoiceLibrary, build_voice_library
 from deployments.auth import install_auth

@@ -14,7 +14,7 @@ from chatterbox_serve.audio import change_speed
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import EngineOverloadedError
-from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechJob, SpeechPipeline
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechJob, SpeechPipeline
 from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import SpeechMetrics
 

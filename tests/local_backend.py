@@ -11,13 +11,8 @@ from typing import Any
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import TTSEngine
-from chatterbox_serve.pipeline import (
-    AudioPiece,
-    DirectSubmitter,
-    RenderedSpeech,
-    SpeechJob,
-    SpeechPipeline,
-)
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechJob, SpeechPipeline
+from tools.bench.direct import DirectSubmitter
 
 
 class LocalBackend:

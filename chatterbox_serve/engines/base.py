@@ -13,7 +13,7 @@ order. The contract:
   request's later chunks (`engines.voice_audio`). An engine that is handed a detached
   voice (`VoicePrompt.detached`) may serve it from its own cache by sha256; otherwise
   that item fails with `VoiceAudioMissingError`, and the chunk is sent again whole.
-- `max_new_tokens` is a hard stop: the pipeline derives it from the request's audio cap.
+- `max_new_tokens` is a hard stop: the speech plan derives it from the request's audio cap.
 - `start` runs once before the first call; `check_health` raises when the engine can
   no longer serve, so the replica holding it gets replaced.
 - `synthesize_stream` speaks one item as a series of pieces. An engine with
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chatterbox_serve.errors import ChatterboxError
+from chatterbox_serve.generation import GenerationParameters
 
 if TYPE_CHECKING:
     from chatterbox_serve.config import Settings
@@ -83,17 +84,9 @@ class SynthesisRequest:
     text: str
     language: str
     voice: VoicePrompt | None = None
-    exaggeration: float = 0.5
-    # Classifier-free guidance weight of this item: logits = cond + w * (cond - uncond);
-    # 0 turns CFG off. Per item (issue 13), default from CHATTERBOX_CFG_SCALE.
-    cfg_weight: float = 0.5
-    temperature: float = 0.8
-    top_p: float = 1.0
-    min_p: float = 0.05
-    repetition_penalty: float = 1.2
-    seed: int | None = None
+    generation: GenerationParameters = GenerationParameters()
     # Most speech tokens to generate (stop token included); None = the engine's limit.
-    # The pipeline sets it from the audio cap (CHATTERBOX_MAX_AUDIO_S_PER_CHAR), so a
+    # The speech plan sets it from the audio cap (CHATTERBOX_MAX_AUDIO_S_PER_CHAR), so a
     # model that never says stop ends there instead of at its own far larger limit.
     max_new_tokens: int | None = None
     request_id: str = ""

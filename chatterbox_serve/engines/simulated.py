@@ -213,7 +213,7 @@ def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np
             [
                 request.text.encode(),
                 voice_digest,
-                str(request.seed).encode(),
+                str(request.generation.seed).encode(),
                 request.language.encode(),
             ]
         )

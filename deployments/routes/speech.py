@@ -25,8 +25,8 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from chatterbox_serve.engines.base import VoicePrompt
 from chatterbox_serve.errors import EngineOverloadedError, error_payload
-from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
 from chatterbox_serve.protocol import ERROR_RESPONSES, SpeechRequest, sse_event
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
 from chatterbox_serve.voices import ResolvedVoice, resolve_voice
 from chatterbox_serve.voices.validation import inspect_audio, read_bounded
 from deployments.http import request_id_of

@@ -30,7 +30,7 @@ async def test_a_jobs_cfg_weight_reaches_the_engine(
     record = service.create(None, long_text(), params(cfg_weight=weight))
     items = await _run(store, settings, engine, record.job_id)
     assert len(items) == record.total_chunks
-    assert {item.cfg_weight for item in items} == {weight}
+    assert {item.generation.cfg_weight for item in items} == {weight}
     assert store.get(record.job_id).state is JobState.COMPLETED  # type: ignore[union-attr]
 
 

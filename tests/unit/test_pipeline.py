@@ -9,8 +9,9 @@ from chatterbox_serve.config import SimulatedEngineConfig, load_settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import EngineError, InvalidRequestError
-from chatterbox_serve.pipeline import DirectSubmitter, SpeechJob, SpeechPipeline
+from chatterbox_serve.speech import SpeechJob, SpeechPipeline
 from tests.local_backend import LocalBackend
+from tools.bench.direct import DirectSubmitter
 
 SETTINGS = load_settings(
     {

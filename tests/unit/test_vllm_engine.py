@@ -21,6 +21,7 @@ from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
 from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
 from chatterbox_serve.errors import EngineError, InvalidRequestError
+from tests.conftest import synthesis_request
 from tests.unit.asyncllm_double import FakeAsyncLLM
 
 pytest.importorskip("vllm", reason="the engine builds vLLM SamplingParams")
@@ -78,7 +79,7 @@ def _engine(tiny_checkpoint: Path, **kw: Any) -> tuple[VLLMEngine, Factory]:
 
 
 def _request(text: str, **kw: Any) -> SynthesisRequest:
-    return SynthesisRequest(text=text, language=str(kw.pop("language", "en")), **kw)
+    return synthesis_request(text, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_each_item_is_its_own_request_with_its_own_prompt_and_sampling(
     for request, result, (prompt, params) in zip(requests, results, sent, strict=True):
         assert isinstance(result, SynthesisResult), result
         # Tokens the script emits before stop: S3Gen makes 960 samples of each.
-        expected = 3 + round((request.cfg_weight or 0) * 10)
+        expected = 3 + round((request.generation.cfg_weight or 0) * 10)
         assert result.output_tokens == expected
         assert len(result.audio) == SAMPLES_PER_TOKEN * expected
         rows = prompt["multi_modal_data"]["image"]["t3_prefix"]
@@ -126,10 +127,16 @@ def test_each_item_is_its_own_request_with_its_own_prompt_and_sampling(
         # only the text rows differ between the halves.
         assert torch.equal(rows[:34, :half], rows[:34, half:])
         assert not torch.equal(rows[text, :half], rows[text, half:])
-        assert float(prompt["multi_modal_data"]["image"]["t3_cfg_weight"][0]) == request.cfg_weight
-        assert params.seed == request.seed and params.temperature == request.temperature
-        assert params.top_p == request.top_p and params.min_p == request.min_p
-        assert params.repetition_penalty == request.repetition_penalty
+        assert (
+            float(prompt["multi_modal_data"]["image"]["t3_cfg_weight"][0])
+            == request.generation.cfg_weight
+        )
+        assert (
+            params.seed == request.generation.seed
+            and params.temperature == request.generation.temperature
+        )
+        assert params.top_p == request.generation.top_p and params.min_p == request.generation.min_p
+        assert params.repetition_penalty == request.generation.repetition_penalty
         assert params.stop_token_ids == [STOP] and not params.ignore_eos
         assert params.max_tokens == 40
 

@@ -18,9 +18,10 @@ from typing import Any
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import DirectSubmitter, SpeechPipeline
 from chatterbox_serve.protocol import SpeechRequest
+from chatterbox_serve.speech import SpeechPipeline
 from chatterbox_serve.voices.resolve import EmptyVoiceLibrary, resolve_voice
+from tools.bench.direct import DirectSubmitter
 
 
 async def run_sequential(
