@@ -17,13 +17,15 @@ order. The contract:
 - `start` runs once before the first call; `check_health` raises when the engine can
   no longer serve, so the replica holding it gets replaced.
 - `synthesize_stream` speaks one item as a series of pieces. An engine with
-  `streams_audio` yields its first audio while the model is still generating the rest
-  (issue 15); any other engine yields the whole item as one piece. Every piece but the
+  `streams_audio` yields its first audio while the model is still generating the rest;
+  any other engine yields the whole item as one piece. Every piece but the
   last has `partial` set; the last carries the token counts, and the pieces joined
   are the item's audio. A failure before the first piece raises the item's error.
-- `max_concurrent_calls` is how many `synthesize` calls the serving layer should keep
-  in flight: 1 for an engine that runs a call start to end on its device, more for
-  one whose stages overlap across calls.
+- `batch_limits` is how the serving layer may call the engine, the one declaration
+  its batching follows: at most `max_batch_size` items per `synthesize` call
+  (VLLM_MAX_BATCH_SIZE), and `max_concurrent_calls` calls in flight: 1 for an engine
+  that runs a call start to end on its device, more for one whose stages overlap
+  across calls.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class VoicePrompt:
 
     A prompt may travel *detached*: `audio` empty, only `sha256` and `size` set. A
     request's chunks after the first name their voice this way, so its audio (up to
-    the upload limit) crosses to the model once per request, not once per chunk
-    (issue 11). The model side keeps the audio it has been sent, by sha256
+    the upload limit) crosses to the model once per request, not once per chunk.
+    The model side keeps the audio it has been sent, by sha256
     (`engines.voice_audio`); where it lacks it, the item fails with
     `VoiceAudioMissingError` and the chunk is sent again with the audio attached.
     """
@@ -94,6 +96,14 @@ class SynthesisRequest:
 
 
 @dataclass(frozen=True)
+class BatchLimits:
+    """How the serving layer may call an engine: items per call, and calls at once."""
+
+    max_batch_size: int
+    max_concurrent_calls: int
+
+
+@dataclass(frozen=True)
 class SynthesisResult:
     """Audio for one item, with the token counts and timing of the call that made it."""
 
@@ -124,6 +134,11 @@ class TTSEngine(abc.ABC):
     needs_gpu: bool = False
     streams_audio: bool = False
     max_concurrent_calls: int = 1
+
+    @classmethod
+    def batch_limits(cls, settings: Settings) -> BatchLimits:
+        """Items per `synthesize` call and calls in flight, for engines of this class."""
+        return BatchLimits(settings.engine.max_batch_size, cls.max_concurrent_calls)
 
     @classmethod
     def streams_with(cls, settings: Settings) -> bool:
