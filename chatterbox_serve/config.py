@@ -233,7 +233,7 @@ class EngineConfig(_Section):
     @field_validator("s3gen_fp16")
     @classmethod
     def _no_fp16(cls, on: bool) -> bool:
-        # chatterbox-vllm's fp16 S3Gen failed every item (issue 14), and neither of our
+        # chatterbox-vllm's fp16 S3Gen failed every item, and neither of our
         # runners has an fp16 path: refuse at startup rather than ignore it.
         if on:
             raise ValueError(

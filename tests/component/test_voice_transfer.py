@@ -1,4 +1,4 @@
-"""Voice audio crosses to the model once per request, not once per chunk (issue 11, item 10).
+"""Voice audio crosses to the model once per request, not once per chunk.
 
 The pipeline runs in-process against the simulated engine behind `DirectSubmitter`,
 which plays a model replica with its voice audio cache. A counting router between

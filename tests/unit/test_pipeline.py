@@ -252,7 +252,7 @@ STREAMING = SimulatedEngineConfig(
 
 
 async def test_a_streaming_model_sends_first_audio_before_the_first_chunk_is_done():
-    # Issue 15: the first chunk's audio leaves in pieces as the model makes them; the
+    # The first chunk's audio leaves in pieces as the model makes them; the
     # bytes are the same as the file's, since pieces of one chunk are not crossfaded.
     engine = SimulatedEngine(STREAMING, stream_first_tokens=10)
     sub = DirectSubmitter(engine)

@@ -286,7 +286,7 @@ def test_a_seeded_request_repeats_exactly_and_seeds_reach_s3gen(
 
 
 def test_s3gen_starts_on_finished_items_while_t3_decodes_the_rest(tiny_checkpoint: Path) -> None:
-    # Issue 15: an item goes to S3Gen the moment T3 stops it, not when the whole call
+    # An item goes to S3Gen the moment T3 stops it, not when the whole call
     # has left T3, so the GPU is not idle in one stage while the other runs. CFG weight
     # sets the scripted length: 3 tokens against 23.
     engine, factory = _engine(tiny_checkpoint, llm={"step_s": 0.05})
@@ -324,7 +324,7 @@ def _streamed(engine: VLLMEngine, request: SynthesisRequest, llm: Any) -> list[A
 def test_a_streamed_item_plays_before_t3_is_done_and_adds_up_to_the_whole(
     tiny_checkpoint: Path,
 ) -> None:
-    # Issue 15: first audio after CHATTERBOX_STREAM_FIRST_TOKENS tokens, while T3 goes on.
+    # First audio after CHATTERBOX_STREAM_FIRST_TOKENS tokens, while T3 goes on.
     engine, factory = _engine(
         tiny_checkpoint, llm={"step_s": 0.03}, settings={"stream_first_tokens": 6}
     )

@@ -1,4 +1,4 @@
-"""Issue 15's figures on one GPU, in one command: S3Gen, T3, the engine, first audio over HTTP.
+"""The serving figures on one GPU, in one command: S3Gen, T3, the engine, first audio over HTTP.
 
     python -m tools.gpu.gpu_serving all --checkpoint DIR \
         --out benchmarks/results/gpu-serving-h200.json
