@@ -24,7 +24,7 @@ from chatterbox_serve.errors import (
     VoiceNotFoundError,
 )
 from chatterbox_serve.protocol import SpeechRequest
-from chatterbox_serve.speech import SpeechJob, SpeechPipeline
+from chatterbox_serve.speech import SpeechOrder, SpeechPipeline
 from chatterbox_serve.text.chunking import split_text
 
 __version__ = "0.1.0"
@@ -40,7 +40,7 @@ __all__ = [
     "ServerError",
     "Settings",
     "SimulatedEngine",
-    "SpeechJob",
+    "SpeechOrder",
     "SpeechPipeline",
     "SpeechRequest",
     "StreamingEncoder",

@@ -12,7 +12,7 @@ from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.errors import InvalidRequestError
 from chatterbox_serve.generation import GenerationOptions, Speed
-from chatterbox_serve.speech.messages import SpeechJob
+from chatterbox_serve.speech.messages import SpeechOrder
 from chatterbox_serve.text.languages import DEFAULT_LANGUAGE, languages_for, normalize_language
 from chatterbox_serve.voices.resolve import ResolvedVoice
 
@@ -108,10 +108,10 @@ class SpeechRequest(GenerationOptions, _OpenAISpeechFields):
         """Whether the voice was given as `{"id": ...}`, which matches ids only."""
         return isinstance(self.voice, VoiceId)
 
-    def to_job(
+    def to_order(
         self, settings: Settings, voice: ResolvedVoice, request_id: str, *, streaming: bool
-    ) -> SpeechJob:
-        """Check the limits that depend on settings and build the pipeline's job.
+    ) -> SpeechOrder:
+        """Check the limits that depend on settings and build the pipeline's order.
 
         Raises:
             InvalidRequestError: empty or too long input, too long instructions, or a
@@ -142,7 +142,7 @@ class SpeechRequest(GenerationOptions, _OpenAISpeechFields):
             generation=self.resolve(settings.generation.parameters()),
             request_id=request_id,
         )
-        return SpeechJob(
+        return SpeechOrder(
             request_id=request_id,
             text=text,
             format=self.audio_format(settings),

@@ -12,7 +12,7 @@ from chatterbox_serve.speech.backend import SpeechBackend
 from chatterbox_serve.speech.messages import (
     AudioPiece,
     RenderedSpeech,
-    SpeechJob,
+    SpeechOrder,
     StageTimings,
     Usage,
 )
@@ -25,7 +25,7 @@ __all__ = [
     "Cancellable",
     "RenderedSpeech",
     "SpeechBackend",
-    "SpeechJob",
+    "SpeechOrder",
     "SpeechPipeline",
     "StageTimings",
     "Submit",

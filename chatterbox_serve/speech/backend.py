@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from chatterbox_serve.speech.messages import AudioPiece, RenderedSpeech, SpeechJob
+from chatterbox_serve.speech.messages import AudioPiece, RenderedSpeech, SpeechOrder
 
 
 class SpeechBackend(Protocol):
-    """Renders or streams a `SpeechJob`, and reports the model's health."""
+    """Renders or streams a `SpeechOrder`, and reports the model's health."""
 
-    async def render(self, job: SpeechJob) -> RenderedSpeech: ...
+    async def render(self, order: SpeechOrder) -> RenderedSpeech: ...
 
-    def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]: ...
+    def stream(self, order: SpeechOrder) -> AsyncIterator[AudioPiece]: ...
 
     async def health(self) -> dict[str, Any]: ...

@@ -9,7 +9,7 @@ from chatterbox_serve.engines.base import SynthesisRequest
 
 
 @dataclass(frozen=True)
-class SpeechJob:
+class SpeechOrder:
     """A validated speech request with its voice resolved; crosses from ingress to pipeline."""
 
     request_id: str

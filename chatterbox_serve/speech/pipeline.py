@@ -24,7 +24,7 @@ from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequest
 from chatterbox_serve.speech.messages import (
     AudioPiece,
     RenderedSpeech,
-    SpeechJob,
+    SpeechOrder,
     StageTimings,
     Usage,
 )
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 class SpeechPipeline:
-    """Turns a `SpeechJob` into encoded audio, whole or streamed."""
+    """Turns a `SpeechOrder` into encoded audio, whole or streamed."""
 
     def __init__(
         self, settings: Settings, submit: Submit, submit_stream: SubmitStream | None = None
@@ -45,18 +45,18 @@ class SpeechPipeline:
         self._submit = submit
         self._submit_stream = submit_stream
 
-    def plan(self, job: SpeechJob) -> list[SynthesisRequest]:
+    def plan(self, order: SpeechOrder) -> list[SynthesisRequest]:
         """The engine request of every chunk; raises `InvalidRequestError` past the chunk limit."""
         c = self.settings.chunking
         chunks = plan_chunks(
-            job.text,
+            order.text,
             c,
-            first_chunk_length=c.stream_first_chunk_length if job.streaming else None,
+            first_chunk_length=c.stream_first_chunk_length if order.streaming else None,
             max_chunks=c.max_chunks_per_request,
         )
-        return [chunk_request(job.template, i, t, c) for i, t in enumerate(chunks)]
+        return [chunk_request(order.template, i, t, c) for i, t in enumerate(chunks)]
 
-    async def stream(self, job: SpeechJob) -> AsyncGenerator[AudioPiece, None]:
+    async def stream(self, order: SpeechOrder) -> AsyncGenerator[AudioPiece, None]:
         """Yield encoded pieces; chunk k goes out once it and every chunk before it are done.
 
         With a model that streams, a stream's first chunk goes out in pieces as the model
@@ -64,15 +64,15 @@ class SpeechPipeline:
         stretching pieces apart would put seams inside the chunk.
         """
         began = time.monotonic()
-        items = self.plan(job)
+        items = self.plan(order)
         chunked = time.monotonic()
-        incremental = job.streaming and self._submit_stream is not None and job.speed == 1.0
+        incremental = order.streaming and self._submit_stream is not None and order.speed == 1.0
         # Streaming: the other chunks go once the first is back (or has begun to come
         # back), so the first engine call carries the short first chunk alone instead of
         # a whole batch (time to first audio). Only the first chunk carries the voice
         # audio; the others name it by sha256 and the model side re-attaches it.
         pending: list[Cancellable | None] = [None if incremental else self._submit(items[0])]
-        if not job.streaming:
+        if not order.streaming:
             pending += [send_detached(self._submit, item) for item in items[1:]]
 
         def send_the_rest() -> None:
@@ -81,11 +81,11 @@ class SpeechPipeline:
 
         audio_cfg = self.settings.audio
         assembler = AudioAssembler(
-            job.format,
-            speed=job.speed,
+            order.format,
+            speed=order.speed,
             crossfade_ms=audio_cfg.crossfade_ms,
             mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps,
-            cap_s=audio_cap_s(job.text, self.settings.chunking),
+            cap_s=audio_cap_s(order.text, self.settings.chunking),
         )
         # Only the facts of settled chunks are kept; their audio goes once encoded, so
         # a long stream holds the chunks in flight, not everything it has sent.
@@ -96,12 +96,12 @@ class SpeechPipeline:
             for index in range(len(items)):
                 if index == 0 and incremental:
                     assert self._submit_stream is not None
-                    first_pieces = _settle_pieces(self._submit_stream(items[0]), job.request_id)
+                    first_pieces = _settle_pieces(self._submit_stream(items[0]), order.request_id)
                     sources: AsyncIterator[SynthesisResult] = first_pieces
                 else:
                     call = pending[index]
                     assert call is not None
-                    sources = _one(_settle(call, job.request_id, index))
+                    sources = _one(_settle(call, order.request_id, index))
                 async for result in sources:
                     pending[index] = None  # a settled future holds the chunk's audio
                     send_the_rest()
@@ -123,7 +123,7 @@ class SpeechPipeline:
                     del raw
                     # The first second of a whole first chunk is encoded and sent on its
                     # own, so the first bytes do not wait for the rest.
-                    whole_first = job.streaming and index == 0 and not incremental
+                    whole_first = order.streaming and index == 0 and not incremental
                     parts = _split_head(audio) if whole_first else [audio]
                     for k, part in enumerate(parts):
                         finish = last and k == len(parts) - 1
@@ -138,7 +138,7 @@ class SpeechPipeline:
                                 data,
                                 final=True,
                                 usage=_usage(results),
-                                audio_s=_audio_s(results, job.speed),
+                                audio_s=_audio_s(results, order.speed),
                                 timings=timings,
                             )
                         elif data:
@@ -152,12 +152,12 @@ class SpeechPipeline:
                 if left is not None:
                     left.cancel()
 
-    async def render(self, job: SpeechJob) -> RenderedSpeech:
+    async def render(self, order: SpeechOrder) -> RenderedSpeech:
         """Synthesise and encode a whole file."""
         limit = self.settings.chunking.max_file_response_bytes
         pieces: list[AudioPiece] = []
         size = 0
-        stream = self.stream(replace(job, streaming=False))
+        stream = self.stream(replace(order, streaming=False))
         try:
             async for piece in stream:
                 size += len(piece.data)
@@ -175,10 +175,10 @@ class SpeechPipeline:
             await stream.aclose()  # cancels the chunks still in flight
         final = pieces[-1]
         data = b"".join(p.data for p in pieces)
-        if job.format is AudioFormat.WAV:
+        if order.format is AudioFormat.WAV:
             data = fix_wav_sizes(data)
         assert final.usage is not None and final.timings is not None
-        return RenderedSpeech(data, job.format, final.usage, final.audio_s, final.timings)
+        return RenderedSpeech(data, order.format, final.usage, final.audio_s, final.timings)
 
 
 def _split_head(audio: np.ndarray, head_samples: int = SAMPLE_RATE) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from chatterbox_serve.engines.base import SynthesisRequest, VoicePrompt
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.engines.voice_audio import VoiceAudioCache
 from chatterbox_serve.errors import EngineError, VoiceAudioMissingError
-from chatterbox_serve.speech import Cancellable, SpeechJob, SpeechPipeline
+from chatterbox_serve.speech import Cancellable, SpeechOrder, SpeechPipeline
 from tests.conftest import synthesis_request
 from tools.bench.direct import DirectSubmitter
 
@@ -51,9 +51,9 @@ def _replica(cache_bytes: int = 64 * 1_048_576) -> DirectSubmitter:
     return DirectSubmitter(SimulatedEngine(FAST), voice_cache_bytes=cache_bytes)
 
 
-def _job(streaming: bool, voice: VoicePrompt | None = VOICE) -> SpeechJob:
+def _job(streaming: bool, voice: VoicePrompt | None = VOICE) -> SpeechOrder:
     template = synthesis_request("", voice=voice, seed=7)
-    return SpeechJob("rid", TEXT, AudioFormat.WAV, template, streaming=streaming)
+    return SpeechOrder("rid", TEXT, AudioFormat.WAV, template, streaming=streaming)
 
 
 def _chunks(streaming: bool) -> int:

@@ -12,7 +12,7 @@ DEFAULT = ResolvedVoice("default", None)
 
 
 def _job(**body):
-    return SpeechRequest(**{"input": "Hello", **body}).to_job(
+    return SpeechRequest(**{"input": "Hello", **body}).to_order(
         SETTINGS, body.pop("_voice", DEFAULT), "rid", streaming=False
     )
 
@@ -71,9 +71,9 @@ def test_settings_dependent_limits_raise_invalid_request(body, param):
 def test_language_comes_from_request_then_voice_then_english():
     fr_voice = ResolvedVoice("v", None, language="fr")
     req = SpeechRequest(input="x")
-    assert req.to_job(SETTINGS, fr_voice, "r", streaming=False).template.language == "fr"
+    assert req.to_order(SETTINGS, fr_voice, "r", streaming=False).template.language == "fr"
     req = SpeechRequest(input="x", language="de-AT")
-    assert req.to_job(SETTINGS, fr_voice, "r", streaming=False).template.language == "de"
+    assert req.to_order(SETTINGS, fr_voice, "r", streaming=False).template.language == "de"
 
 
 def test_cfg_weight_is_per_request_and_instructions_warn():
@@ -89,11 +89,11 @@ def test_cfg_weight_is_per_request_and_instructions_warn():
 def test_default_response_format_setting_applies_when_none_is_asked():
     wav = load_settings({"DEFAULT_RESPONSE_FORMAT": "wav"}, dotenv_path=None)
     voice = ResolvedVoice("default", None)
-    assert SpeechRequest(input="Hi").to_job(wav, voice, "r", streaming=False).format is (
+    assert SpeechRequest(input="Hi").to_order(wav, voice, "r", streaming=False).format is (
         AudioFormat.WAV
     )
     asked = SpeechRequest(input="Hi", response_format="flac")
-    assert asked.to_job(wav, voice, "r", streaming=False).format is AudioFormat.FLAC
-    assert SpeechRequest(input="Hi").to_job(SETTINGS, voice, "r", streaming=False).format is (
+    assert asked.to_order(wav, voice, "r", streaming=False).format is AudioFormat.FLAC
+    assert SpeechRequest(input="Hi").to_order(SETTINGS, voice, "r", streaming=False).format is (
         AudioFormat.MP3
     )

@@ -148,7 +148,7 @@ def test_a_voice_sent_by_hash_alone_and_never_computed_here_is_asked_for(
 def test_the_pipeline_budget_stops_a_model_that_never_says_stop(tiny_checkpoint: Path) -> None:
     from chatterbox_serve.audio import AudioFormat
     from chatterbox_serve.config import ChunkingConfig
-    from chatterbox_serve.speech import SpeechJob, SpeechPipeline
+    from chatterbox_serve.speech import SpeechOrder, SpeechPipeline
     from tools.bench.direct import DirectSubmitter
 
     # Random weights rarely sample the stop token, so each chunk runs to its budget:
@@ -158,7 +158,7 @@ def test_the_pipeline_budget_stops_a_model_that_never_says_stop(tiny_checkpoint:
     )
     eng = TorchEngine(settings)
     asyncio.run(eng.start())
-    job = SpeechJob("rid", "Hello.", AudioFormat.WAV, synthesis_request("", seed=3))
+    job = SpeechOrder("rid", "Hello.", AudioFormat.WAV, synthesis_request("", seed=3))
     rendered = asyncio.run(SpeechPipeline(settings, DirectSubmitter(eng)).render(job))
     assert rendered.usage.output_tokens <= 125
     assert rendered.audio_s <= 5.0

@@ -37,7 +37,7 @@ async def run_sequential(
     began = time.monotonic()
     for i, text in enumerate(texts):
         request = SpeechRequest.model_validate({"input": text, "response_format": fmt})
-        job = request.to_job(settings, voice, f"baseline-{i}", streaming=False)
+        job = request.to_order(settings, voice, f"baseline-{i}", streaming=False)
         t0 = time.monotonic()
         rendered = await pipeline.render(job)
         latencies.append(time.monotonic() - t0)
