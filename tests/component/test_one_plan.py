@@ -150,3 +150,13 @@ async def test_a_jobs_chunks_and_budgets_are_a_speech_requests_of_the_same_text(
     assert [r.text for r in done] == [r.text for r in spoken]
     assert [r.max_new_tokens for r in done] == [r.max_new_tokens for r in spoken]
     assert all(any(ch.isalpha() for ch in r.text) for r in done)
+
+
+async def test_a_voice_given_by_id_matches_ids_only_for_speech_and_jobs(apps: Apps) -> None:
+    # "alloy" is an OpenAI voice name that means the default voice; as {"id": ...} it
+    # names a voice id, and no voice has that id.
+    for body in ({"voice": {"id": "alloy"}}, {"voice": "alloy"}):
+        speech = await apps.speech.post(SPEECH, json={"input": "Hello.", **body})
+        job = await apps.jobs.post(LONG, json={"input": STORY, **body})
+        expected = 404 if isinstance(body["voice"], dict) else 200
+        assert (speech.status_code, job.status_code) == (expected, expected), body
