@@ -23,8 +23,8 @@ from chatterbox_serve.errors import (
     ServerError,
     VoiceNotFoundError,
 )
-from chatterbox_serve.pipeline import SpeechJob, SpeechPipeline
 from chatterbox_serve.protocol import SpeechRequest
+from chatterbox_serve.speech import SpeechOrder, SpeechPipeline
 from chatterbox_serve.text.chunking import split_text
 
 __version__ = "0.1.0"
@@ -40,7 +40,7 @@ __all__ = [
     "ServerError",
     "Settings",
     "SimulatedEngine",
-    "SpeechJob",
+    "SpeechOrder",
     "SpeechPipeline",
     "SpeechRequest",
     "StreamingEncoder",

@@ -19,15 +19,52 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from chatterbox_serve.errors import ConfigError
+from chatterbox_serve.generation import (
+    CfgWeight,
+    Exaggeration,
+    GenerationParameters,
+    MinP,
+    RepetitionPenalty,
+    Temperature,
+    TopP,
+)
+
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """A setting has an invalid value; the message names the variable and its allowed values."""
+__all__ = [
+    "AUTO",
+    "ENGINES",
+    "ConfigError",
+    "Settings",
+    "engine_names",
+    "env_aliases",
+    "env_names",
+    "load_settings",
+]
+
+# Engine name (CHATTERBOX_ENGINE, `args.engine`) -> "module:Class". Adding an engine
+# takes one module with a `TTSEngine` subclass and one line here.
+ENGINES: dict[str, str] = {
+    "simulated": "chatterbox_serve.engines.simulated:SimulatedEngine",
+    "vllm": "chatterbox_serve.engines.vllm.engine:VLLMEngine",
+    "torch": "chatterbox_serve.engines.torch_engine:TorchEngine",
+}
+
+# Not an engine: vllm with its extra and a CUDA GPU, else torch with a checkpoint at
+# hand, else simulated (`engines/auto.py`).
+AUTO = "auto"
 
 
-def _env(name: str) -> dict[str, Any]:
-    return {"env": name}
+def engine_names() -> list[str]:
+    """Every name CHATTERBOX_ENGINE accepts."""
+    return [AUTO, *ENGINES]
+
+
+def _env(name: str, *aliases: str) -> dict[str, Any]:
+    """The variable of a setting, and older names that still set it (the name wins)."""
+    return {"env": name, "aliases": list(aliases)}
 
 
 class _Section(BaseModel):
@@ -37,7 +74,7 @@ class _Section(BaseModel):
 class EngineConfig(_Section):
     engine: str = Field(
         "auto",
-        description="Engine name from the registry in `chatterbox_serve/engines/__init__.py` "
+        description="Engine name from the registry `ENGINES` in `chatterbox_serve/config.py` "
         "(simulated, torch, vllm, ...), or auto (vllm with its extra and a CUDA GPU; else torch "
         "with torch and a checkpoint at hand; else simulated).",
         json_schema_extra=_env("CHATTERBOX_ENGINE"),
@@ -74,13 +111,6 @@ class EngineConfig(_Section):
         le=100,
         description="Flow-matching steps in S3Gen.",
         json_schema_extra=_env("VLLM_DIFFUSION_STEPS"),
-    )
-    cfg_scale: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Default classifier-free guidance weight of a request without cfg_weight.",
-        json_schema_extra=_env("CHATTERBOX_CFG_SCALE"),
     )
     use_multilingual_model: bool = Field(
         True,
@@ -203,7 +233,7 @@ class EngineConfig(_Section):
     @field_validator("s3gen_fp16")
     @classmethod
     def _no_fp16(cls, on: bool) -> bool:
-        # chatterbox-vllm's fp16 S3Gen failed every item (issue 14), and neither of our
+        # chatterbox-vllm's fp16 S3Gen failed every item, and neither of our
         # runners has an fp16 path: refuse at startup rather than ignore it.
         if on:
             raise ValueError(
@@ -215,57 +245,49 @@ class EngineConfig(_Section):
     @field_validator("engine")
     @classmethod
     def _registered(cls, name: str) -> str:
-        # The registry imports this module, so it is looked up at validation time.
-        from chatterbox_serve.engines import engine_names
-
         if name not in engine_names():
             raise ValueError("not a registered engine")
         return name
 
 
 class GenerationDefaults(_Section):
-    exaggeration: float = Field(
-        0.5,
-        ge=0.25,
-        le=2.0,
+    """The server's default of each generation parameter (bounds and values: `generation.py`)."""
+
+    exaggeration: Exaggeration = Field(
+        GenerationParameters.exaggeration,
         description="Default emotion exaggeration.",
         json_schema_extra=_env("EXAGGERATION"),
     )
-    cfg_weight: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Default per-request cfg_weight (see CFG note).",
-        json_schema_extra=_env("CFG_WEIGHT"),
+    cfg_weight: CfgWeight = Field(
+        GenerationParameters.cfg_weight,
+        description="Default classifier-free guidance weight of a request without cfg_weight "
+        "(0 turns CFG off); `CFG_WEIGHT`, the original API's name, is an alias.",
+        json_schema_extra=_env("CHATTERBOX_CFG_SCALE", "CFG_WEIGHT"),
     )
-    temperature: float = Field(
-        0.8,
-        ge=0.05,
-        le=5.0,
+    temperature: Temperature = Field(
+        GenerationParameters.temperature,
         description="Default sampling temperature.",
         json_schema_extra=_env("TEMPERATURE"),
     )
-    top_p: float = Field(
-        1.0,
-        gt=0.0,
-        le=1.0,
+    top_p: TopP = Field(
+        GenerationParameters.top_p,
         description="Default nucleus sampling top_p.",
         json_schema_extra=_env("CHATTERBOX_TOP_P"),
     )
-    min_p: float = Field(
-        0.05,
-        ge=0.0,
-        le=1.0,
+    min_p: MinP = Field(
+        GenerationParameters.min_p,
         description="Default min_p (upstream Chatterbox value).",
         json_schema_extra=_env("CHATTERBOX_MIN_P"),
     )
-    repetition_penalty: float = Field(
-        1.2,
-        ge=1.0,
-        le=3.0,
+    repetition_penalty: RepetitionPenalty = Field(
+        GenerationParameters.repetition_penalty,
         description="Default repetition penalty (upstream Chatterbox).",
         json_schema_extra=_env("CHATTERBOX_REPETITION_PENALTY"),
     )
+
+    def parameters(self) -> GenerationParameters:
+        """These defaults as the engine's parameters (a seed is never a server default)."""
+        return GenerationParameters(**self.model_dump())
 
 
 class ChunkingConfig(_Section):
@@ -558,19 +580,41 @@ class Settings(_Section):
 _SECRETS = frozenset({"API_KEYS"})
 
 
-def _fields() -> Iterator[tuple[str, str, str]]:
+def _env_extras() -> Iterator[tuple[str, str, dict[str, Any]]]:
     for section_name, section_field in Settings.model_fields.items():
         section_cls = section_field.default_factory
         assert isinstance(section_cls, type) and issubclass(section_cls, _Section)
         for name, info in section_cls.model_fields.items():
             extra = info.json_schema_extra
             assert isinstance(extra, dict)
-            yield str(extra["env"]), section_name, name
+            yield section_name, name, extra
+
+
+def _fields() -> Iterator[tuple[str, str, str]]:
+    for section_name, name, extra in _env_extras():
+        yield str(extra["env"]), section_name, name
 
 
 def env_names() -> list[str]:
-    """Every environment variable this module reads."""
+    """Every environment variable this module reads, by its name (aliases aside)."""
     return [env for env, _, _ in _fields()]
+
+
+def env_aliases() -> dict[str, str]:
+    """Older variable names that still set a setting -> the setting's variable."""
+    return {
+        str(alias): str(extra["env"])
+        for _, _, extra in _env_extras()
+        for alias in extra.get("aliases") or []
+    }
+
+
+def _canonical(source: Mapping[str, Any]) -> dict[str, Any]:
+    """`source` with aliases renamed to their setting's variable, which wins if both are set."""
+    aliases = env_aliases()
+    out = {aliases[k]: v for k, v in source.items() if k in aliases}
+    out.update({k: v for k, v in source.items() if k not in aliases})
+    return out
 
 
 def _allowed(section: str, field: str) -> str:
@@ -587,8 +631,6 @@ def _allowed(section: str, field: str) -> str:
     if info.annotation is bool:
         return "allowed: true or false"
     if (section, field) == ("engine", "engine"):
-        from chatterbox_serve.engines import engine_names
-
         return "allowed: " + ", ".join(engine_names())
     return f"allowed: {info.annotation}".replace("typing.", "")
 
@@ -613,7 +655,7 @@ def load_settings(
             names the variable and what it allows.
     """
     environ = os.environ if environ is None else environ
-    known = set(env_names())
+    known = set(env_names()) | set(env_aliases())
     for key in overrides or {}:
         if key not in known:
             raise ConfigError(f"Unknown setting {key!r} in app args; known: {sorted(known)}")
@@ -621,9 +663,9 @@ def load_settings(
         if key.startswith("CHATTERBOX_") and key not in known:
             logger.warning("Ignoring unknown environment variable %s", key)
 
-    merged: dict[str, Any] = dict(overrides or {})
-    merged.update(_read_dotenv(dotenv_path))
-    merged.update({k: v for k, v in environ.items() if k in known})
+    merged: dict[str, Any] = _canonical(overrides or {})
+    merged.update(_canonical(_read_dotenv(dotenv_path)))
+    merged.update(_canonical({k: v for k, v in environ.items() if k in known}))
 
     sections: dict[str, dict[str, Any]] = {}
     for env, section, field in _fields():

@@ -15,6 +15,9 @@
         │   └── VoiceAudioMissingError    internal: resend the chunk with its voice audio
         └── EngineOverloadedError (503)   retryable, with Retry-After
 
+    ConfigError (a ValueError)            a setting is invalid; raised at startup, never
+                                          mapped onto a response
+
 Every error crosses Ray Serve handles, so each one pickles with its fields intact.
 """
 
@@ -23,6 +26,10 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the variable and its allowed values."""
 
 
 class ChatterboxError(Exception):

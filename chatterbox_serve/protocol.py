@@ -11,7 +11,8 @@ from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.errors import InvalidRequestError
-from chatterbox_serve.pipeline import SpeechJob
+from chatterbox_serve.generation import GenerationOptions, Speed
+from chatterbox_serve.speech.messages import SpeechOrder
 from chatterbox_serve.text.languages import DEFAULT_LANGUAGE, languages_for, normalize_language
 from chatterbox_serve.voices.resolve import ResolvedVoice
 
@@ -60,8 +61,8 @@ class VoiceId(BaseModel):
     id: str = Field(min_length=1, max_length=256)
 
 
-class SpeechRequest(OpenAIBaseModel):
-    """Body of `POST /v1/audio/speech`."""
+class _OpenAISpeechFields(OpenAIBaseModel):
+    """OpenAI's fields of `POST /v1/audio/speech`, in its order."""
 
     model: str = Field("chatterbox", max_length=256, description="Accepted for compatibility.")
     input: str = Field(description="Text to speak.")
@@ -72,20 +73,17 @@ class SpeechRequest(OpenAIBaseModel):
     response_format: AudioFormat | None = Field(
         None, description="Audio format; omitted means DEFAULT_RESPONSE_FORMAT (mp3)."
     )
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: Speed = 1.0
     stream_format: Literal["audio", "sse"] | None = Field(
         None, description="Stream raw encoded audio, or server-sent events."
     )
 
-    # Chatterbox extensions, as in the original Chatterbox API.
-    exaggeration: float | None = Field(None, ge=0.25, le=2.0)
-    cfg_weight: float | None = Field(None, ge=0.0, le=1.0)
-    temperature: float | None = Field(None, ge=0.05, le=5.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, ge=1.0, le=3.0)
+
+class SpeechRequest(GenerationOptions, _OpenAISpeechFields):
+    """Body of `POST /v1/audio/speech`: OpenAI's fields, then the Chatterbox extensions
+    (the generation parameters of `GenerationOptions`, and the language)."""
+
     language: str | None = Field(None, min_length=2, max_length=16)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
     def _no_surrogates_and_short_voice(self) -> SpeechRequest:
@@ -110,10 +108,10 @@ class SpeechRequest(OpenAIBaseModel):
         """Whether the voice was given as `{"id": ...}`, which matches ids only."""
         return isinstance(self.voice, VoiceId)
 
-    def to_job(
+    def to_order(
         self, settings: Settings, voice: ResolvedVoice, request_id: str, *, streaming: bool
-    ) -> SpeechJob:
-        """Check the limits that depend on settings and build the pipeline's job.
+    ) -> SpeechOrder:
+        """Check the limits that depend on settings and build the pipeline's order.
 
         Raises:
             InvalidRequestError: empty or too long input, too long instructions, or a
@@ -134,34 +132,30 @@ class SpeechRequest(OpenAIBaseModel):
             raise InvalidRequestError(
                 f"'instructions' is longer than {max_instr} characters.", param="instructions"
             )
-        language = self._language(settings, voice)
-        g = settings.generation
         warnings: list[str] = []
         if self.instructions:
             warnings.append("instructions are accepted but not applied")
         template = SynthesisRequest(
             text="",
-            language=language,
+            language=self._language(settings, voice),
             voice=voice.prompt,
-            exaggeration=_pick(self.exaggeration, g.exaggeration),
-            cfg_weight=_pick(self.cfg_weight, settings.engine.cfg_scale),
-            temperature=_pick(self.temperature, g.temperature),
-            top_p=_pick(self.top_p, g.top_p),
-            min_p=_pick(self.min_p, g.min_p),
-            repetition_penalty=_pick(self.repetition_penalty, g.repetition_penalty),
-            seed=self.seed,
+            generation=self.resolve(settings.generation.parameters()),
             request_id=request_id,
         )
-        return SpeechJob(
+        return SpeechOrder(
             request_id=request_id,
             text=text,
-            format=self.response_format or AudioFormat(settings.audio.default_response_format),
+            format=self.audio_format(settings),
             template=template,
             speed=self.speed,
             streaming=streaming,
             warnings=tuple(warnings),
             instructions_ignored=bool(self.instructions),
         )
+
+    def audio_format(self, settings: Settings) -> AudioFormat:
+        """The asked format, else the server's default."""
+        return self.response_format or AudioFormat(settings.audio.default_response_format)
 
     def _language(self, settings: Settings, voice: ResolvedVoice) -> str:
         supported = languages_for(settings.engine.use_multilingual_model)
@@ -175,10 +169,6 @@ class SpeechRequest(OpenAIBaseModel):
                 code="unsupported_language",
             )
         return code
-
-
-def _pick(value: float | None, default: float) -> float:
-    return default if value is None else value
 
 
 class ErrorDetail(BaseModel):

@@ -1,21 +1,21 @@
 """Admission to the model's batch queue: items enter only while the engine has room.
 
-`@serve.batch` forms the next batch from whatever has arrived within its wait, even
+`serve.batch` forms the next batch from whatever has arrived within its wait, even
 while the engine is still busy with the previous one. Under load that queued many one-
-or two-item batches behind the running call (issue 5: 2.0 items per call at 64
-clients, 0.21 of engine capacity). `BatchGate` holds items back while the engine runs
+or two-item batches behind the running call (2.0 items per call at 64 clients,
+0.21 of engine capacity: docs/PERFORMANCE.md). `BatchGate` holds items back while the engine runs
 and then lets in at most one batch's worth, so the items that piled up during a call
 form the next full batch and the overflow waits for the one after.
 
 An engine whose stages overlap across calls (the vLLM engine: T3 of one call decodes
 while S3Gen finishes another's items) declares `max_concurrent_calls` above 1, and
-the gate then lets that many calls run at once (issue 15); for every other engine a
+the gate then lets that many calls run at once; for every other engine a
 second call would only queue behind the first on the device.
 
 Background items (chunks of long-text jobs) take only the room interactive items
 leave: one waits while any interactive item waits, and a batch takes at most
 `background_per_batch` of them, so a running job adds little to the latency of
-interactive requests however long it is (issue 16).
+interactive requests however long it is.
 """
 
 from __future__ import annotations

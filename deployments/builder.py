@@ -64,7 +64,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
     Raises:
         ConfigError: a bad setting, an unknown engine or deployment, or a Serve batch
-            size that differs from `VLLM_MAX_BATCH_SIZE`.
+            size in `user_config` (the engine's `VLLM_MAX_BATCH_SIZE` rules).
     """
     app_args = AppArgs.model_validate(args or {})
     settings = build_settings(app_args)

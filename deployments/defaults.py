@@ -8,9 +8,10 @@ keeps the other autoscaling keys) and logs. Serve's own per-deployment section o
 config file replaces `ray_actor_options`, `user_config` and `autoscaling_config` as
 whole dicts, bypassing the builder, so our configs leave it out (a test checks).
 
-The model's batch size is not an option here: it is `VLLM_MAX_BATCH_SIZE`
-(`settings.engine.max_batch_size`), the engine's own limit, and the Serve batch
-size in `user_config` is derived from it. An override that disagrees is refused.
+The model's batching is not an option here: the engine class declares it
+(`TTSEngine.batch_limits`: `VLLM_MAX_BATCH_SIZE` items per call, its calls in
+flight) and the model replica builds its batch queue from that. `user_config`
+carries only the batch wait; a `max_batch_size` in it is refused.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def deployment_defaults(settings: Settings, needs_gpu: bool) -> dict[str, dict[s
                 "num_gpus": 1 if needs_gpu else 0,
                 "num_cpus": 1 if needs_gpu else 0.5,
             },
-            # At least max_batch_size x max_concurrent_batches (up to 4), or batches never
+            # At least max_batch_size x the engine's calls in flight, or batches never
             # fill.
             # 64x: chunks wait at the replica's batch gate, not in the callers' routers,
             # whose retries back off up to 0.5 s once a replica is full and then arrive
@@ -95,7 +96,7 @@ def deployment_defaults(settings: Settings, needs_gpu: bool) -> dict[str, dict[s
             },
             # The batch gate forms batches while the engine runs; waiting on an idle
             # engine only adds latency (docs/PERFORMANCE.md).
-            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.0},
+            "user_config": {"batch_wait_timeout_s": 0.0},
             **_lifecycle(60),
         },
         JOB_WORKER: {
@@ -140,12 +141,11 @@ def merge_options(
 
 
 def check_batch_size(options: Mapping[str, dict[str, Any]], settings: Settings) -> None:
-    """Refuse a Serve batch size that differs from the engine's (`VLLM_MAX_BATCH_SIZE`)."""
+    """Refuse a Serve batch size in `user_config`: the engine's (`VLLM_MAX_BATCH_SIZE`) rules."""
     serve_batch = options[MODEL].get("user_config", {}).get("max_batch_size")
-    engine_batch = settings.engine.max_batch_size
-    if serve_batch != engine_batch:
+    if serve_batch is not None:
         raise ConfigError(
-            f"SpeechModelDeployment user_config.max_batch_size={serve_batch!r} differs from "
-            f"VLLM_MAX_BATCH_SIZE={engine_batch}; set VLLM_MAX_BATCH_SIZE only, the Serve "
-            "batch size follows it."
+            f"SpeechModelDeployment user_config.max_batch_size={serve_batch!r} is not an "
+            f"option; set VLLM_MAX_BATCH_SIZE (now {settings.engine.max_batch_size}), which "
+            "the engine's batching follows."
         )

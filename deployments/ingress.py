@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatterbox_serve.auth import load_api_keys
 from chatterbox_serve.config import Settings
 from chatterbox_serve.jobs import JobsAccess, JobService, JobStore, build_job_blob_store
-from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechBackend, SpeechOrder
 from chatterbox_serve.voices import EmptyVoiceLibrary, VoiceLookup
 from chatterbox_serve.voices.library import VoiceLibrary, build_voice_library
 from deployments.auth import install_auth
@@ -151,12 +151,12 @@ class ServeSpeechBackend:
         self._streaming = text_audio.options(stream=True)
         self._model = model
 
-    async def render(self, job: SpeechJob) -> RenderedSpeech:
-        result: RenderedSpeech = await self._audio.render.remote(job)
+    async def render(self, order: SpeechOrder) -> RenderedSpeech:
+        result: RenderedSpeech = await self._audio.render.remote(order)
         return result
 
-    def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
-        response = self._streaming.stream.remote(job)
+    def stream(self, order: SpeechOrder) -> AsyncIterator[AudioPiece]:
+        response = self._streaming.stream.remote(order)
         assert isinstance(response, DeploymentResponseGenerator)
         pieces: AsyncIterator[AudioPiece] = response.__aiter__()
         return pieces

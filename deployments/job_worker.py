@@ -74,8 +74,8 @@ class JobWorkerDeployment:
     def _submit(self, item: SynthesisRequest) -> Any:
         return self._model.synthesize_background.remote(item)
 
-    def _resolve(self, voice: str | None) -> VoicePrompt | None:
-        return resolve_voice(voice, self._voices).prompt
+    def _resolve(self, voice: str | None, by_id: bool) -> VoicePrompt | None:
+        return resolve_voice(voice, self._voices, by_id=by_id).prompt
 
     async def run_job(self, job_id: str) -> str:
         """Run one job to its end on this replica, unless another worker holds it."""

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatterbox_serve.engines.base import SynthesisOutcome
 from chatterbox_serve.errors import ChatterboxError
 from chatterbox_serve.jobs import JobRecord, JobState, RunReport
-from chatterbox_serve.pipeline import StageTimings
+from chatterbox_serve.speech import StageTimings
 
 Kind = Literal["counter", "gauge", "histogram"]
 

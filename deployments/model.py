@@ -1,4 +1,9 @@
-"""The TTS model deployment: one engine per replica, fed by `@serve.batch`."""
+"""The TTS model deployment: one engine per replica, fed by `serve.batch`.
+
+The batching follows the engine class's `batch_limits` and nothing else: the batch
+queue, the admission gate and the calls in flight are all built from it when the
+replica starts; `user_config` tunes only the batch wait.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from ray import serve
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines import build_engine
 from chatterbox_serve.engines.base import SynthesisOutcome, SynthesisRequest, SynthesisResult
+from chatterbox_serve.engines.recorder import BatchRecorder
 from chatterbox_serve.engines.voice_audio import VoiceAudioCache, synthesize_with_voices
 from chatterbox_serve.errors import ChatterboxError, EngineError
 from deployments.admission import BatchGate, Ticket
@@ -33,41 +39,37 @@ class SpeechModelDeployment:
         self.settings = settings
         self.engine = build_engine(settings, engine)
         await self.engine.start()
-        # Voice audio by sha256: a request's later chunks arrive without it (issue 11).
+        # Voice audio by sha256: a request's later chunks arrive without it.
         self._voices = VoiceAudioCache(settings.engine.voice_audio_cache_bytes)
-        self._user_config: dict[str, Any] = {}
         self._metrics = EngineMetrics()
+        self._batches = BatchRecorder()
         self._load = ReplicaLoad(has_queue=True)
         self._reporter = StatusReporter(self._load)
+        limits = type(self.engine).batch_limits(settings)
+        self._batching: dict[str, Any] = {
+            "max_batch_size": limits.max_batch_size,
+            "max_concurrent_calls": limits.max_concurrent_calls,
+            "batch_wait_timeout_s": 0.0,
+        }
         # Items join the batch queue only while the engine has room for another call
         # (deployments/admission.py).
-        self._gate = BatchGate(
-            settings.engine.max_batch_size, concurrency=self.engine.max_concurrent_calls
-        )
+        self._gate = BatchGate(limits.max_batch_size, concurrency=limits.max_concurrent_calls)
+        self._batch = serve.batch(
+            max_batch_size=limits.max_batch_size,
+            batch_wait_timeout_s=0.0,
+            max_concurrent_batches=limits.max_concurrent_calls,
+        )(self._run_batch)
         logger.info("Model replica ready with engine %s", self.engine.name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply `batch_wait_timeout_s` from `user_config` at runtime.
-
-        `max_batch_size` must equal `VLLM_MAX_BATCH_SIZE`, the engine's own limit (the
-        builder derives it; /health and /config then agree). A different value is
-        refused, which fails the deploy instead of running a batch the engine cannot.
-        """
-        engine_batch = self.settings.engine.max_batch_size
-        size = int(user_config.get("max_batch_size", engine_batch))
+        """Apply `batch_wait_timeout_s` from `user_config` at runtime (the only key)."""
+        unknown = set(user_config) - {"batch_wait_timeout_s"}
         wait = float(user_config.get("batch_wait_timeout_s", 0.0))
-        if size != engine_batch:
-            raise ValueError(
-                f"user_config max_batch_size={size} differs from VLLM_MAX_BATCH_SIZE="
-                f"{engine_batch}; set VLLM_MAX_BATCH_SIZE only"
-            )
-        if wait < 0:
-            raise ValueError(f"invalid user_config {user_config!r}")
-        self._batch.set_max_batch_size(size)  # type: ignore[attr-defined]
-        self._gate.limit = size
+        if unknown or wait < 0:
+            raise ValueError(f"invalid user_config {user_config!r}; it takes batch_wait_timeout_s")
         self._batch.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
-        self._user_config = {"max_batch_size": size, "batch_wait_timeout_s": wait}
-        logger.info("Batching set to %s", self._user_config)
+        self._batching["batch_wait_timeout_s"] = wait
+        logger.info("Batching set to %s", self._batching)
 
     async def synthesize(self, item: SynthesisRequest) -> SynthesisResult:
         """Synthesise one item as part of whatever batch it lands in."""
@@ -91,7 +93,7 @@ class SpeechModelDeployment:
         return outcome
 
     async def synthesize_stream(self, item: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
-        """One item as pieces of audio, the first before the model has finished (issue 15).
+        """One item as pieces of audio, the first before the model has finished.
 
         An engine that streams (`streams_audio`) takes the item straight, outside the
         batch queue: it batches T3 and S3Gen itself, and a listener must not wait for
@@ -112,11 +114,11 @@ class SpeechModelDeployment:
             except ChatterboxError as exc:
                 self._metrics.record_error("item", exc)
                 raise
-        logger.debug("streamed item in %.3f s", time.monotonic() - began)
+        took = time.monotonic() - began
+        self._batches.record(1, took)
+        logger.debug("streamed item in %.3f s", took)
 
-    # Up to 4 calls at once; the gate lets in only as many as the engine declares.
-    @serve.batch(max_batch_size=10, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
-    async def _batch(
+    async def _run_batch(
         self, entries: list[tuple[SynthesisRequest, float, Ticket]]
     ) -> list[SynthesisOutcome]:
         # One slot per caller, never a raise: a raise here would fail every request
@@ -134,7 +136,9 @@ class SpeechModelDeployment:
         finally:
             self._gate.finished()
         waits = [started - arrived for _, arrived, _ in entries]
-        self._metrics.record_call(waits, time.monotonic() - started, outcomes)
+        took = time.monotonic() - started
+        self._batches.record(len(items), took)
+        self._metrics.record_call(waits, took, outcomes)
         self._metrics.record_cache(self.engine.info())
         return [
             replace(o, queue_wait_s=started - arrived) if isinstance(o, SynthesisResult) else o
@@ -148,18 +152,15 @@ class SpeechModelDeployment:
         return {
             **self.engine.info(),
             "voice_audio_cache": self._voices.stats(),
-            "batching": self._user_config,
+            "batching": dict(self._batching),
         }
 
     def stats(self) -> dict[str, Any]:
-        """Batch statistics of this replica's engine (simulated engine records them)."""
-        recorder = getattr(self.engine, "recorder", None)
-        return recorder.snapshot() if recorder is not None else {}
+        """This replica's engine calls: how many, their sizes, and how busy they kept it."""
+        return self._batches.snapshot()
 
     def reset_stats(self) -> None:
-        recorder = getattr(self.engine, "recorder", None)
-        if recorder is not None:
-            recorder.reset()
+        self._batches.reset()
 
     async def __del__(self) -> None:
         await self.engine.shutdown()

@@ -10,7 +10,7 @@ those plain-text answers into the envelope and makes sure a 503 or 429 carries
 `Retry-After`. Responses our app produced (JSON errors, audio) pass through untouched.
 
 It also drops a client's `X-Request-Id` that is not 1 to 64 of `[A-Za-z0-9._-]`
-before Ray's proxy sees it (issue 11, found by `tools/hostile_sweep.py`): the proxy
+before Ray's proxy sees it (found by `tools/hostile_sweep.py`): the proxy
 decodes the header as UTF-8, so a non-UTF-8 byte there made it answer a bare 500,
 and it echoed any other value, 10 KB ones included, in its logs and in a second
 `X-Request-Id` response header. Without the header, Ray generates an id, which the

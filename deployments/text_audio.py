@@ -14,7 +14,7 @@ from chatterbox_serve.audio import change_speed
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import EngineOverloadedError
-from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechJob, SpeechPipeline
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechOrder, SpeechPipeline
 from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import SpeechMetrics
 
@@ -80,15 +80,15 @@ class TextAudioDeployment:
                 # The listener went away (or a piece failed): stop the model's work too.
                 pieces.cancel()  # type: ignore[no-untyped-call]
 
-    async def render(self, job: SpeechJob) -> RenderedSpeech:
+    async def render(self, order: SpeechOrder) -> RenderedSpeech:
         with self._load.track():
-            rendered = await self.pipeline.render(job)
+            rendered = await self.pipeline.render(order)
         self._metrics.record("file", rendered.audio_s, rendered.timings)
         return rendered
 
-    async def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
+    async def stream(self, order: SpeechOrder) -> AsyncIterator[AudioPiece]:
         with self._load.track():
-            async for piece in self.pipeline.stream(job):
+            async for piece in self.pipeline.stream(order):
                 if piece.final and piece.timings is not None:
                     self._metrics.record("stream", piece.audio_s, piece.timings)
                 yield piece

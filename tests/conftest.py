@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
+
+from chatterbox_serve.engines.base import SynthesisRequest
+from chatterbox_serve.generation import GenerationParameters
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -46,3 +50,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tools.write_checkpoint import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"), tiny=True, seed=0)
+
+
+def synthesis_request(text: str, language: str = "en", **kw: Any) -> SynthesisRequest:
+    """An engine request; generation parameters may be given by name (`seed=3`)."""
+    generation = GenerationParameters(**GenerationParameters.pick(kw))
+    rest = {k: v for k, v in kw.items() if k not in GenerationParameters.names()}
+    return SynthesisRequest(text=text, language=language, generation=generation, **rest)

@@ -11,13 +11,8 @@ from typing import Any
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import TTSEngine
-from chatterbox_serve.pipeline import (
-    AudioPiece,
-    DirectSubmitter,
-    RenderedSpeech,
-    SpeechJob,
-    SpeechPipeline,
-)
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechOrder, SpeechPipeline
+from tools.bench.direct import DirectSubmitter
 
 
 class LocalBackend:
@@ -28,10 +23,10 @@ class LocalBackend:
         submitter = DirectSubmitter(engine)
         self.pipeline = SpeechPipeline(settings, submitter, submitter.streams)
 
-    async def render(self, job: SpeechJob) -> RenderedSpeech:
+    async def render(self, job: SpeechOrder) -> RenderedSpeech:
         return await self.pipeline.render(job)
 
-    def stream(self, job: SpeechJob) -> AsyncIterator[AudioPiece]:
+    def stream(self, job: SpeechOrder) -> AsyncIterator[AudioPiece]:
         return self.pipeline.stream(job)
 
     async def health(self) -> dict[str, Any]:

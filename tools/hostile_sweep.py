@@ -1,4 +1,4 @@
-"""Live hostile-input sweep: every bad input of issue 11 against a running app.
+"""Live hostile-input sweep: every hostile input against a running app.
 
     python -m tools.hostile_sweep http://127.0.0.1:8000 --voice-dir /path/to/voices \\
         [--pid <serve run pid>] [--json sweep.json]

@@ -1,5 +1,6 @@
-"""Audio: response formats and encoders, chunk stitching and speed, bounded decoding."""
+"""Audio: response formats and encoders, chunk stitching and speed, the assembler, decoding."""
 
+from chatterbox_serve.audio.assembler import AudioAssembler
 from chatterbox_serve.audio.decoding import decode_audio
 from chatterbox_serve.audio.formats import (
     SAMPLE_RATE,
@@ -14,6 +15,7 @@ from chatterbox_serve.audio.stitching import Stitcher, change_speed
 
 __all__ = [
     "SAMPLE_RATE",
+    "AudioAssembler",
     "AudioFormat",
     "Stitcher",
     "StreamingEncoder",

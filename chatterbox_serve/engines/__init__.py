@@ -1,7 +1,8 @@
 """TTS engines: the interface, the registry of engines by name, and construction.
 
 Adding an engine takes one module with a `TTSEngine` subclass and one line in
-`ENGINES`. The class is imported only when chosen, so an engine whose module needs
+`ENGINES` (kept in `config.py`, where CHATTERBOX_ENGINE is validated). The class is
+imported only when chosen, so an engine whose module needs
 torch or vLLM costs nothing on a machine that runs another engine. An engine is
 constructed with `cls.from_settings(settings)` when the class defines it, else
 with `cls(settings)`; `needs_gpu` on the class decides whether its model replica
@@ -14,7 +15,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 
-from chatterbox_serve.config import ConfigError, Settings
+from chatterbox_serve.config import AUTO, ENGINES, Settings, engine_names
 from chatterbox_serve.engines.base import (
     SynthesisOutcome,
     SynthesisRequest,
@@ -22,6 +23,7 @@ from chatterbox_serve.engines.base import (
     TTSEngine,
     VoicePrompt,
 )
+from chatterbox_serve.errors import ConfigError
 
 __all__ = [
     "AUTO",
@@ -36,17 +38,6 @@ __all__ = [
     "resolve_engine_name",
     "vllm_available",
 ]
-
-# Engine name (CHATTERBOX_ENGINE, `args.engine`) -> "module:Class".
-ENGINES: dict[str, str] = {
-    "simulated": "chatterbox_serve.engines.simulated:SimulatedEngine",
-    "vllm": "chatterbox_serve.engines.vllm.engine:VLLMEngine",
-    "torch": "chatterbox_serve.engines.torch_engine:TorchEngine",
-}
-
-# Not an engine: vllm with its extra and a CUDA GPU, else torch with a checkpoint at
-# hand, else simulated (`engines/auto.py`).
-AUTO = "auto"
 
 
 def vllm_available() -> bool:
@@ -64,11 +55,6 @@ def resolve_engine_name(settings: Settings) -> str:
     if name not in ENGINES:
         raise ConfigError(f"CHATTERBOX_ENGINE={name!r}; allowed: {', '.join(engine_names())}")
     return name
-
-
-def engine_names() -> list[str]:
-    """Every name CHATTERBOX_ENGINE accepts."""
-    return [AUTO, *ENGINES]
 
 
 def engine_class(path: str) -> type[TTSEngine]:

@@ -13,17 +13,19 @@ order. The contract:
   request's later chunks (`engines.voice_audio`). An engine that is handed a detached
   voice (`VoicePrompt.detached`) may serve it from its own cache by sha256; otherwise
   that item fails with `VoiceAudioMissingError`, and the chunk is sent again whole.
-- `max_new_tokens` is a hard stop: the pipeline derives it from the request's audio cap.
+- `max_new_tokens` is a hard stop: the speech plan derives it from the request's audio cap.
 - `start` runs once before the first call; `check_health` raises when the engine can
   no longer serve, so the replica holding it gets replaced.
 - `synthesize_stream` speaks one item as a series of pieces. An engine with
-  `streams_audio` yields its first audio while the model is still generating the rest
-  (issue 15); any other engine yields the whole item as one piece. Every piece but the
+  `streams_audio` yields its first audio while the model is still generating the rest;
+  any other engine yields the whole item as one piece. Every piece but the
   last has `partial` set; the last carries the token counts, and the pieces joined
   are the item's audio. A failure before the first piece raises the item's error.
-- `max_concurrent_calls` is how many `synthesize` calls the serving layer should keep
-  in flight: 1 for an engine that runs a call start to end on its device, more for
-  one whose stages overlap across calls.
+- `batch_limits` is how the serving layer may call the engine, the one declaration
+  its batching follows: at most `max_batch_size` items per `synthesize` call
+  (VLLM_MAX_BATCH_SIZE), and `max_concurrent_calls` calls in flight: 1 for an engine
+  that runs a call start to end on its device, more for one whose stages overlap
+  across calls.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chatterbox_serve.errors import ChatterboxError
+from chatterbox_serve.generation import GenerationParameters
 
 if TYPE_CHECKING:
     from chatterbox_serve.config import Settings
@@ -51,8 +54,8 @@ class VoicePrompt:
 
     A prompt may travel *detached*: `audio` empty, only `sha256` and `size` set. A
     request's chunks after the first name their voice this way, so its audio (up to
-    the upload limit) crosses to the model once per request, not once per chunk
-    (issue 11). The model side keeps the audio it has been sent, by sha256
+    the upload limit) crosses to the model once per request, not once per chunk.
+    The model side keeps the audio it has been sent, by sha256
     (`engines.voice_audio`); where it lacks it, the item fails with
     `VoiceAudioMissingError` and the chunk is sent again with the audio attached.
     """
@@ -83,21 +86,21 @@ class SynthesisRequest:
     text: str
     language: str
     voice: VoicePrompt | None = None
-    exaggeration: float = 0.5
-    # Classifier-free guidance weight of this item: logits = cond + w * (cond - uncond);
-    # 0 turns CFG off. Per item (issue 13), default from CHATTERBOX_CFG_SCALE.
-    cfg_weight: float = 0.5
-    temperature: float = 0.8
-    top_p: float = 1.0
-    min_p: float = 0.05
-    repetition_penalty: float = 1.2
-    seed: int | None = None
+    generation: GenerationParameters = GenerationParameters()
     # Most speech tokens to generate (stop token included); None = the engine's limit.
-    # The pipeline sets it from the audio cap (CHATTERBOX_MAX_AUDIO_S_PER_CHAR), so a
+    # The speech plan sets it from the audio cap (CHATTERBOX_MAX_AUDIO_S_PER_CHAR), so a
     # model that never says stop ends there instead of at its own far larger limit.
     max_new_tokens: int | None = None
     request_id: str = ""
     chunk_index: int = 0
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How the serving layer may call an engine: items per call, and calls at once."""
+
+    max_batch_size: int
+    max_concurrent_calls: int
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ class TTSEngine(abc.ABC):
     needs_gpu: bool = False
     streams_audio: bool = False
     max_concurrent_calls: int = 1
+
+    @classmethod
+    def batch_limits(cls, settings: Settings) -> BatchLimits:
+        """Items per `synthesize` call and calls in flight, for engines of this class."""
+        return BatchLimits(settings.engine.max_batch_size, cls.max_concurrent_calls)
 
     @classmethod
     def streams_with(cls, settings: Settings) -> bool:

@@ -263,6 +263,7 @@ class TorchEngine(TTSEngine):
         )
 
         config = loaded.t3.config
+        g = request.generation
         ids = loaded.tokenizer.encode(request.text, request.language)
         if len(ids) > config.max_text_tokens:
             raise InvalidRequestError(
@@ -291,7 +292,7 @@ class TorchEngine(TTSEngine):
 
             inputs = self._voices.get_or_compute(voice.sha256, compute)
         with torch.inference_mode():
-            exaggeration = torch.tensor([request.exaggeration], device=loaded.device)
+            exaggeration = torch.tensor([g.exaggeration], device=loaded.device)
             prefix = loaded.t3.conditioning(
                 inputs.speaker_emb.to(loaded.dtype),
                 inputs.prompt_tokens,
@@ -306,12 +307,12 @@ class TorchEngine(TTSEngine):
         item = GenerationItem(
             prefix=prefix,
             text_tokens=tuple(ids),
-            cfg_weight=request.cfg_weight,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            min_p=request.min_p,
-            repetition_penalty=request.repetition_penalty,
-            seed=request.seed,
+            cfg_weight=g.cfg_weight,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            min_p=g.min_p,
+            repetition_penalty=g.repetition_penalty,
+            seed=g.seed,
             max_new_tokens=budget,
         )
         return _Prepared(index, item, len(ids), inputs.s3gen_ref)

@@ -14,15 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chatterbox_serve.audio import (
-    SAMPLE_RATE,
-    AudioFormat,
-    Stitcher,
-    StreamingEncoder,
-    change_speed,
-    to_pcm16,
-    wav_header,
-)
+from chatterbox_serve.audio import SAMPLE_RATE, AudioAssembler, AudioFormat, to_pcm16, wav_header
 from chatterbox_serve.jobs.records import ChunkCommit
 from chatterbox_serve.jobs.storage import BlobWriter
 
@@ -82,23 +74,23 @@ def assemble(
     WAV needs its sizes in the header before the first sample is written; they are
     computed from the chunk lengths recorded in the commits, and checked at the end.
     """
-    stitcher = Stitcher(SAMPLE_RATE, crossfade_ms)
+    fade = AudioAssembler(fmt, crossfade_ms=crossfade_ms).fade
     lengths = [stretched_length(c.samples, speed) for c in commits]
-    expected = stitched_length(lengths, stitcher.fade)
-    encoder = StreamingEncoder(
-        fmt, SAMPLE_RATE, total_samples=expected, mp3_bitrate_kbps=mp3_bitrate_kbps
+    expected = stitched_length(lengths, fade)
+    assembler = AudioAssembler(
+        fmt,
+        speed=speed,
+        crossfade_ms=crossfade_ms,
+        mp3_bitrate_kbps=mp3_bitrate_kbps,
+        total_samples=expected,
     )
-    size = written = 0
+    size = 0
     for i, commit in enumerate(commits):
-        audio = change_speed(wav_samples(read_chunk(commit)), speed)
         if commit.sample_rate != SAMPLE_RATE:
             raise ValueError(f"chunk {commit.index} is at {commit.sample_rate} Hz")
-        out = stitcher.push(audio)
-        if i == len(commits) - 1:
-            out = np.concatenate([out, stitcher.flush()])
-        written += len(out)
-        size += writer.write(encoder.encode(out))
-    size += writer.write(encoder.finish())
-    if written != expected:
-        raise RuntimeError(f"assembled {written} samples, expected {expected}")
-    return AssembledOutput(size, written / SAMPLE_RATE)
+        last = i == len(commits) - 1
+        out = assembler.stitch(wav_samples(read_chunk(commit)), last=last)
+        size += writer.write(assembler.encode(out, finish=last))
+    if assembler.samples_out != expected:
+        raise RuntimeError(f"assembled {assembler.samples_out} samples, expected {expected}")
+    return AssembledOutput(size, assembler.samples_out / SAMPLE_RATE)

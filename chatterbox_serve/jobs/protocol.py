@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.config import Settings
+from chatterbox_serve.generation import GenerationOptions, Speed
 from chatterbox_serve.jobs.records import ChunkCommit, JobParameters, JobPlan, JobRecord, JobState
 from chatterbox_serve.protocol import SpeechRequest
 from chatterbox_serve.voices import ResolvedVoice
@@ -28,26 +28,19 @@ class LongSpeechRequest(SpeechRequest):
     session_id: str | None = Field(None, max_length=256, description="Frontend session id.")
 
     def to_parameters(self, settings: Settings, voice: ResolvedVoice) -> JobParameters:
-        """The job's generation settings; raises `InvalidRequestError` for a bad language."""
-        g = settings.generation
-        fmt = self.response_format or settings.audio.default_response_format
+        """The job's settings, each as a speech request of the same body gets it.
+
+        Raises:
+            InvalidRequestError: a language the loaded model does not speak.
+        """
         return JobParameters(
             voice=self.voice_key,
+            voice_by_id=self.voice_by_id,
             language=self._language(settings, voice),
-            response_format=AudioFormat(fmt).value,
-            exaggeration=_pick(self.exaggeration, g.exaggeration),
-            cfg_weight=_pick(self.cfg_weight, g.cfg_weight),
-            temperature=_pick(self.temperature, g.temperature),
-            top_p=_pick(self.top_p, g.top_p),
-            min_p=_pick(self.min_p, g.min_p),
-            repetition_penalty=_pick(self.repetition_penalty, g.repetition_penalty),
-            seed=self.seed,
+            response_format=self.audio_format(settings).value,
+            generation=self.resolve(settings.generation.parameters()),
             speed=self.speed,
         )
-
-
-def _pick(value: float | None, default: float) -> float:
-    return default if value is None else value
 
 
 class _Strict(BaseModel):
@@ -71,18 +64,14 @@ class JobUpdateRequest(_Strict):
         return [tag.strip() for tag in tags]
 
 
-class RetryParameters(_Strict):
-    """What `new_parameters` of a retry may change."""
+class RetryParameters(GenerationOptions, _Strict):
+    """What `new_parameters` of a retry may change: the voice, the speed, and any
+    generation parameter."""
+
+    model_config = ConfigDict(extra="forbid")
 
     voice: str | None = Field(None, min_length=1, max_length=256)
-    exaggeration: float | None = Field(None, ge=0.25, le=2.0)
-    cfg_weight: float | None = Field(None, ge=0.0, le=1.0)
-    temperature: float | None = Field(None, ge=0.05, le=5.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, ge=1.0, le=3.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    speed: float | None = Field(None, ge=0.25, le=4.0)
+    speed: Speed | None = None
 
 
 class JobRetryRequest(_Strict):

@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from chatterbox_serve.generation import GenerationParameters
+
 
 class JobState(str, enum.Enum):
     """The original API's job states."""
@@ -55,27 +57,54 @@ def owner_of(api_key: str | None) -> str:
 
 @dataclass(frozen=True)
 class JobParameters:
-    """Generation settings of a job, fixed at creation (retry may replace some)."""
+    """What a job is spoken with, fixed at creation (a retry may change some)."""
 
     voice: str | None
     language: str
     response_format: str
-    exaggeration: float
-    cfg_weight: float
-    temperature: float
-    top_p: float
-    min_p: float
-    repetition_penalty: float
-    seed: int | None = None
+    generation: GenerationParameters = GenerationParameters()
     speed: float = 1.0
+    # The voice was given as {"id": ...}, which matches voice ids only.
+    voice_by_id: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The original API's flat `parameters` object."""
+        return {
+            "voice": self.voice,
+            "language": self.language,
+            "response_format": self.response_format,
+            **self.generation.to_dict(),
+            "speed": self.speed,
+        }
+
+    def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobParameters:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """From `to_json_dict`, or from the flat form that records written before
+        `generation` was nested keep."""
+        nested = data.get("generation")
+        flat = nested if isinstance(nested, dict) else GenerationParameters.pick(data)
+        return cls(
+            voice=data.get("voice"),
+            language=data["language"],
+            response_format=data["response_format"],
+            generation=GenerationParameters(**GenerationParameters.pick(flat)),
+            speed=data.get("speed", 1.0),
+            voice_by_id=bool(data.get("voice_by_id", False)),
+        )
+
+    def with_changes(self, changes: dict[str, Any]) -> JobParameters:
+        """These parameters with a retry's `new_parameters` applied."""
+        out = replace(
+            self, generation=replace(self.generation, **GenerationParameters.pick(changes))
+        )
+        if "speed" in changes:
+            out = replace(out, speed=changes["speed"])
+        if "voice" in changes:
+            out = replace(out, voice=changes["voice"], voice_by_id=False)
+        return out
 
 
 @dataclass(frozen=True)
@@ -136,6 +165,7 @@ class JobRecord:
     def to_json(self) -> bytes:
         data = asdict(self)
         data["state"] = self.state.value
+        data["parameters"] = self.parameters.to_json_dict()
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod

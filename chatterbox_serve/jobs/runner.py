@@ -30,11 +30,13 @@ from chatterbox_serve.errors import ChatterboxError, ClientError
 from chatterbox_serve.jobs.assembly import assemble, chunk_wav
 from chatterbox_serve.jobs.records import ChunkCommit, JobPlan, JobRecord, JobState, Lease
 from chatterbox_serve.jobs.store import JobGone, JobStore, StaleUpdate
-from chatterbox_serve.pipeline import Submit, send_detached
+from chatterbox_serve.speech.plan import chunk_request
+from chatterbox_serve.speech.transfer import Submit, send_detached
 
 logger = logging.getLogger(__name__)
 
-ResolveVoice = Callable[[str | None], VoicePrompt | None]
+# (voice key, whether it names a voice id only) -> the voice's prompt.
+ResolveVoice = Callable[[str | None, bool], VoicePrompt | None]
 
 
 @dataclass
@@ -53,7 +55,8 @@ class _Run:
     record: JobRecord
     plan: JobPlan
     lease: Lease
-    prompt: VoicePrompt | None
+    # Every chunk's engine request but its text, index and token budget.
+    template: SynthesisRequest
     began: float
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     failures: dict[int, str] = field(default_factory=dict)
@@ -107,7 +110,8 @@ class JobRunner:
         plan = await asyncio.to_thread(self.store.plan, job_id)
         done = await asyncio.to_thread(self.store.commits, job_id, record.generation)
         try:
-            prompt = self.resolve_voice(record.parameters.voice)
+            params = record.parameters
+            prompt = self.resolve_voice(params.voice, params.voice_by_id)
         except ChatterboxError as exc:
             await self._finish_failed(job_id, {}, exc.message)
             await asyncio.to_thread(self.store.release, lease, job_id)
@@ -122,7 +126,14 @@ class JobRunner:
             await asyncio.to_thread(self.store.release, lease, job_id)
             report.outcome = str(exc)
             return report
-        run = _Run(record, plan, lease, prompt, time.monotonic(), report=report)
+        template = SynthesisRequest(
+            text="",
+            language=record.parameters.language,
+            voice=prompt,
+            generation=record.parameters.generation,
+            request_id=f"job-{job_id}",
+        )
+        run = _Run(record, plan, lease, template, time.monotonic(), report=report)
         todo = deque(i for i in range(len(plan.chunks)) if i not in done)
         heartbeat = asyncio.create_task(self._heartbeat(run, job_id))
         try:
@@ -172,20 +183,7 @@ class JobRunner:
 
     async def _chunk(self, run: _Run, job_id: str, index: int) -> None:
         text = run.plan.chunks[index]
-        params = run.record.parameters
-        request = SynthesisRequest(
-            text=text,
-            language=params.language,
-            voice=run.prompt,
-            exaggeration=params.exaggeration,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            repetition_penalty=params.repetition_penalty,
-            seed=params.seed,
-            request_id=f"job-{job_id}",
-            chunk_index=index,
-        )
+        request = chunk_request(run.template, index, text, self.settings.chunking)
         started = self.store.clock()
         attempts = self.settings.jobs.chunk_attempts
         for attempt in range(1, attempts + 1):

@@ -34,7 +34,7 @@ from chatterbox_serve.jobs.records import (
     JobState,
 )
 from chatterbox_serve.jobs.store import JobGone, JobStore, StaleUpdate, require
-from chatterbox_serve.text.chunking import split_text
+from chatterbox_serve.speech.plan import plan_chunks
 
 _CANCELLABLE = (JobState.PENDING, JobState.CHUNKING, JobState.PROCESSING, JobState.PAUSED)
 _RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
@@ -105,7 +105,7 @@ class JobService:
         session_id: str | None = None,
         display_name: str | None = None,
     ) -> JobRecord:
-        """Validate, chunk and store a new job, and queue it for a worker."""
+        """Validate, plan (as a speech request of the text would be) and store a new job."""
         text = text.strip()
         low = self.settings.chunking.max_total_length
         high = self.settings.jobs.max_length
@@ -122,9 +122,7 @@ class JobService:
                 param="input",
                 code="input_too_long",
             )
-        chunks = split_text(text, self.settings.chunking.max_chunk_length)
-        if not chunks:
-            raise InvalidRequestError("Input has no speakable text.", param="input")
+        chunks = plan_chunks(text, self.settings.chunking)
         owner = owner or OPEN_OWNER
         cap = self.settings.jobs.max_jobs_per_key
         active = sum(1 for r in self.store.records(owner) if not r.state.finished)
@@ -291,7 +289,7 @@ class JobService:
                     param="job_id",
                     code="invalid_state",
                 )
-            params = replace(r.parameters, **(new_parameters or {}))
+            params = r.parameters.with_changes(new_parameters or {})
             return r.touched(
                 now,
                 state=JobState.PENDING,

@@ -183,7 +183,7 @@ class _TorchaudioMissing(EngineError, AttributeError):
 
     Also an AttributeError, so that probes such as `getattr(module, name, default)` read
     the attribute as absent: torch.compile's graph hashing walks module attributes and
-    failed on the stand-in (issue 15).
+    failed on the stand-in.
     """
 
 

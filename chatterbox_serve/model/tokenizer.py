@@ -1,7 +1,7 @@
 """Text to T3 text-token ids, in the layout upstream Chatterbox trained on.
 
 The engine hands vLLM token ids (a `TokensPrompt`), not text, because the tokenizer
-chatterbox-vllm 0.2.1 registers for the multilingual model garbles prompts (issue 4):
+chatterbox-vllm 0.2.1 registers for the multilingual model garbles prompts:
 it lower-cases `[START]` and `[STOP]` into plain characters, puts the language tag in
 front of `[START]`, and cuts the prompt at the first `>` of the user's text. Upstream
 Chatterbox feeds `[START] [xx] text [STOP]`; this module builds exactly that.

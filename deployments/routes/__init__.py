@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.jobs import JobsAccess
-from chatterbox_serve.pipeline import SpeechBackend
+from chatterbox_serve.speech import SpeechBackend
 from chatterbox_serve.voices import VoiceLookup
 from deployments.cluster_status import StatusSource
 

@@ -61,7 +61,7 @@ def create_job(
     """Queue a long text (more than MAX_TOTAL_LENGTH characters) for background synthesis."""
     jobs = state.jobs
     assert jobs is not None
-    voice = resolve_voice(body.voice_key, state.voices)
+    voice = resolve_voice(body.voice_key, state.voices, by_id=body.voice_by_id)
     params = body.to_parameters(state.settings, voice)
     record = jobs.service.create(
         _owner(state, authorization) or None, body.input, params, session_id=body.session_id

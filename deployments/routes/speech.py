@@ -1,6 +1,6 @@
 """Speech routes: JSON speech, always-streamed speech, and speech from a multipart form.
 
-A route parses the request, resolves the voice, turns both into a `SpeechJob` and
+A route parses the request, resolves the voice, turns both into a `SpeechOrder` and
 hands it to the backend. Every check that can fail happens before the response
 starts: a file is rendered whole, and a stream waits for its first piece, because
 audio bytes cannot carry a JSON error.
@@ -25,8 +25,8 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from chatterbox_serve.engines.base import VoicePrompt
 from chatterbox_serve.errors import EngineOverloadedError, error_payload
-from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
 from chatterbox_serve.protocol import ERROR_RESPONSES, SpeechRequest, sse_event
+from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechBackend, SpeechOrder
 from chatterbox_serve.voices import ResolvedVoice, resolve_voice
 from chatterbox_serve.voices.validation import inspect_audio, read_bounded
 from deployments.http import request_id_of
@@ -93,23 +93,23 @@ async def speak(
     force_stream: bool,
     voice: ResolvedVoice | None = None,
 ) -> Response:
-    """Resolve the voice (unless given), build the job, and answer with a file or a stream."""
+    """Resolve the voice (unless given), build the order, and answer with a file or a stream."""
     rid = request_id_of(request)
     if voice is None:  # library reads block on storage
         voice = await run_in_threadpool(
             partial(resolve_voice, by_id=body.voice_by_id), body.voice_key, state.voices
         )
     stream_format = "audio" if force_stream else body.stream_format
-    job = body.to_job(state.settings, voice, rid, streaming=stream_format is not None)
-    request.state.response_format = job.format.value  # a metrics tag
-    headers = _job_headers(job)
+    order = body.to_order(state.settings, voice, rid, streaming=stream_format is not None)
+    request.state.response_format = order.format.value  # a metrics tag
+    headers = _order_headers(order)
     if stream_format is None:
-        rendered = await _overload_mapped(state.backend.render(job))
+        rendered = await _overload_mapped(state.backend.render(order))
         return _file_response(rendered, headers)
-    pieces = await _start_stream(state.backend, job)
+    pieces = await _start_stream(state.backend, order)
     if stream_format == "sse":
         return StreamingResponse(_sse(pieces, rid), media_type="text/event-stream", headers=headers)
-    return StreamingResponse(_raw(pieces, rid), media_type=job.format.media_type, headers=headers)
+    return StreamingResponse(_raw(pieces, rid), media_type=order.format.media_type, headers=headers)
 
 
 async def _speak_form(state: ApiState, request: Request, force_stream: bool) -> Response:
@@ -140,10 +140,10 @@ def _one_off_voice(form: FormData, limit: int) -> ResolvedVoice | None:
     return ResolvedVoice(name="upload", prompt=VoicePrompt.from_bytes(data))
 
 
-def _job_headers(job: SpeechJob) -> dict[str, str]:
-    headers = {"X-Instructions-Applied": "false"} if job.instructions_ignored else {}
-    if job.warnings:
-        headers["X-Chatterbox-Warning"] = "; ".join(job.warnings)
+def _order_headers(order: SpeechOrder) -> dict[str, str]:
+    headers = {"X-Instructions-Applied": "false"} if order.instructions_ignored else {}
+    if order.warnings:
+        headers["X-Chatterbox-Warning"] = "; ".join(order.warnings)
     return headers
 
 
@@ -165,9 +165,9 @@ async def _overload_mapped(call: Any) -> Any:
         raise EngineOverloadedError("audio deployment queue full") from exc
 
 
-async def _start_stream(backend: SpeechBackend, job: SpeechJob) -> AsyncIterator[AudioPiece]:
+async def _start_stream(backend: SpeechBackend, order: SpeechOrder) -> AsyncIterator[AudioPiece]:
     """Wait for the first piece, so every error that can happen first becomes a JSON error."""
-    stream = backend.stream(job)
+    stream = backend.stream(order)
     first = await _overload_mapped(stream.__anext__())
 
     async def rest() -> AsyncIterator[AudioPiece]:

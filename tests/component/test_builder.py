@@ -60,7 +60,7 @@ def test_batch_settings_reach_user_config_and_ongoing_limit(monkeypatch):
         {"engine": "simulated", "dotenv_path": None, "settings": {"VLLM_MAX_BATCH_SIZE": 24}}
     )
     _, _, model = _deployments(app)
-    assert model.user_config["max_batch_size"] == 24
+    assert model.user_config == {"batch_wait_timeout_s": 0.0}
     assert model.max_ongoing_requests >= 24
 
 
@@ -99,7 +99,7 @@ def test_overrides_merge_key_by_key_over_the_defaults(monkeypatch):
 
 def test_a_serve_batch_size_other_than_the_engine_batch_size_is_refused(monkeypatch):
     monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
-    with pytest.raises(ConfigError, match="differs from VLLM_MAX_BATCH_SIZE=10"):
+    with pytest.raises(ConfigError, match=r"set VLLM_MAX_BATCH_SIZE \(now 10\)"):
         build_app(
             {
                 "engine": "simulated",

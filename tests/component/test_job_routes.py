@@ -14,12 +14,12 @@ from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import RangeNotSatisfiableError
 from chatterbox_serve.jobs import JobRunner, JobsAccess, JobService, JobStore, JobWorker
 from chatterbox_serve.jobs.storage import LocalJobBlobStore
-from chatterbox_serve.pipeline import DirectSubmitter
 from deployments.ingress import build_api
 from deployments.routes.jobs import parse_range
 from tests.component.conftest import make_settings
 from tests.conftest import probe
 from tests.local_backend import LocalBackend
+from tools.bench.direct import DirectSubmitter
 
 LONG = "/v1/audio/speech/long"
 A = {"Authorization": "Bearer key-a"}
@@ -38,7 +38,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     )
     engine = SimulatedEngine(settings.simulated)
     store = JobStore(LocalJobBlobStore(tmp_path / "jobs"))
-    runner = JobRunner(store, settings, DirectSubmitter(engine), lambda v: None, holder="w")
+    runner = JobRunner(store, settings, DirectSubmitter(engine), lambda v, by_id: None, holder="w")
     worker = JobWorker(store, runner, max_jobs=2, lease_s=2.0)
     access = JobsAccess(JobService(store, settings), keys_enabled=True, sse_poll_s=0.05)
     app = build_api(settings, LocalBackend(settings, engine), "simulated", jobs=access)

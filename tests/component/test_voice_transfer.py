@@ -1,4 +1,4 @@
-"""Voice audio crosses to the model once per request, not once per chunk (issue 11, item 10).
+"""Voice audio crosses to the model once per request, not once per chunk.
 
 The pipeline runs in-process against the simulated engine behind `DirectSubmitter`,
 which plays a model replica with its voice audio cache. A counting router between
@@ -17,7 +17,9 @@ from chatterbox_serve.engines.base import SynthesisRequest, VoicePrompt
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.engines.voice_audio import VoiceAudioCache
 from chatterbox_serve.errors import EngineError, VoiceAudioMissingError
-from chatterbox_serve.pipeline import Cancellable, DirectSubmitter, SpeechJob, SpeechPipeline
+from chatterbox_serve.speech import Cancellable, SpeechOrder, SpeechPipeline
+from tests.conftest import synthesis_request
+from tools.bench.direct import DirectSubmitter
 
 SETTINGS = load_settings(
     {"MAX_CHUNK_LENGTH": "40", "CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH": "20"}, dotenv_path=None
@@ -49,9 +51,9 @@ def _replica(cache_bytes: int = 64 * 1_048_576) -> DirectSubmitter:
     return DirectSubmitter(SimulatedEngine(FAST), voice_cache_bytes=cache_bytes)
 
 
-def _job(streaming: bool, voice: VoicePrompt | None = VOICE) -> SpeechJob:
-    template = SynthesisRequest(text="", language="en", voice=voice, seed=7)
-    return SpeechJob("rid", TEXT, AudioFormat.WAV, template, streaming=streaming)
+def _job(streaming: bool, voice: VoicePrompt | None = VOICE) -> SpeechOrder:
+    template = synthesis_request("", voice=voice, seed=7)
+    return SpeechOrder("rid", TEXT, AudioFormat.WAV, template, streaming=streaming)
 
 
 def _chunks(streaming: bool) -> int:

@@ -11,9 +11,10 @@ from chatterbox_serve.config import Settings, load_settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import EngineError
+from chatterbox_serve.generation import GenerationParameters
 from chatterbox_serve.jobs import JobParameters, JobRunner, JobStore
 from chatterbox_serve.jobs.storage import S3JobBlobStore
-from chatterbox_serve.pipeline import DirectSubmitter
+from tools.bench.direct import DirectSubmitter
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
 
@@ -37,19 +38,11 @@ def job_settings(**extra: Any) -> Settings:
 
 
 def params(**changes: Any) -> JobParameters:
-    base: dict[str, Any] = {
-        "voice": None,
-        "language": "en",
-        "response_format": "wav",
-        "exaggeration": 0.5,
-        "cfg_weight": 0.5,
-        "temperature": 0.8,
-        "top_p": 1.0,
-        "min_p": 0.05,
-        "repetition_penalty": 1.2,
-        "seed": 7,
-    }
-    return JobParameters(**{**base, **changes})
+    """A job's parameters; generation parameters may be given by name."""
+    generation = GenerationParameters(**{"seed": 7, **GenerationParameters.pick(changes)})
+    rest = {k: v for k, v in changes.items() if k not in GenerationParameters.names()}
+    base: dict[str, Any] = {"voice": None, "language": "en", "response_format": "wav"}
+    return JobParameters(**{**base, "generation": generation, **rest})
 
 
 class CountingSubmit:
@@ -64,12 +57,15 @@ class CountingSubmit:
         self.max_in_flight = 0
         self.delay_s = 0.0
         self.voice_bytes = 0
+        # Every request as the engine gets it, in the order sent.
+        self.items: list[SynthesisRequest] = []
 
     def __call__(self, item: SynthesisRequest) -> asyncio.Task[SynthesisResult]:
         return asyncio.ensure_future(self._one(item))
 
     async def _one(self, item: SynthesisRequest) -> SynthesisResult:
         self.calls[item.chunk_index] += 1
+        self.items.append(item)
         self.voice_bytes += len(item.voice.audio) if item.voice else 0
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -88,7 +84,7 @@ def make_runner(
     store: JobStore, settings: Settings, submit: CountingSubmit, holder: str = "w1"
 ) -> JobRunner:
     return JobRunner(
-        store, settings, submit, lambda voice: None, holder=holder, retry_backoff_s=0.01
+        store, settings, submit, lambda voice, by_id: None, holder=holder, retry_backoff_s=0.01
     )
 
 

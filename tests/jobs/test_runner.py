@@ -148,7 +148,7 @@ async def test_retry_without_preserving_redoes_every_chunk(
     service.retry(None, record.job_id, preserve_chunks=False, new_parameters={"seed": 9})
     await run_to_end(w, store, record.job_id)
     done = store.get(record.job_id)
-    assert done is not None and done.generation == 1 and done.parameters.seed == 9
+    assert done is not None and done.generation == 1 and done.parameters.generation.seed == 9
     assert chunk_files(store, record.job_id, 0) == []
     assert len(chunk_files(store, record.job_id, 1)) == record.total_chunks
 
@@ -224,7 +224,7 @@ async def test_a_jobs_voice_audio_travels_about_once_not_with_every_chunk(
     record = service.create(None, long_text(), params(voice="narrator"))
     submit = CountingSubmit(engine)
     runner = JobRunner(
-        store, settings, submit, lambda name: voice, holder="A", retry_backoff_s=0.01
+        store, settings, submit, lambda name, by_id: voice, holder="A", retry_backoff_s=0.01
     )
     w = JobWorker(store, runner, max_jobs=2, lease_s=settings.jobs.lease_s)
     await run_to_end(w, store, record.job_id)

@@ -1,4 +1,4 @@
-"""The fast S3Gen paths sound like the float32 path: the quality bounds of issue 15.
+"""The fast S3Gen paths sound like the float32 path: the quality bounds.
 
 Bounds, per item, against the float32 path given the same inputs and the same noise:
 

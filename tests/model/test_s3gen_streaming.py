@@ -1,4 +1,4 @@
-"""Streaming S3Gen joins are inaudible: issue 15's -40 dBFS bound, written so it can fail.
+"""Streaming S3Gen joins are inaudible: the -40 dBFS bound, written so it can fail.
 
 The reference is the non-streamed render of the same tokens with the same seed
 (`StreamingS3Gen.render`, one final step). Its mels are `BatchedS3GenRunner`'s; its source

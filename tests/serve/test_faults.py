@@ -39,7 +39,7 @@ SETTINGS = {
 }
 OPTIONS: dict[str, Any] = {
     "SpeechModelDeployment": {
-        "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.5},
+        "user_config": {"batch_wait_timeout_s": 0.5},
         "autoscaling_config": {**SINGLE, "target_ongoing_requests": 8},
     },
     "TextAudioDeployment": {"autoscaling_config": {**SINGLE, "target_ongoing_requests": 16}},

@@ -1,4 +1,4 @@
-"""First audio before the first chunk is done, through Serve (issue 15).
+"""First audio before the first chunk is done, through Serve.
 
 The simulated engine streams here as the vllm engine does (`CHATTERBOX_SIM_STREAMING`):
 one sentence, one chunk, whose engine call costs 1.5 s; the model yields its first

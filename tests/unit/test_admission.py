@@ -88,7 +88,7 @@ async def test_background_share_per_batch_is_bounded_on_an_idle_engine():
 
 async def test_an_engine_with_overlapping_stages_gets_a_second_call_and_no_third():
     # An engine that declares two concurrent calls: while one call's last items are in
-    # S3Gen, the next batch decodes in T3 (issue 15); a third must wait.
+    # S3Gen, the next batch decodes in T3; a third must wait.
     gate = BatchGate(limit=2, concurrency=2)
     first = [await gate.enter(), await gate.enter()]
     gate.started(first)

@@ -1,6 +1,6 @@
 import pytest
 
-from chatterbox_serve.config import ConfigError, env_names, load_settings
+from chatterbox_serve.config import ConfigError, env_aliases, env_names, load_settings
 
 
 def test_defaults_match_the_documented_names_and_values():
@@ -15,7 +15,6 @@ def test_defaults_match_the_documented_names_and_values():
         "VLLM_DIFFUSION_STEPS": 10,
         "CHATTERBOX_CFG_SCALE": 0.5,
         "EXAGGERATION": 0.5,
-        "CFG_WEIGHT": 0.5,
         "TEMPERATURE": 0.8,
         "MAX_CHUNK_LENGTH": 280,
         "MAX_TOTAL_LENGTH": 4096,
@@ -70,3 +69,18 @@ def test_unknown_chatterbox_env_var_warns(caplog):
 def test_every_setting_has_a_unique_env_name():
     names = env_names()
     assert len(names) == len(set(names))
+
+
+def test_an_alias_sets_its_setting_and_the_name_wins_over_it():
+    assert load_settings({"CFG_WEIGHT": "0.2"}, dotenv_path=None).generation.cfg_weight == 0.2
+    both = {"CFG_WEIGHT": "0.2", "CHATTERBOX_CFG_SCALE": "0.7"}
+    assert load_settings(both, dotenv_path=None).generation.cfg_weight == 0.7
+    from_args = load_settings({}, dotenv_path=None, overrides={"CFG_WEIGHT": 0.1})
+    assert from_args.generation.cfg_weight == 0.1
+    assert env_aliases() == {"CFG_WEIGHT": "CHATTERBOX_CFG_SCALE"}
+    assert "CFG_WEIGHT" not in env_names()
+
+
+def test_generation_defaults_carry_the_parameter_models_bounds():
+    with pytest.raises(ConfigError, match=r"CHATTERBOX_CFG_SCALE=.*<= 1.0"):
+        load_settings({"CFG_WEIGHT": "1.5"}, dotenv_path=None)

@@ -72,7 +72,7 @@ def test_importing_the_package_loads_no_heavy_dependency():
 
 
 def test_the_library_root_stays_small():
-    # One folder per concern (issue 12): the root holds the cross-cutting modules only.
+    # One folder per concern: the root holds the cross-cutting modules only.
     from pathlib import Path
 
     root = Path(chatterbox_serve.__file__).parent

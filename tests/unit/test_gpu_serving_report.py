@@ -1,4 +1,4 @@
-"""`tools.gpu.gpu_serving report`: issue 15's JSON from the parts the GPU runs wrote."""
+"""`tools.gpu.gpu_serving report`: the report's JSON from the parts the GPU runs wrote."""
 
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ from chatterbox_serve.config import SimulatedEngineConfig, load_settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import EngineError, InvalidRequestError
-from chatterbox_serve.pipeline import DirectSubmitter, SpeechJob, SpeechPipeline
+from chatterbox_serve.speech import SpeechOrder, SpeechPipeline
 from tests.local_backend import LocalBackend
+from tools.bench.direct import DirectSubmitter
 
 SETTINGS = load_settings(
     {
@@ -25,7 +26,7 @@ TEXT = "First sentence is here. Second one follows it. Third closes the test."
 
 
 def _job(text=TEXT, fmt=AudioFormat.WAV, **kw):
-    return SpeechJob("rid", text, fmt, SynthesisRequest(text="", language="en"), **kw)
+    return SpeechOrder("rid", text, fmt, SynthesisRequest(text="", language="en"), **kw)
 
 
 class RecordingSubmitter(DirectSubmitter):
@@ -217,7 +218,7 @@ async def test_each_chunk_gets_its_own_budget_and_a_smaller_asked_one_stays():
     pipeline = SpeechPipeline(settings, DirectSubmitter(SimulatedEngine(FAST)))
     items = pipeline.plan(_job(TEXT))
     assert [i.max_new_tokens for i in items] == [max(125, int(len(i.text) * 6.25)) for i in items]
-    asked = SpeechJob("rid", TEXT, AudioFormat.WAV, SynthesisRequest("", "en", max_new_tokens=50))
+    asked = SpeechOrder("rid", TEXT, AudioFormat.WAV, SynthesisRequest("", "en", max_new_tokens=50))
     assert {i.max_new_tokens for i in pipeline.plan(asked)} == {50}
 
 
@@ -251,7 +252,7 @@ STREAMING = SimulatedEngineConfig(
 
 
 async def test_a_streaming_model_sends_first_audio_before_the_first_chunk_is_done():
-    # Issue 15: the first chunk's audio leaves in pieces as the model makes them; the
+    # The first chunk's audio leaves in pieces as the model makes them; the
     # bytes are the same as the file's, since pieces of one chunk are not crossfaded.
     engine = SimulatedEngine(STREAMING, stream_first_tokens=10)
     sub = DirectSubmitter(engine)

@@ -12,7 +12,7 @@ DEFAULT = ResolvedVoice("default", None)
 
 
 def _job(**body):
-    return SpeechRequest(**{"input": "Hello", **body}).to_job(
+    return SpeechRequest(**{"input": "Hello", **body}).to_order(
         SETTINGS, body.pop("_voice", DEFAULT), "rid", streaming=False
     )
 
@@ -20,8 +20,8 @@ def _job(**body):
 def test_defaults_follow_openai_and_settings():
     job = _job()
     assert job.format is AudioFormat.MP3 and job.speed == 1.0
-    t = job.template
-    assert (t.exaggeration, t.temperature, t.language) == (0.5, 0.8, "en")
+    t = job.template.generation
+    assert (t.exaggeration, t.temperature, job.template.language) == (0.5, 0.8, "en")
     assert (t.min_p, t.repetition_penalty, t.top_p) == (0.05, 1.2, 1.0)
 
 
@@ -71,29 +71,29 @@ def test_settings_dependent_limits_raise_invalid_request(body, param):
 def test_language_comes_from_request_then_voice_then_english():
     fr_voice = ResolvedVoice("v", None, language="fr")
     req = SpeechRequest(input="x")
-    assert req.to_job(SETTINGS, fr_voice, "r", streaming=False).template.language == "fr"
+    assert req.to_order(SETTINGS, fr_voice, "r", streaming=False).template.language == "fr"
     req = SpeechRequest(input="x", language="de-AT")
-    assert req.to_job(SETTINGS, fr_voice, "r", streaming=False).template.language == "de"
+    assert req.to_order(SETTINGS, fr_voice, "r", streaming=False).template.language == "de"
 
 
 def test_cfg_weight_is_per_request_and_instructions_warn():
     job = _job(cfg_weight=0.9, instructions="whisper")
-    assert job.template.cfg_weight == 0.9
+    assert job.template.generation.cfg_weight == 0.9
     assert not any("cfg_weight" in w for w in job.warnings)
     assert any("instructions" in w for w in job.warnings)
     # Without one, the request gets CHATTERBOX_CFG_SCALE.
-    assert _job().template.cfg_weight == SETTINGS.engine.cfg_scale
-    assert _job(cfg_weight=0.0).template.cfg_weight == 0.0
+    assert _job().template.generation.cfg_weight == SETTINGS.generation.cfg_weight
+    assert _job(cfg_weight=0.0).template.generation.cfg_weight == 0.0
 
 
 def test_default_response_format_setting_applies_when_none_is_asked():
     wav = load_settings({"DEFAULT_RESPONSE_FORMAT": "wav"}, dotenv_path=None)
     voice = ResolvedVoice("default", None)
-    assert SpeechRequest(input="Hi").to_job(wav, voice, "r", streaming=False).format is (
+    assert SpeechRequest(input="Hi").to_order(wav, voice, "r", streaming=False).format is (
         AudioFormat.WAV
     )
     asked = SpeechRequest(input="Hi", response_format="flac")
-    assert asked.to_job(wav, voice, "r", streaming=False).format is AudioFormat.FLAC
-    assert SpeechRequest(input="Hi").to_job(SETTINGS, voice, "r", streaming=False).format is (
+    assert asked.to_order(wav, voice, "r", streaming=False).format is AudioFormat.FLAC
+    assert SpeechRequest(input="Hi").to_order(SETTINGS, voice, "r", streaming=False).format is (
         AudioFormat.MP3
     )

@@ -1,4 +1,4 @@
-"""Which S3Gen stage the vLLM engine gets from settings: batched by default (issue 8)."""
+"""Which S3Gen stage the vLLM engine gets from settings: batched by default."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_fp16_s3gen_is_refused_at_startup_with_the_alternative():
 
 
 def test_served_defaults_are_auto_precision_and_cuda_graphs():
-    # Issue 15: CUDA graphs of the estimator cut first audio from 1.1 s to 0.3 s on the
+    # CUDA graphs of the estimator cut first audio from 1.1 s to 0.3 s on the
     # H200 with quality inside the bounds; CPUs run eager whatever this says.
     settings = load_settings({}, dotenv_path=None)
     runner = runner_factory(settings)(_FakeS3Gen())

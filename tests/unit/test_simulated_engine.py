@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 
 from chatterbox_serve.config import SimulatedEngineConfig
-from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
+from chatterbox_serve.engines.base import SynthesisResult, VoicePrompt
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import EngineError
+from tests.conftest import synthesis_request
 
 FAST = SimulatedEngineConfig(base_s=0.0, per_item_s=0.0, per_char_s=0.0)
 
 
 def _req(text="Hello there, general.", **kw):
-    return SynthesisRequest(text=text, language=kw.pop("language", "en"), **kw)
+    return synthesis_request(text, **kw)
 
 
 async def test_output_is_deterministic_24khz_mono_float32_at_15_chars_per_second():

@@ -16,6 +16,7 @@ from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
 from chatterbox_serve.engines.torch_engine import TorchEngine, pick_device
 from chatterbox_serve.errors import EngineError, InvalidRequestError, VoiceAudioMissingError
+from tests.conftest import synthesis_request
 
 SAMPLES_PER_TOKEN = 960
 
@@ -40,7 +41,7 @@ def engine(tiny_checkpoint: Path) -> TorchEngine:
 
 
 def _request(text: str, **kw: object) -> SynthesisRequest:
-    return SynthesisRequest(text=text, language=str(kw.pop("language", "en")), **kw)  # type: ignore[arg-type]
+    return synthesis_request(text, **kw)
 
 
 def test_audio_length_follows_generated_tokens(engine: TorchEngine) -> None:
@@ -147,7 +148,8 @@ def test_a_voice_sent_by_hash_alone_and_never_computed_here_is_asked_for(
 def test_the_pipeline_budget_stops_a_model_that_never_says_stop(tiny_checkpoint: Path) -> None:
     from chatterbox_serve.audio import AudioFormat
     from chatterbox_serve.config import ChunkingConfig
-    from chatterbox_serve.pipeline import DirectSubmitter, SpeechJob, SpeechPipeline
+    from chatterbox_serve.speech import SpeechOrder, SpeechPipeline
+    from tools.bench.direct import DirectSubmitter
 
     # Random weights rarely sample the stop token, so each chunk runs to its budget:
     # 300 tokens (12 s) from the engine's own limit, 125 (5 s) from the audio cap.
@@ -156,7 +158,7 @@ def test_the_pipeline_budget_stops_a_model_that_never_says_stop(tiny_checkpoint:
     )
     eng = TorchEngine(settings)
     asyncio.run(eng.start())
-    job = SpeechJob("rid", "Hello.", AudioFormat.WAV, SynthesisRequest("", "en", seed=3))
+    job = SpeechOrder("rid", "Hello.", AudioFormat.WAV, synthesis_request("", seed=3))
     rendered = asyncio.run(SpeechPipeline(settings, DirectSubmitter(eng)).render(job))
     assert rendered.usage.output_tokens <= 125
     assert rendered.audio_s <= 5.0

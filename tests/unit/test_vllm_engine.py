@@ -21,6 +21,7 @@ from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
 from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
 from chatterbox_serve.errors import EngineError, InvalidRequestError
+from tests.conftest import synthesis_request
 from tests.unit.asyncllm_double import FakeAsyncLLM
 
 pytest.importorskip("vllm", reason="the engine builds vLLM SamplingParams")
@@ -78,7 +79,7 @@ def _engine(tiny_checkpoint: Path, **kw: Any) -> tuple[VLLMEngine, Factory]:
 
 
 def _request(text: str, **kw: Any) -> SynthesisRequest:
-    return SynthesisRequest(text=text, language=str(kw.pop("language", "en")), **kw)
+    return synthesis_request(text, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_each_item_is_its_own_request_with_its_own_prompt_and_sampling(
     for request, result, (prompt, params) in zip(requests, results, sent, strict=True):
         assert isinstance(result, SynthesisResult), result
         # Tokens the script emits before stop: S3Gen makes 960 samples of each.
-        expected = 3 + round((request.cfg_weight or 0) * 10)
+        expected = 3 + round((request.generation.cfg_weight or 0) * 10)
         assert result.output_tokens == expected
         assert len(result.audio) == SAMPLES_PER_TOKEN * expected
         rows = prompt["multi_modal_data"]["image"]["t3_prefix"]
@@ -126,10 +127,16 @@ def test_each_item_is_its_own_request_with_its_own_prompt_and_sampling(
         # only the text rows differ between the halves.
         assert torch.equal(rows[:34, :half], rows[:34, half:])
         assert not torch.equal(rows[text, :half], rows[text, half:])
-        assert float(prompt["multi_modal_data"]["image"]["t3_cfg_weight"][0]) == request.cfg_weight
-        assert params.seed == request.seed and params.temperature == request.temperature
-        assert params.top_p == request.top_p and params.min_p == request.min_p
-        assert params.repetition_penalty == request.repetition_penalty
+        assert (
+            float(prompt["multi_modal_data"]["image"]["t3_cfg_weight"][0])
+            == request.generation.cfg_weight
+        )
+        assert (
+            params.seed == request.generation.seed
+            and params.temperature == request.generation.temperature
+        )
+        assert params.top_p == request.generation.top_p and params.min_p == request.generation.min_p
+        assert params.repetition_penalty == request.generation.repetition_penalty
         assert params.stop_token_ids == [STOP] and not params.ignore_eos
         assert params.max_tokens == 40
 
@@ -279,7 +286,7 @@ def test_a_seeded_request_repeats_exactly_and_seeds_reach_s3gen(
 
 
 def test_s3gen_starts_on_finished_items_while_t3_decodes_the_rest(tiny_checkpoint: Path) -> None:
-    # Issue 15: an item goes to S3Gen the moment T3 stops it, not when the whole call
+    # An item goes to S3Gen the moment T3 stops it, not when the whole call
     # has left T3, so the GPU is not idle in one stage while the other runs. CFG weight
     # sets the scripted length: 3 tokens against 23.
     engine, factory = _engine(tiny_checkpoint, llm={"step_s": 0.05})
@@ -317,7 +324,7 @@ def _streamed(engine: VLLMEngine, request: SynthesisRequest, llm: Any) -> list[A
 def test_a_streamed_item_plays_before_t3_is_done_and_adds_up_to_the_whole(
     tiny_checkpoint: Path,
 ) -> None:
-    # Issue 15: first audio after CHATTERBOX_STREAM_FIRST_TOKENS tokens, while T3 goes on.
+    # First audio after CHATTERBOX_STREAM_FIRST_TOKENS tokens, while T3 goes on.
     engine, factory = _engine(
         tiny_checkpoint, llm={"step_s": 0.03}, settings={"stream_first_tokens": 6}
     )

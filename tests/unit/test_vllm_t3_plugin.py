@@ -28,7 +28,7 @@ def test_entry_point_resolves_to_the_register_function() -> None:
 
 
 def test_register_adds_our_architecture_to_vllms_registry() -> None:
-    vllm = pytest.importorskip("vllm", reason="vLLM 0.26 not installed (CI lacks it; see issue 14)")
+    vllm = pytest.importorskip("vllm", reason="vLLM 0.26 not installed")
     from chatterbox_serve.engines.vllm.plugin import register
 
     register()

@@ -1,4 +1,4 @@
-"""Voice names are one name whatever their case or Unicode normalisation (issue 11).
+"""Voice names are one name whatever their case or Unicode normalisation.
 
 `Café`, `café` and `cafe` + combining accent are the same voice name: a second upload
 gets the usual 409, lookups find the voice in any case, and the voice keeps the

@@ -18,9 +18,10 @@ from typing import Any
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
-from chatterbox_serve.pipeline import DirectSubmitter, SpeechPipeline
 from chatterbox_serve.protocol import SpeechRequest
+from chatterbox_serve.speech import SpeechPipeline
 from chatterbox_serve.voices.resolve import EmptyVoiceLibrary, resolve_voice
+from tools.bench.direct import DirectSubmitter
 
 
 async def run_sequential(
@@ -36,7 +37,7 @@ async def run_sequential(
     began = time.monotonic()
     for i, text in enumerate(texts):
         request = SpeechRequest.model_validate({"input": text, "response_format": fmt})
-        job = request.to_job(settings, voice, f"baseline-{i}", streaming=False)
+        job = request.to_order(settings, voice, f"baseline-{i}", streaming=False)
         t0 = time.monotonic()
         rendered = await pipeline.render(job)
         latencies.append(time.monotonic() - t0)

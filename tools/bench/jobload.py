@@ -1,8 +1,8 @@
 """Interactive latency with a long-text job running: the job's chunks must not crowd it out.
 
 Short requests at one concurrency, first alone, then again while a job of
-`job_characters` runs on the same model replicas. Issue 16 asks that the p50 with
-the job stay within 1.25x of the p50 without it.
+`job_characters` runs on the same model replicas. The goal: the p50 with the job
+within 1.25x of the p50 without it.
 """
 
 from __future__ import annotations

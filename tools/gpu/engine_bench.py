@@ -34,6 +34,7 @@ TEXTS = [
 
 def requests(n: int) -> list[Any]:
     from chatterbox_serve.engines.base import SynthesisRequest
+    from chatterbox_serve.generation import GenerationParameters
 
     out = []
     for i in range(n):
@@ -42,13 +43,15 @@ def requests(n: int) -> list[Any]:
             SynthesisRequest(
                 text=text,
                 language=lang,
-                exaggeration=(0.3, 0.5, 0.8, 1.2)[i % 4],
-                cfg_weight=(0.0, 0.3, 0.5, 1.0)[(i // 4) % 4],
-                temperature=(0.8, 0.6)[i % 2],
-                min_p=0.05,
-                top_p=(1.0, 0.95)[(i // 2) % 2],
-                repetition_penalty=1.2,
-                seed=1000 + i,
+                generation=GenerationParameters(
+                    exaggeration=(0.3, 0.5, 0.8, 1.2)[i % 4],
+                    cfg_weight=(0.0, 0.3, 0.5, 1.0)[(i // 4) % 4],
+                    temperature=(0.8, 0.6)[i % 2],
+                    min_p=0.05,
+                    top_p=(1.0, 0.95)[(i // 2) % 2],
+                    repetition_penalty=1.2,
+                    seed=1000 + i,
+                ),
             )
         )
     return out

@@ -1,4 +1,4 @@
-"""Issue 15's figures on one GPU, in one command: S3Gen, T3, the engine, first audio over HTTP.
+"""The serving figures on one GPU, in one command: S3Gen, T3, the engine, first audio over HTTP.
 
     python -m tools.gpu.gpu_serving all --checkpoint DIR \
         --out benchmarks/results/gpu-serving-h200.json
@@ -161,6 +161,7 @@ async def engine_part(args: argparse.Namespace) -> dict[str, Any]:
     from chatterbox_serve.config import EngineConfig, Settings
     from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
     from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
+    from chatterbox_serve.generation import GenerationParameters
 
     settings = Settings(
         engine=EngineConfig(
@@ -184,8 +185,7 @@ async def engine_part(args: argparse.Namespace) -> dict[str, Any]:
         return SynthesisRequest(
             text=SENTENCES[i % len(SENTENCES)],
             language="en",
-            cfg_weight=(0.0, 0.3, 0.5, 1.0)[i % 4],
-            seed=1000 + i,
+            generation=GenerationParameters(cfg_weight=(0.0, 0.3, 0.5, 1.0)[i % 4], seed=1000 + i),
             max_new_tokens=plan[i % len(plan)],
         )
 

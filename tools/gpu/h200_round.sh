@@ -1,8 +1,8 @@
 #!/bin/bash
 # One stage of this round's H200 measurements per call (a device call runs at most 10 min).
-# Run from the repository root after the vLLM carry is installed (shared/device/prepare-vllm.sh):
-#   bash tools/gpu/h200_round.sh equivalence|engine|serve        (issue 14)
-#   bash tools/gpu/h200_round.sh s3gen|engine15|serve15          (issue 15: tools/gpu/gpu_serving.py,
+# Run from the repository root once vLLM 0.26.0, Ray 2.60 and this project's wheels are installed:
+#   bash tools/gpu/h200_round.sh equivalence|engine|serve        (T3 proof, engine, serve)
+#   bash tools/gpu/h200_round.sh s3gen|engine15|serve15          (tools/gpu/gpu_serving.py,
 #     one part per call; the parts come back under $OUT/parts and `gpu_serving report` joins them)
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail

@@ -1,4 +1,4 @@
-"""Batched S3Gen speed and quality per precision and compile mode, in one command (issue 15).
+"""Batched S3Gen speed and quality per precision and compile mode, in one command.
 
     python -m tools.gpu.s3gen_speed --checkpoint DIR --out s3gen-speed.json
     python -m tools.gpu.s3gen_speed --checkpoint DIR --out smoke.json --smoke   # CPU proof

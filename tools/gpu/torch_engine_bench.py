@@ -148,6 +148,7 @@ def bench_cpu_rtf(args: argparse.Namespace) -> dict[str, Any]:
     from chatterbox_serve.config import EngineConfig, Settings
     from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
     from chatterbox_serve.engines.torch_engine import TorchEngine
+    from chatterbox_serve.generation import GenerationParameters
 
     directory = _checkpoint(args.checkpoint, args.multilingual)
     settings = Settings(
@@ -165,7 +166,12 @@ def bench_cpu_rtf(args: argparse.Namespace) -> dict[str, Any]:
 
     def run(batch: int) -> dict[str, Any]:
         requests = [
-            SynthesisRequest(text=SENTENCE, language="en", seed=i, max_new_tokens=args.tokens)
+            SynthesisRequest(
+                text=SENTENCE,
+                language="en",
+                generation=GenerationParameters(seed=i),
+                max_new_tokens=args.tokens,
+            )
             for i in range(batch)
         ]
         began = time.perf_counter()

@@ -198,7 +198,7 @@ def resolve_attention(
     call, so it wins only at 64 items. bf16 and fp16 on CUDA: "varlen" where this torch
     has a working flash-attention varlen kernel: the bias path's estimator step at 64
     items took 240 ms against 146 ms with no mask at all, the bound exact per-item
-    attention can reach (issue 15); else "bias" (cuDNN attention; flex measured the
+    attention can reach; else "bias" (cuDNN attention; flex measured the
     same, and needs no compilation).
     """
     if backend != "auto":

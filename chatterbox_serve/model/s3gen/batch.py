@@ -2,7 +2,7 @@
 
 chatterbox-vllm runs S3Gen once per utterance, and S3Gen (not T3) is where the time goes
 (its author measured 13.3 s in T3 against 60.8 s in S3Gen for 40 minutes of audio on an
-RTX 3090; issue 8). `BatchedS3GenRunner` sorts the items by length, cuts them into
+RTX 3090). `BatchedS3GenRunner` sorts the items by length, cuts them into
 batches (`S3GenBatchPolicy`), and runs each batch through `flow.flow_mels` and
 `vocoder.vocode`, which reuse chatterbox-vllm's own modules and weights with
 padding masks. Each item's waveform equals what the one-at-a-time path gives for it, up
@@ -96,7 +96,7 @@ class S3GenBatchPolicy:
 def resolve_precision(
     precision: Precision, device_type: str, bf16_units: bool = True
 ) -> StagePrecision:
-    """What "auto" stands for: bf16 on CUDA GPUs with bfloat16 units (issue 15), else fp32."""
+    """What "auto" stands for: bf16 on CUDA GPUs with bfloat16 units, else fp32."""
     if precision != "auto":
         return precision
     return "bf16" if device_type == "cuda" and bf16_units else "fp32"

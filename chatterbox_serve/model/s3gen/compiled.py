@@ -4,7 +4,7 @@ Profiled on the H200 (benchmarks/results/s3gen-h200-profile.log), a bf16 estimat
 over 64 items spends most of its time outside the matrix products and the attention:
 layer norms, GELU, mask multiplies, transposes made contiguous and the float32/bfloat16
 casts autocast inserts around every linear layer. Inductor fuses those into a few
-kernels. Issue 15.
+kernels.
 
 Modes (`S3GenBatchPolicy.compile`):
 

@@ -13,7 +13,7 @@ right-padded batch, so each item sees exactly the inputs it would see alone:
   estimator is causal or pointwise, so padding never leaks into real frames;
 - the solver's noise is `decoder.rand_noise[:, :, :T]` per item, as in the original.
 
-Precision (issue 15): "bf16" and "fp16" run the encoder and the CFM estimator under
+Precision: "bf16" and "fp16" run the encoder and the CFM estimator under
 autocast, so layer norms, softmax and the solver state stay float32 while the matrix
 products run in half precision. Casting the estimator's weights to bfloat16 instead
 (layer norms and the residual stream in bfloat16 too) measured 4e-2 relative L2 on mels
@@ -270,7 +270,7 @@ def estimate(
     any other module is called as it is.
     Rows with no valid frame (padding rows) differ from the original's, which attends
     them over every frame instead of none; their output is zeroed by the final mask
-    either way, and rows never mix. Issue 15.
+    either way, and rows never mix.
     """
     levels = getattr(estimator, "down_blocks", None)
     if levels is None or len(levels) != 1 or len(estimator.up_blocks) != 1:

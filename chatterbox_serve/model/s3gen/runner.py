@@ -72,7 +72,7 @@ RunnerFactory = Callable[[Any], S3GenRunner]
 
 
 def runner_factory(settings: Settings) -> RunnerFactory:
-    """The S3Gen stage the settings ask for: batched by default (issue 8), or sequential."""
+    """The S3Gen stage the settings ask for: batched by default, or sequential."""
     e = settings.engine
     if not e.s3gen_batched:
         return SequentialS3GenRunner

@@ -1,6 +1,6 @@
 """Streaming S3Gen: audio for the first speech tokens while T3 still generates the rest.
 
-Issue 15, goal 3. Each `StreamingS3Gen.step` takes, per stream, all speech tokens so far
+Each `StreamingS3Gen.step` takes, per stream, all speech tokens so far
 and returns only the new samples. Several streams (any voices, any lengths) share one
 flow pass (`flow.flow_mels`) and one vocoder pass (`vocoder.vocode`).
 
@@ -299,7 +299,7 @@ def join_discontinuity_dbfs(
 ) -> float:
     """The largest step, at any join, of the streamed audio's error against `reference`.
 
-    The metric of issue 15's "no discontinuity above -40 dBFS against a non-streamed
+    The metric of the bound "no discontinuity above -40 dBFS against a non-streamed
     render": with e = streamed - reference (both 1-D, full scale 1.0), the largest
     |e[t] - e[t-1]| over each join's region (from `margin` samples before the piece
     boundary to `margin` after the crossfade that follows it), in dB re 1.0. A hard cut

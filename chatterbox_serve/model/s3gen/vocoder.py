@@ -18,7 +18,7 @@ source and both STFTs stay float32). Measured against float32 with the same mel 
 seeds (tests/model/test_s3gen_quality.py, random weights): "fp16" moves waveforms by
 6.3e-4 to 6.4e-4 relative L2 on the CPU (8 items: 4 workloads of 2 voices, 8 noise
 seeds) and by 9.6e-4 on the H200 (where the fp32 path itself is 4.1e-4 from HiFT
-alone, cuDNN convolutions running TF32), inside the 1e-3 bound of issue 15 but with
+alone, cuDNN convolutions running TF32), inside the 1e-3 waveform bound but with
 too little margin on the GPU to be the default, so it is opt-in
 (`CHATTERBOX_S3GEN_VOCODER_PRECISION`); "bf16" by 4e-3 to 9e-3, over the bound, so no
 setting selects it.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from chatterbox_serve.generation import GenerationParameters
 from chatterbox_serve.model.t3.alignment import ALIGNED_HEADS, AlignmentAnalyzer, capture_plan
 from chatterbox_serve.model.t3.model import T3
 from chatterbox_serve.model.t3.sampling import combine_cfg, process_logits, sample
@@ -39,12 +40,13 @@ class GenerationItem:
 
     prefix: Tensor
     text_tokens: tuple[int, ...]
-    cfg_weight: float = 0.5
-    temperature: float = 0.8
-    top_p: float = 1.0
-    min_p: float = 0.05
-    repetition_penalty: float = 1.2
-    seed: int | None = None
+    # The sampling settings of `GenerationParameters`, which declares their defaults.
+    cfg_weight: float = GenerationParameters.cfg_weight
+    temperature: float = GenerationParameters.temperature
+    top_p: float = GenerationParameters.top_p
+    min_p: float = GenerationParameters.min_p
+    repetition_penalty: float = GenerationParameters.repetition_penalty
+    seed: int | None = GenerationParameters.seed
     max_new_tokens: int = 1000
 
 

@@ -1,0 +1,277 @@
+"""The speech pipeline: plan, synthesise every chunk at once, assemble, stream.
+
+It runs in the CPU audio deployment. Its one collaborator, `submit`, sends one
+`SynthesisRequest` to the model and returns an awaitable that can be cancelled: a
+Serve handle call in production, a local engine call in tests. Every chunk of a
+request is submitted before the first is awaited, so a long text's chunks are
+batched with each other and with other requests' chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from chatterbox_serve.audio import SAMPLE_RATE, AudioAssembler, AudioFormat, fix_wav_sizes
+from chatterbox_serve.config import Settings
+from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
+from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.speech.messages import (
+    AudioPiece,
+    RenderedSpeech,
+    SpeechOrder,
+    StageTimings,
+    Usage,
+)
+from chatterbox_serve.speech.plan import audio_cap_s, chunk_request, plan_chunks
+from chatterbox_serve.speech.transfer import Cancellable, Submit, SubmitStream, send_detached
+
+logger = logging.getLogger(__name__)
+
+
+class SpeechPipeline:
+    """Turns a `SpeechOrder` into encoded audio, whole or streamed."""
+
+    def __init__(
+        self, settings: Settings, submit: Submit, submit_stream: SubmitStream | None = None
+    ) -> None:
+        """`submit_stream`, when the model streams, speaks the first chunk of a stream."""
+        self.settings = settings
+        self._submit = submit
+        self._submit_stream = submit_stream
+
+    def plan(self, order: SpeechOrder) -> list[SynthesisRequest]:
+        """The engine request of every chunk; raises `InvalidRequestError` past the chunk limit."""
+        c = self.settings.chunking
+        chunks = plan_chunks(
+            order.text,
+            c,
+            first_chunk_length=c.stream_first_chunk_length if order.streaming else None,
+            max_chunks=c.max_chunks_per_request,
+        )
+        return [chunk_request(order.template, i, t, c) for i, t in enumerate(chunks)]
+
+    async def stream(self, order: SpeechOrder) -> AsyncGenerator[AudioPiece, None]:
+        """Yield encoded pieces; chunk k goes out once it and every chunk before it are done.
+
+        With a model that streams, a stream's first chunk goes out in pieces as the model
+        makes them (first audio before the first chunk is done). Not with a speed change:
+        stretching pieces apart would put seams inside the chunk.
+        """
+        began = time.monotonic()
+        items = self.plan(order)
+        chunked = time.monotonic()
+        incremental = order.streaming and self._submit_stream is not None and order.speed == 1.0
+        # Streaming: the other chunks go once the first is back (or has begun to come
+        # back), so the first engine call carries the short first chunk alone instead of
+        # a whole batch (time to first audio). Only the first chunk carries the voice
+        # audio; the others name it by sha256 and the model side re-attaches it.
+        pending: list[Cancellable | None] = [None if incremental else self._submit(items[0])]
+        if not order.streaming:
+            pending += [send_detached(self._submit, item) for item in items[1:]]
+
+        def send_the_rest() -> None:
+            if len(pending) < len(items):
+                pending.extend(send_detached(self._submit, item) for item in items[1:])
+
+        audio_cfg = self.settings.audio
+        assembler = AudioAssembler(
+            order.format,
+            speed=order.speed,
+            crossfade_ms=audio_cfg.crossfade_ms,
+            mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps,
+            cap_s=audio_cap_s(order.text, self.settings.chunking),
+        )
+        # Only the facts of settled chunks are kept; their audio goes once encoded, so
+        # a long stream holds the chunks in flight, not everything it has sent.
+        results: list[_Settled] = []
+        encode_s, first_audio_s, streamed_s = 0.0, 0.0, 0.0
+        first_pieces: AsyncGenerator[SynthesisResult, None] | None = None
+        try:
+            for index in range(len(items)):
+                if index == 0 and incremental:
+                    assert self._submit_stream is not None
+                    first_pieces = _settle_pieces(self._submit_stream(items[0]), order.request_id)
+                    sources: AsyncIterator[SynthesisResult] = first_pieces
+                else:
+                    call = pending[index]
+                    assert call is not None
+                    sources = _one(_settle(call, order.request_id, index))
+                async for result in sources:
+                    pending[index] = None  # a settled future holds the chunk's audio
+                    send_the_rest()
+                    raw, partial = result.audio, result.partial
+                    assembler.count(result.duration_s)
+                    if partial:
+                        streamed_s += result.duration_s
+                    else:
+                        settled = _Settled.of(result)
+                        results.append(replace(settled, duration_s=settled.duration_s + streamed_s))
+                        streamed_s = 0.0
+                    del result
+                    last = index == len(items) - 1 and not partial
+                    t0 = time.monotonic()
+                    continues = index == 0 and incremental
+                    audio = await asyncio.to_thread(
+                        assembler.stitch, raw, last=last, continues=continues
+                    )
+                    del raw
+                    # The first second of a whole first chunk is encoded and sent on its
+                    # own, so the first bytes do not wait for the rest.
+                    whole_first = order.streaming and index == 0 and not incremental
+                    parts = _split_head(audio) if whole_first else [audio]
+                    for k, part in enumerate(parts):
+                        finish = last and k == len(parts) - 1
+                        data = await asyncio.to_thread(assembler.encode, part, finish=finish)
+                        encode_s += time.monotonic() - t0
+                        t0 = time.monotonic()
+                        if finish:
+                            timings = _timings(
+                                results, chunked - began, encode_s, first_audio_s, began
+                            )
+                            yield AudioPiece(
+                                data,
+                                final=True,
+                                usage=_usage(results),
+                                audio_s=_audio_s(results, order.speed),
+                                timings=timings,
+                            )
+                        elif data:
+                            first_audio_s = first_audio_s or time.monotonic() - began
+                            yield AudioPiece(data)
+                    del audio, parts
+        finally:
+            if first_pieces is not None:
+                await first_pieces.aclose()
+            for left in pending:
+                if left is not None:
+                    left.cancel()
+
+    async def render(self, order: SpeechOrder) -> RenderedSpeech:
+        """Synthesise and encode a whole file."""
+        limit = self.settings.chunking.max_file_response_bytes
+        pieces: list[AudioPiece] = []
+        size = 0
+        stream = self.stream(replace(order, streaming=False))
+        try:
+            async for piece in stream:
+                size += len(piece.data)
+                if size > limit:
+                    raise InvalidRequestError(
+                        f"The audio for this input is larger than {limit} bytes "
+                        "(CHATTERBOX_MAX_FILE_RESPONSE_BYTES), too large for a whole file. "
+                        "Stream it (stream_format 'audio' or POST /v1/audio/speech/stream), "
+                        "or use the long-text endpoint.",
+                        param="input",
+                        code="response_too_large",
+                    )
+                pieces.append(piece)
+        finally:
+            await stream.aclose()  # cancels the chunks still in flight
+        final = pieces[-1]
+        data = b"".join(p.data for p in pieces)
+        if order.format is AudioFormat.WAV:
+            data = fix_wav_sizes(data)
+        assert final.usage is not None and final.timings is not None
+        return RenderedSpeech(data, order.format, final.usage, final.audio_s, final.timings)
+
+
+def _split_head(audio: np.ndarray, head_samples: int = SAMPLE_RATE) -> list[np.ndarray]:
+    if len(audio) <= 2 * head_samples:
+        return [audio]
+    return [audio[:head_samples], audio[head_samples:]]
+
+
+async def _one(result: Awaitable[SynthesisResult]) -> AsyncGenerator[SynthesisResult, None]:
+    yield await result
+
+
+async def _settle_pieces(
+    pieces: AsyncIterator[SynthesisResult], request_id: str
+) -> AsyncGenerator[SynthesisResult, None]:
+    """The first chunk's pieces, with failures reported as `_settle` reports them."""
+    try:
+        async for piece in pieces:
+            if not isinstance(piece, SynthesisResult):
+                raise EngineError(f"chunk 0: engine returned {type(piece).__name__}")
+            yield piece
+    except (ChatterboxError, asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:
+        logger.exception("request %s: chunk 0 failed", request_id)
+        raise EngineError(f"chunk 0 failed: {type(exc).__name__}") from exc
+    finally:
+        close = getattr(pieces, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _settle(call: Cancellable, request_id: str, index: int) -> SynthesisResult:
+    try:
+        result = await call
+    except ChatterboxError:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.exception("request %s: chunk %d failed", request_id, index)
+        raise EngineError(f"chunk {index} failed: {type(exc).__name__}") from exc
+    if not isinstance(result, SynthesisResult):
+        raise EngineError(f"chunk {index}: engine returned {type(result).__name__}")
+    return result
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """What the pipeline keeps of a chunk once its audio is encoded."""
+
+    input_tokens: int
+    output_tokens: int
+    duration_s: float
+    batch_size: int
+    engine_s: float
+    queue_wait_s: float
+
+    @staticmethod
+    def of(result: SynthesisResult) -> _Settled:
+        return _Settled(
+            result.input_tokens,
+            result.output_tokens,
+            result.duration_s,
+            result.batch_size,
+            result.engine_s,
+            result.queue_wait_s,
+        )
+
+
+def _usage(results: Sequence[_Settled]) -> Usage:
+    return Usage(sum(r.input_tokens for r in results), sum(r.output_tokens for r in results))
+
+
+def _audio_s(results: Sequence[_Settled], speed: float) -> float:
+    return sum(r.duration_s for r in results) / speed
+
+
+def _timings(
+    results: Sequence[_Settled],
+    chunking_s: float,
+    encode_s: float,
+    first_audio_s: float,
+    began: float,
+) -> StageTimings:
+    total = time.monotonic() - began
+    return StageTimings(
+        chunking_s=chunking_s,
+        queue_wait_s=sum(r.queue_wait_s for r in results),
+        engine_s=sum(r.engine_s for r in results),
+        encode_s=encode_s,
+        first_audio_s=first_audio_s or total,
+        total_s=total,
+        chunks=len(results),
+        batch_sizes=tuple(r.batch_size for r in results),
+    )

@@ -1,0 +1,110 @@
+"""The speech plan: from a text to its chunks and each chunk's engine request.
+
+Every path plans alike: whole files, streams and long-text jobs (at creation, and at
+run time for each chunk) split a text with the same rules into the same chunks, and
+give each chunk the same token budget. A job's chunks are the chunks a speech request
+of the same text gets.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import replace
+
+from chatterbox_serve.config import ChunkingConfig
+from chatterbox_serve.engines.base import SPEECH_TOKENS_PER_SECOND, SynthesisRequest
+from chatterbox_serve.errors import InvalidRequestError
+from chatterbox_serve.text.chunking import split_text
+
+# The audio cap of a short text: enough for a few words said slowly.
+MIN_AUDIO_CAP_S = 5.0
+
+# Input whose non-space characters are more than this share of combining marks and
+# other letterless symbols is refused: it is not speech, and it splits into many
+# tiny chunks, each of which the engine may run to its token limit.
+MAX_MARK_SHARE = 0.5
+
+
+def plan_chunks(
+    text: str,
+    chunking: ChunkingConfig,
+    *,
+    first_chunk_length: int | None = None,
+    max_chunks: int | None = None,
+) -> list[str]:
+    """The chunk texts of `text`, in order.
+
+    Raises:
+        InvalidRequestError: mostly combining marks, nothing speakable, or more than
+            `max_chunks` chunks.
+    """
+    _refuse_mostly_marks(text)
+    chunks = _merge_letterless(split_text(text, chunking.max_chunk_length, first_chunk_length))
+    if not chunks:
+        raise InvalidRequestError("Input has no speakable text.", param="input")
+    if max_chunks is not None and len(chunks) > max_chunks:
+        raise InvalidRequestError(
+            f"Input splits into {len(chunks)} chunks; the limit is "
+            f"{max_chunks} (CHATTERBOX_MAX_CHUNKS_PER_REQUEST).",
+            param="input",
+        )
+    return chunks
+
+
+def chunk_request(
+    template: SynthesisRequest, index: int, text: str, chunking: ChunkingConfig
+) -> SynthesisRequest:
+    """The engine request of chunk `index`: the template's settings, the chunk's budget."""
+    budget = token_budget(text, chunking, template.max_new_tokens)
+    return replace(template, text=text, chunk_index=index, max_new_tokens=budget)
+
+
+def audio_cap_s(text: str, chunking: ChunkingConfig) -> float:
+    """Most seconds of audio (before speed) that `text` may become."""
+    return max(MIN_AUDIO_CAP_S, len(text) * chunking.max_audio_s_per_char)
+
+
+def token_budget(chunk: str, chunking: ChunkingConfig, asked: int | None = None) -> int:
+    """Most speech tokens the engine may make for `chunk`: its audio cap, or less if asked.
+
+    The engine stops the chunk where the audio cap would cut it (25 speech tokens a
+    second), so a model that never says stop costs seconds, not the minutes of its
+    own token limit.
+    """
+    budget = math.floor(audio_cap_s(chunk, chunking) * SPEECH_TOKENS_PER_SECOND)
+    return budget if asked is None else min(asked, budget)
+
+
+def _speakable(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LN"
+
+
+def _refuse_mostly_marks(text: str) -> None:
+    visible = [ch for ch in text if not ch.isspace()]
+    marks = sum(1 for ch in visible if unicodedata.category(ch)[0] == "M")
+    if visible and marks > MAX_MARK_SHARE * len(visible):
+        raise InvalidRequestError(
+            f"Input is mostly combining marks ({marks} of {len(visible)} characters); "
+            "it has too little speakable text.",
+            param="input",
+            code="invalid_input",
+        )
+
+
+def _merge_letterless(chunks: list[str]) -> list[str]:
+    """Join chunks without a letter or digit onto a neighbour: alone they say nothing."""
+    merged: list[str] = []
+    carry = ""
+    for chunk in chunks:
+        if not any(_speakable(ch) for ch in chunk):
+            if merged:
+                merged[-1] = f"{merged[-1]} {chunk}"
+            else:
+                carry = f"{carry} {chunk}".strip()
+            continue
+        merged.append(f"{carry} {chunk}".strip() if carry else chunk)
+        carry = ""
+    if carry and not merged:
+        return []
+    return merged
