@@ -353,27 +353,35 @@ class VLLMEngine(TorchEngine):
         return T3Job(
             request_id=f"t3-{uuid.uuid4().hex}",
             prompt=prompt_for(packed, item.cfg_weight, loaded.t3.config.start_speech_token),
-            params=self._sampling_params(loaded, p, budget),
+            params=sampling_params_for(
+                item, budget, loaded.t3.config.stop_speech_token, forced=self._forced is not None
+            ),
             max_tokens=budget,
+            stop_token=loaded.t3.config.stop_speech_token,
         )
 
-    def _sampling_params(self, loaded: _Loaded, p: _Prepared, budget: int) -> Any:
-        from vllm import SamplingParams
 
-        item = p.item
-        forced = self._forced is not None
-        return SamplingParams(
-            temperature=item.temperature,
-            top_p=item.top_p,
-            min_p=item.min_p,
-            repetition_penalty=item.repetition_penalty,
-            seed=item.seed,
-            max_tokens=budget,
-            min_tokens=budget if forced else 0,
-            ignore_eos=forced,
-            stop_token_ids=[] if forced else [loaded.t3.config.stop_speech_token],
-            detokenize=False,
-        )
+def sampling_params_for(item: Any, budget: int, stop_token: int, *, forced: bool) -> Any:
+    """vLLM's `SamplingParams` of one item (a `GenerationItem`): its own sampling values.
+
+    `stop_token_ids` names the stop-of-speech token; the model's `config.json` names it
+    as eos too (`model_dir.hf_config`), so vLLM's request stops at it and nothing else.
+    A forced length (benchmarks) decodes exactly `budget` tokens, stop ignored.
+    """
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=item.temperature,
+        top_p=item.top_p,
+        min_p=item.min_p,
+        repetition_penalty=item.repetition_penalty,
+        seed=item.seed,
+        max_tokens=budget,
+        min_tokens=budget if forced else 0,
+        ignore_eos=forced,
+        stop_token_ids=[] if forced else [stop_token],
+        detokenize=False,
+    )
 
 
 def prompt_for(packed: Any, cfg_weight: float, start_speech_token: int) -> dict[str, Any]:

@@ -18,6 +18,9 @@ read in `vllm/v1/engine/async_llm.py` and `output_processor.py`, and what we do:
   aborts the request inside vLLM, freeing its KV blocks.
 - **`finish_reason == "length"`**: T3 hit `max_tokens` before its stop token, so the
   speech would be cut mid-word. The item fails instead of returning truncated audio.
+- **`finish_reason == "stop"` for anything but the stop-of-speech token**: vLLM also
+  stops at the model's eos and at every id in `stop_token_ids`, and says which in
+  `stop_reason`. Any other stop cuts the speech where it happened, so the item fails.
 
 vLLM is never imported here: the runner takes an object with `AsyncLLM`'s `generate`.
 """
@@ -55,6 +58,8 @@ class T3Job:
     prompt: Mapping[str, Any]
     params: Any
     max_tokens: int
+    # The one token whose "stop" finish means T3 said all the text.
+    stop_token: int
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,11 @@ def _tokens(
         )
     if reason not in ("stop", "length"):
         return EngineError(f"T3 request {job.request_id} finished with {reason!r}")
+    if reason == "stop" and completion.stop_reason != job.stop_token:
+        return EngineError(
+            f"T3 request {job.request_id} stopped at {completion.stop_reason!r}, not at the "
+            f"stop-of-speech token {job.stop_token}; the speech would be cut off"
+        )
     tokens = _speech(completion.token_ids)
     if not tokens:
         return EngineError("T3 produced no speech tokens")
