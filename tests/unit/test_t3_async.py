@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Job, T3Tokens
+from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
 from chatterbox_serve.errors import EngineError
 from tests.unit.asyncllm_double import FakeAsyncLLM, SamplingParams
 
@@ -15,8 +15,8 @@ STOP = 6562
 
 def job(
     rid: str, script: list[int], max_tokens: int = 50, stop_ids: tuple[int, ...] = (STOP,)
-) -> T3Job:
-    return T3Job(
+) -> T3Request:
+    return T3Request(
         request_id=rid,
         prompt={"script": script},
         params=SamplingParams(max_tokens=max_tokens, stop_token_ids=list(stop_ids)),
