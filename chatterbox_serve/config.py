@@ -113,9 +113,17 @@ class EngineConfig(_Section):
         ge=4,
         le=1000,
         description="vllm engine, streamed requests: speech tokens (25 a second) T3 makes "
-        "before S3Gen renders the first audio; later renders come at twice the tokens of "
-        "the one before.",
+        "before S3Gen renders the first audio.",
         json_schema_extra=_env("CHATTERBOX_STREAM_FIRST_TOKENS"),
+    )
+    stream_margin_s: float = Field(
+        1.0,
+        gt=0.0,
+        le=30.0,
+        description="vllm engine, streamed requests: after the first audio, S3Gen renders "
+        "again when the audio sent runs less than this many seconds ahead of the listener "
+        "(played by wall clock since the first audio); cover one render's latency under load.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_MARGIN_S"),
     )
     s3gen_max_length_ratio: float = Field(
         1.5,
