@@ -281,7 +281,9 @@ class ChunkingConfig(_Section):
         280,
         ge=20,
         le=2000,
-        description="Longest text chunk sent to the model, in characters.",
+        description="Longest text chunk sent to the model, in characters; shorter where a "
+        "script costs more prompt and speech per character (Chinese, Japanese, Korean: "
+        "text/speech_rates.py), so every chunk fits T3 with its speech.",
         json_schema_extra=_env("MAX_CHUNK_LENGTH"),
     )
     max_total_length: int = Field(
@@ -309,8 +311,9 @@ class ChunkingConfig(_Section):
         0.25,
         gt=0.0,
         le=10.0,
-        description="Most seconds of audio (before speed) per input character; "
-        "speech runs near 0.07.",
+        description="Most seconds of audio (before speed) per alphabetic character, where "
+        "speech runs near 0.07; other scripts get the same multiple of their speech per "
+        "character (text/speech_rates.py).",
         json_schema_extra=_env("CHATTERBOX_MAX_AUDIO_S_PER_CHAR"),
     )
     max_file_response_bytes: int = Field(
