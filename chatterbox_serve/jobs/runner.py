@@ -183,7 +183,7 @@ class JobRunner:
 
     async def _chunk(self, run: _Run, job_id: str, index: int) -> None:
         text = run.plan.chunks[index]
-        request = chunk_request(run.template, index, text, self.settings.chunking)
+        request = chunk_request(run.template, index, text, self.settings)
         started = self.store.clock()
         attempts = self.settings.jobs.chunk_attempts
         for attempt in range(1, attempts + 1):

@@ -122,7 +122,7 @@ class JobService:
                 param="input",
                 code="input_too_long",
             )
-        chunks = plan_chunks(text, self.settings.chunking)
+        chunks = plan_chunks(text, parameters.language, self.settings)
         owner = owner or OPEN_OWNER
         cap = self.settings.jobs.max_jobs_per_key
         active = sum(1 for r in self.store.records(owner) if not r.state.finished)

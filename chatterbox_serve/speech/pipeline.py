@@ -50,11 +50,12 @@ class SpeechPipeline:
         c = self.settings.chunking
         chunks = plan_chunks(
             order.text,
-            c,
+            order.template.language,
+            self.settings,
             first_chunk_length=c.stream_first_chunk_length if order.streaming else None,
             max_chunks=c.max_chunks_per_request,
         )
-        return [chunk_request(order.template, i, t, c) for i, t in enumerate(chunks)]
+        return [chunk_request(order.template, i, t, self.settings) for i, t in enumerate(chunks)]
 
     async def stream(self, order: SpeechOrder) -> AsyncGenerator[AudioPiece, None]:
         """Yield encoded pieces; chunk k goes out once it and every chunk before it are done.
@@ -85,7 +86,7 @@ class SpeechPipeline:
             speed=order.speed,
             crossfade_ms=audio_cfg.crossfade_ms,
             mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps,
-            cap_s=audio_cap_s(order.text, self.settings.chunking),
+            cap_s=audio_cap_s(order.text, order.template.language, self.settings),
         )
         # Only the facts of settled chunks are kept; their audio goes once encoded, so
         # a long stream holds the chunks in flight, not everything it has sent.

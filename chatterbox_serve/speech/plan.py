@@ -8,17 +8,14 @@ of the same text gets.
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from dataclasses import replace
 
-from chatterbox_serve.config import ChunkingConfig
-from chatterbox_serve.engines.base import SPEECH_TOKENS_PER_SECOND, SynthesisRequest
+from chatterbox_serve.config import Settings
+from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.errors import InvalidRequestError
+from chatterbox_serve.text import speech_rates
 from chatterbox_serve.text.chunking import split_text
-
-# The audio cap of a short text: enough for a few words said slowly.
-MIN_AUDIO_CAP_S = 5.0
 
 # Input whose non-space characters are more than this share of combining marks and
 # other letterless symbols is refused: it is not speech, and it splits into many
@@ -28,7 +25,8 @@ MAX_MARK_SHARE = 0.5
 
 def plan_chunks(
     text: str,
-    chunking: ChunkingConfig,
+    language: str,
+    settings: Settings,
     *,
     first_chunk_length: int | None = None,
     max_chunks: int | None = None,
@@ -40,7 +38,12 @@ def plan_chunks(
             `max_chunks` chunks.
     """
     _refuse_mostly_marks(text)
-    chunks = _merge_letterless(split_text(text, chunking.max_chunk_length, first_chunk_length))
+    # Per-script chunk length: CJK text costs more prompt and speech per character.
+    length = speech_rates.chunk_length(
+        text, language, settings.chunking.max_chunk_length, budget_limits(settings)
+    )
+    first = None if first_chunk_length is None else min(first_chunk_length, length)
+    chunks = _merge_letterless(split_text(text, length, first))
     if not chunks:
         raise InvalidRequestError("Input has no speakable text.", param="input")
     if max_chunks is not None and len(chunks) > max_chunks:
@@ -53,27 +56,35 @@ def plan_chunks(
 
 
 def chunk_request(
-    template: SynthesisRequest, index: int, text: str, chunking: ChunkingConfig
+    template: SynthesisRequest, index: int, text: str, settings: Settings
 ) -> SynthesisRequest:
     """The engine request of chunk `index`: the template's settings, the chunk's budget."""
-    budget = token_budget(text, chunking, template.max_new_tokens)
+    budget = token_budget(text, template.language, settings, template.max_new_tokens)
     return replace(template, text=text, chunk_index=index, max_new_tokens=budget)
 
 
-def audio_cap_s(text: str, chunking: ChunkingConfig) -> float:
+def audio_cap_s(text: str, language: str, settings: Settings) -> float:
     """Most seconds of audio (before speed) that `text` may become."""
-    return max(MIN_AUDIO_CAP_S, len(text) * chunking.max_audio_s_per_char)
+    return speech_rates.audio_cap_s(text, language, settings.chunking.max_audio_s_per_char)
 
 
-def token_budget(chunk: str, chunking: ChunkingConfig, asked: int | None = None) -> int:
+def token_budget(chunk: str, language: str, settings: Settings, asked: int | None = None) -> int:
     """Most speech tokens the engine may make for `chunk`: its audio cap, or less if asked.
 
-    The engine stops the chunk where the audio cap would cut it (25 speech tokens a
-    second), so a model that never says stop costs seconds, not the minutes of its
-    own token limit.
+    The engine stops the chunk where the audio cap would cut it, within what the engine
+    allows (`text/speech_rates.py`), so a model that never says stop costs seconds, not
+    the minutes of its own token limit.
     """
-    budget = math.floor(audio_cap_s(chunk, chunking) * SPEECH_TOKENS_PER_SECOND)
+    budget = speech_rates.speech_budget(chunk, language, budget_limits(settings))
     return budget if asked is None else min(asked, budget)
+
+
+def budget_limits(settings: Settings) -> speech_rates.BudgetLimits:
+    """What bounds a chunk's speech: the operator's audio cap and the engine's limits."""
+    e = settings.engine
+    return speech_rates.BudgetLimits(
+        settings.chunking.max_audio_s_per_char, e.max_new_tokens, e.max_model_len
+    )
 
 
 def _speakable(ch: str) -> bool:

@@ -9,8 +9,8 @@ every step; the reference is then teacher-forced along those tokens (two sequenc
 conditional and unconditional, as upstream) and its CFG-combined log-probabilities are
 compared at the same token ids. Greedy agreement follows by induction: if the
 reference's argmax equals vLLM's token at every step, greedy decoding of both gives
-the same tokens. Then three planted bugs are switched on inside the vLLM model and the
-same comparison must fail.
+the same tokens. Then three planted bugs (`t3_planted.py`: subclasses swapped into the
+loaded model) are switched on inside the vLLM model and the same comparison must fail.
 
 The engine's throughput is `tools/gpu/engine_bench.py`.
 """
@@ -18,12 +18,15 @@ The engine's throughput is `tools/gpu/engine_bench.py`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from tools.gpu.t3_planted import PLANTED_BUGS, plant
 
 STEPS = 64
 GREEDY_STEPS = 32
@@ -59,10 +62,8 @@ def _engine(model_dir: Path, dtype: str, eager: bool, backend: str | None) -> An
 
 
 def _plant(bug: str | None) -> Any:
-    def apply(model: Any) -> None:
-        model.plant(bug)
-
-    return apply
+    """A function for `LLM.apply_model` that plants `bug` (`tools/gpu/t3_planted.py`)."""
+    return functools.partial(plant, bug=bug)
 
 
 def _items(t3: Any, directory: Path, device: str) -> list[dict[str, Any]]:
@@ -213,7 +214,7 @@ def equivalence(args: argparse.Namespace) -> dict[str, Any]:
     exact = _compare(llm, t3, items)
     print("exact:", exact["max_abs_logprob_diff"], exact["min_greedy_agreeing_steps"], flush=True)
     planted = {}
-    for bug in ("no_speech_pos", "uncond_no_history", "cfg_weight_ignored"):
+    for bug in PLANTED_BUGS:
         llm.apply_model(_plant(bug))
         result = _compare(llm, t3, items)
         planted[bug] = {
