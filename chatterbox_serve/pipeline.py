@@ -28,6 +28,7 @@ from chatterbox_serve.audio import (
     change_speed,
     fix_wav_sizes,
 )
+from chatterbox_serve.audio.watermark import WatermarkStream
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import (
     SPEECH_TOKENS_PER_SECOND,
@@ -204,6 +205,7 @@ class SpeechPipeline:
         audio_cfg = self.settings.audio
         encoder = StreamingEncoder(job.format, mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps)
         stitcher = Stitcher(crossfade_ms=self.settings.audio.crossfade_ms)
+        marks = WatermarkStream() if audio_cfg.watermarked else None
         # Only the facts of settled chunks are kept; their audio goes once encoded, so
         # a long stream holds the chunks in flight, not everything it has sent.
         results: list[_Settled] = []
@@ -241,7 +243,14 @@ class SpeechPipeline:
                     last = index == len(items) - 1 and not partial
                     t0 = time.monotonic()
                     audio = await asyncio.to_thread(
-                        _stitch, stitcher, raw, job.speed, last, index == 0 and incremental
+                        _stitch,
+                        stitcher,
+                        raw,
+                        job.speed,
+                        last,
+                        index == 0 and incremental,
+                        marks=marks,
+                        ends=not partial,
                     )
                     del raw
                     # The first second of a whole first chunk is encoded and sent on its
@@ -348,9 +357,22 @@ def _merge_letterless(chunks: list[str]) -> list[str]:
 
 
 def _stitch(
-    stitcher: Stitcher, audio: np.ndarray, speed: float, last: bool, continues: bool = False
+    stitcher: Stitcher,
+    audio: np.ndarray,
+    speed: float,
+    last: bool,
+    continues: bool = False,
+    *,
+    marks: WatermarkStream | None = None,
+    ends: bool = True,
 ) -> np.ndarray:
-    """`audio` joined to what came before: crossfaded at a chunk's start, appended within it."""
+    """`audio` joined to what came before: crossfaded at a chunk's start, appended within it.
+
+    With `marks`, the engine's audio is watermarked first, before the speed change: once
+    per chunk, as upstream marks each clip it generates (`ends`: the chunk is complete).
+    """
+    if marks is not None:
+        audio = marks.mark(audio, ends)
     audio = change_speed(audio, speed)
     out = stitcher.extend(audio) if continues else stitcher.push(audio)
     return np.concatenate([out, stitcher.flush()]) if last else out

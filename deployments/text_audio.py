@@ -11,6 +11,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from chatterbox_serve.audio import change_speed
+from chatterbox_serve.audio.watermark import load_watermarker
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import EngineOverloadedError
@@ -19,8 +20,10 @@ from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import SpeechMetrics
 
 
-def _warm_up_speed_change() -> None:
+def _warm_up(watermark: bool) -> None:
     change_speed(np.zeros(4800, dtype=np.float32), 1.25)
+    if watermark:
+        load_watermarker()
 
 
 class _ModelCall:
@@ -57,8 +60,10 @@ class TextAudioDeployment:
         self._metrics = SpeechMetrics()
         self._load = ReplicaLoad()
         self._reporter = StatusReporter(self._load)
-        # librosa's import and JIT take seconds; pay them now, off the request path.
-        threading.Thread(target=_warm_up_speed_change, daemon=True).start()
+        # librosa's import and JIT and loading the watermark network take seconds; pay
+        # them now, off the request path.
+        warm = threading.Thread(target=_warm_up, args=(settings.audio.watermarked,), daemon=True)
+        warm.start()
 
     def _submit(self, item: SynthesisRequest) -> _ModelCall:
         response = self._model.synthesize.remote(item)

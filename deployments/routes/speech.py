@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from chatterbox_serve.audio.watermark import WATERMARK_NAME
 from chatterbox_serve.engines.base import VoicePrompt
 from chatterbox_serve.errors import EngineOverloadedError, error_payload
 from chatterbox_serve.pipeline import AudioPiece, RenderedSpeech, SpeechBackend, SpeechJob
@@ -102,7 +103,7 @@ async def speak(
     stream_format = "audio" if force_stream else body.stream_format
     job = body.to_job(state.settings, voice, rid, streaming=stream_format is not None)
     request.state.response_format = job.format.value  # a metrics tag
-    headers = _job_headers(job)
+    headers = _job_headers(job, state.settings.audio.watermarked)
     if stream_format is None:
         rendered = await _overload_mapped(state.backend.render(job))
         return _file_response(rendered, headers)
@@ -140,8 +141,10 @@ def _one_off_voice(form: FormData, limit: int) -> ResolvedVoice | None:
     return ResolvedVoice(name="upload", prompt=VoicePrompt.from_bytes(data))
 
 
-def _job_headers(job: SpeechJob) -> dict[str, str]:
+def _job_headers(job: SpeechJob, watermarked: bool) -> dict[str, str]:
     headers = {"X-Instructions-Applied": "false"} if job.instructions_ignored else {}
+    if watermarked:
+        headers["X-Watermark"] = WATERMARK_NAME
     if job.warnings:
         headers["X-Chatterbox-Warning"] = "; ".join(job.warnings)
     return headers
