@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import httpx
-import numpy as np
 import pytest
 
-from chatterbox_serve.audio import SAMPLE_RATE, AudioFormat, decode_audio, encode_audio
-from chatterbox_serve.audio.decoding import decode_untrusted
+from chatterbox_serve.audio import SAMPLE_RATE, AudioFormat, encode_audio
 from chatterbox_serve.audio.watermark import DETECTION_THRESHOLD, load_watermarker
-from chatterbox_serve.engines.base import (
-    SynthesisOutcome,
-    SynthesisRequest,
-    SynthesisResult,
-    TTSEngine,
-)
 from deployments.ingress import build_api
 from tests.component.conftest import make_settings
 from tests.component.test_job_routes import LONG, finished
@@ -33,42 +25,11 @@ from tests.component.test_job_routes import client as jobs_client  # noqa: F401 
 from tests.local_backend import LocalBackend
 from tests.voice_audio import NOT_AUDIO, corrupt, encode, sample
 from tools.hostile_sweep import SDP, _flac_with, _wav_header
+from tools.watermark_bench import SpeechSampleEngine, response_samples, speech_samples
 
 SPEECH = "/v1/audio/speech"
 DETECT = "/v1/audio/watermark/detect"
 TEXT = "A first sentence to speak here. And a second sentence after it."
-
-
-def _speech() -> np.ndarray:
-    clips = [decode_untrusted(sample(i), sample_rate=SAMPLE_RATE).samples[0] for i in range(3)]
-    return np.concatenate(clips)
-
-
-class SpeechSampleEngine(TTSEngine):
-    """Real recorded speech, 60 ms a character; streams in 0.3 s pieces when asked to."""
-
-    name = "speech-samples"
-
-    def __init__(self, streams: bool = False) -> None:
-        self.streams_audio = streams
-        self._speech = _speech()
-
-    def _clip(self, r: SynthesisRequest) -> SynthesisResult:
-        n = min(len(self._speech), len(r.text) * SAMPLE_RATE * 6 // 100)
-        start = (len(r.text) * 7919) % (len(self._speech) - n + 1)
-        audio = self._speech[start : start + n].copy()
-        return SynthesisResult(audio, SAMPLE_RATE, len(r.text), n // 960)
-
-    async def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutcome]:
-        return [self._clip(r) for r in requests]
-
-    async def synthesize_stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
-        whole = self._clip(request)
-        step = int(0.3 * SAMPLE_RATE)
-        for i in range(0, len(whole.audio), step):
-            last = i + step >= len(whole.audio)
-            piece = whole.audio[i : i + step]
-            yield SynthesisResult(piece, SAMPLE_RATE, whole.input_tokens, 0, partial=not last)
 
 
 def _client(watermark: str, streams: bool = False) -> httpx.AsyncClient:
@@ -96,13 +57,7 @@ async def unmarked() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _confidence(data: bytes, fmt: str) -> float:
-    if fmt == "pcm":
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
-        rate = SAMPLE_RATE
-    else:
-        decoded, rate, _ = decode_audio(data)
-        samples = decoded[0]
-    return load_watermarker().confidence(samples, rate)
+    return load_watermarker().confidence(*response_samples(data, fmt))
 
 
 @pytest.mark.parametrize("fmt", [f.value for f in AudioFormat])
@@ -187,7 +142,7 @@ async def test_detect_caps_the_upload_size_and_needs_a_file() -> None:
     app = build_api(settings, LocalBackend(settings, SpeechSampleEngine()), "speech-samples")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        big = encode_audio(_speech()[: 3 * SAMPLE_RATE], AudioFormat.WAV)
+        big = encode_audio(speech_samples()[: 3 * SAMPLE_RATE], AudioFormat.WAV)
         r = await c.post(DETECT, files={"file": ("big.wav", big, "audio/wav")})
         assert r.status_code == 413 and r.json()["error"]["param"] == "file"
         r = await c.post(DETECT, data={"x": "1"})
