@@ -10,11 +10,12 @@ perth rounds at 0.5.
 
 Why not call `PerthImplicitWatermarker` itself: its module imports `torchaudio` (for
 two STFT wrappers) and `perth.perth_net` imports `pkg_resources`; torchaudio's
-extension does not load with the CPU torch the tests run on, and setuptools 81 dropped
-`pkg_resources`. So perth's own network classes (`Encoder`, `Decoder`), its magnitude
-and phase helpers and its checkpoint are loaded here, and the two STFTs are
-`torch.stft`/`torch.istft` with the arguments torchaudio's `Spectrogram(power=None)` and
-`InverseSpectrogram` pass (same window, centre padding and no normalisation).
+extension does not load with the CPU torch the tests run on (2.13), and recent
+setuptools (84 here) no longer ships `pkg_resources`. So perth's own network classes
+(`Encoder`, `Decoder`), its magnitude and phase helpers and its checkpoint are loaded
+here, and the two STFTs are `torch.stft`/`torch.istft` with the arguments torchaudio's
+`Spectrogram(power=None)` and `InverseSpectrogram` pass (same window, centre padding,
+no normalisation).
 """
 
 from __future__ import annotations
