@@ -20,10 +20,8 @@ from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import SpeechMetrics
 
 
-def _warm_up(watermark: bool) -> None:
+def _warm_up_speed_change() -> None:
     change_speed(np.zeros(4800, dtype=np.float32), 1.25)
-    if watermark:
-        load_watermarker()
 
 
 class _ModelCall:
@@ -60,10 +58,12 @@ class TextAudioDeployment:
         self._metrics = SpeechMetrics()
         self._load = ReplicaLoad()
         self._reporter = StatusReporter(self._load)
-        # librosa's import and JIT and loading the watermark network take seconds; pay
-        # them now, off the request path.
-        warm = threading.Thread(target=_warm_up, args=(settings.audio.watermarked,), daemon=True)
-        warm.start()
+        # librosa's import and JIT take seconds; pay them now, off the request path.
+        threading.Thread(target=_warm_up_speed_change, daemon=True).start()
+        if settings.audio.watermarked:
+            # Before the replica is ready: a request that waited for the network's load
+            # would hold back every piece of its stream until it was done.
+            load_watermarker().apply(np.zeros(4800, dtype=np.float32))
 
     def _submit(self, item: SynthesisRequest) -> _ModelCall:
         response = self._model.synthesize.remote(item)
