@@ -369,6 +369,17 @@ class AudioConfig(_Section):
         "Chatterbox API answered wav.",
         json_schema_extra=_env("DEFAULT_RESPONSE_FORMAT"),
     )
+    watermark: Literal["on", "off"] = Field(
+        "on",
+        description="Resemble AI's Perth implicit watermark on all generated speech, as "
+        "upstream Chatterbox applies it; 'off' only where an operator must.",
+        json_schema_extra=_env("WATERMARK"),
+    )
+
+    @property
+    def watermarked(self) -> bool:
+        """Whether generated audio carries the Perth watermark."""
+        return self.watermark == "on"
 
 
 class VoiceConfig(_Section):

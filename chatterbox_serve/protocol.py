@@ -210,6 +210,13 @@ class SpeechUsage(BaseModel):
     total_tokens: int
 
 
+class WatermarkDetection(BaseModel):
+    """`POST /v1/audio/watermark/detect`: is the file marked with Perth's watermark."""
+
+    watermarked: bool = Field(description="The confidence is at or above perth's 0.5.")
+    confidence: float = Field(description="Perth's detector output, 0 to 1.")
+
+
 def sse_event(payload: dict[str, Any]) -> bytes:
     """One server-sent event carrying a JSON payload."""
     import json

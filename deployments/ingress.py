@@ -40,7 +40,7 @@ from deployments.http import (
     request_id_of,
 )
 from deployments.metrics import IngressMetrics
-from deployments.routes import ApiState, compat, ops, speech, web
+from deployments.routes import ApiState, compat, ops, speech, watermark, web
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
 
@@ -102,6 +102,7 @@ def build_api(
         app.include_router(speech.upload_router)
     if jobs is not None:
         app.include_router(jobs_routes.router)
+    app.include_router(watermark.router)
     app.include_router(ops.router)
     app.include_router(compat.router)
     app.state.request_log = compat.RequestLog()

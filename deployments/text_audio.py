@@ -11,6 +11,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from chatterbox_serve.audio import change_speed
+from chatterbox_serve.audio.watermark import load_watermarker
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import EngineOverloadedError
@@ -59,6 +60,10 @@ class TextAudioDeployment:
         self._reporter = StatusReporter(self._load)
         # librosa's import and JIT take seconds; pay them now, off the request path.
         threading.Thread(target=_warm_up_speed_change, daemon=True).start()
+        if settings.audio.watermarked:
+            # Before the replica is ready: a request that waited for the network's load
+            # would hold back every piece of its stream until it was done.
+            load_watermarker().apply(np.zeros(4800, dtype=np.float32))
 
     def _submit(self, item: SynthesisRequest) -> _ModelCall:
         response = self._model.synthesize.remote(item)

@@ -12,6 +12,7 @@ import numpy as np
 
 from chatterbox_serve.audio.formats import SAMPLE_RATE, AudioFormat, StreamingEncoder
 from chatterbox_serve.audio.stitching import Stitcher, change_speed
+from chatterbox_serve.audio.watermark import WatermarkStream
 from chatterbox_serve.errors import EngineError
 
 
@@ -23,6 +24,8 @@ class AudioAssembler:
         cap_s: most seconds of audio (before speed) the engine may make for the whole
             request; past it `count` raises `EngineError`, so a runaway engine (or a
             text that tricks it) cannot make hours of audio.
+        marks: watermarks each chunk as it comes, before the speed change; None where
+            the chunks arrive marked already (long-text jobs mark each chunk they store).
     """
 
     def __init__(
@@ -35,8 +38,10 @@ class AudioAssembler:
         total_samples: int | None = None,
         cap_s: float | None = None,
         sample_rate: int = SAMPLE_RATE,
+        marks: WatermarkStream | None = None,
     ) -> None:
         self.speed = speed
+        self._marks = marks
         self.cap_s = cap_s
         self.made_s = 0.0
         self.samples_out = 0
@@ -56,12 +61,18 @@ class AudioAssembler:
         if self.cap_s is not None and self.made_s > self.cap_s:
             raise EngineError(f"the engine made more than {self.cap_s:.0f} s of audio")
 
-    def stitch(self, audio: np.ndarray, *, last: bool, continues: bool = False) -> np.ndarray:
+    def stitch(
+        self, audio: np.ndarray, *, last: bool, continues: bool = False, ends: bool = True
+    ) -> np.ndarray:
         """`audio` at the request's speed, joined to what came before.
 
         A new chunk is crossfaded into the one before; `continues` appends a further
         piece of the chunk being stitched. `last` also returns the held-back tail.
+        `ends`: `audio` completes its chunk (the watermark marks a chunk once, as
+        upstream marks each clip it generates).
         """
+        if self._marks is not None:
+            audio = self._marks.mark(audio, ends)
         audio = change_speed(audio, self.speed)
         stitcher = self._stitcher
         out = stitcher.extend(audio) if continues else stitcher.push(audio)

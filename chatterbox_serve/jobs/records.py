@@ -136,6 +136,8 @@ class JobRecord:
     output_key: str | None = None
     output_size_bytes: int | None = None
     output_duration_s: float | None = None
+    # The watermark every chunk of the output carries ("perth"), None when any lacks it.
+    output_watermark: str | None = None
     retry_count: int = 0
     attempts: int = 0
     is_archived: bool = False

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from chatterbox_serve.audio import AudioFormat
+from chatterbox_serve.audio.watermark import WATERMARK_NAME, load_watermarker
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult, VoicePrompt
 from chatterbox_serve.errors import ChatterboxError, ClientError
@@ -228,7 +229,8 @@ class JobRunner:
     async def _commit(
         self, run: _Run, job_id: str, index: int, text: str, started: float, r: SynthesisResult
     ) -> None:
-        wav = await asyncio.to_thread(chunk_wav, r.audio, r.sample_rate)
+        marked = self.settings.audio.watermarked
+        wav = await asyncio.to_thread(_chunk_file, r, marked)
         commit = ChunkCommit(
             index=index,
             audio_key="",
@@ -237,7 +239,11 @@ class JobRunner:
             chars=len(text),
             started_at=started,
             completed_at=self.store.clock(),
-            extra={"batch_size": r.batch_size, "engine_s": round(r.engine_s, 4)},
+            extra={
+                "batch_size": r.batch_size,
+                "engine_s": round(r.engine_s, 4),
+                **({"watermark": WATERMARK_NAME} if marked else {}),
+            },
         )
         new = await asyncio.to_thread(
             self.store.commit_chunk, job_id, run.record.generation, commit, wav
@@ -304,6 +310,8 @@ class JobRunner:
             return out.size_bytes, out.duration_s
 
         size, duration = await asyncio.to_thread(write)
+        marks = {c.extra.get("watermark") for c in commits}
+        watermark = marks.pop() if len(marks) == 1 else None
         active = record.active_s + (time.monotonic() - run.began)
         now = self.store.clock()
 
@@ -319,6 +327,7 @@ class JobRunner:
                 output_key=key,
                 output_size_bytes=size,
                 output_duration_s=round(duration, 3),
+                output_watermark=watermark,
                 processing_completed_at=now,
                 active_s=active,
                 error=None,
@@ -374,3 +383,11 @@ def _start(rec: JobRecord, now: float, done: dict[int, ChunkCommit], plan: JobPl
         error=None,
         attempts=rec.attempts + 1,
     )
+
+
+def _chunk_file(result: SynthesisResult, watermark: bool) -> bytes:
+    """The stored form of a chunk: the engine's audio, watermarked as a speech chunk is."""
+    audio = result.audio
+    if watermark:
+        audio = load_watermarker().apply(audio, result.sample_rate)
+    return chunk_wav(audio, result.sample_rate)

@@ -303,6 +303,7 @@ class JobService:
                 output_key=None,
                 output_size_bytes=None,
                 output_duration_s=None,
+                output_watermark=None,
                 retry_count=r.retry_count + 1,
             )
 

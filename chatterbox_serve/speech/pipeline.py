@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from chatterbox_serve.audio import SAMPLE_RATE, AudioAssembler, AudioFormat, fix_wav_sizes
+from chatterbox_serve.audio.watermark import WatermarkStream
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
@@ -87,6 +88,7 @@ class SpeechPipeline:
             crossfade_ms=audio_cfg.crossfade_ms,
             mp3_bitrate_kbps=audio_cfg.mp3_bitrate_kbps,
             cap_s=audio_cap_s(order.text, order.template.language, self.settings),
+            marks=WatermarkStream() if audio_cfg.watermarked else None,
         )
         # Only the facts of settled chunks are kept; their audio goes once encoded, so
         # a long stream holds the chunks in flight, not everything it has sent.
@@ -119,7 +121,7 @@ class SpeechPipeline:
                     t0 = time.monotonic()
                     continues = index == 0 and incremental
                     audio = await asyncio.to_thread(
-                        assembler.stitch, raw, last=last, continues=continues
+                        assembler.stitch, raw, last=last, continues=continues, ends=not partial
                     )
                     del raw
                     # The first second of a whole first chunk is encoded and sent on its

@@ -266,7 +266,11 @@ def chunk_audio(
     """One finished chunk as WAV, for playing a job while it is still running."""
     service = _service(state)
     commit = service.chunk(_owner(state, authorization), job_id, chunk_index)
-    return Response(service.store.chunk_audio(commit), media_type=AudioFormat.WAV.media_type)
+    mark = commit.extra.get("watermark")
+    headers = {"X-Watermark": mark} if isinstance(mark, str) else None
+    return Response(
+        service.store.chunk_audio(commit), media_type=AudioFormat.WAV.media_type, headers=headers
+    )
 
 
 @_route("GET", "/audio/speech/long/{job_id}/download", response_class=StreamingResponse)
@@ -286,6 +290,8 @@ def download(
         "Content-Length": str(end - start),
         "Content-Disposition": f'attachment; filename="long_text_{job_id}.{fmt.value}"',
     }
+    if record.output_watermark is not None:
+        headers["X-Watermark"] = record.output_watermark
     status = 200
     if range_header is not None:
         status = 206

@@ -82,7 +82,8 @@ async def health(state: State, request: Request) -> JSONResponse:
     keys = getattr(request.app.state, "api_keys", None)
     authorization = request.headers.get("authorization")
     if keys is None or not keys.enabled or keys.accepts(bearer_token(authorization)):
-        body = {**body, "engine": state.engine_name, **model}
+        watermark = state.settings.audio.watermark
+        body = {**body, "engine": state.engine_name, "watermark": watermark, **model}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

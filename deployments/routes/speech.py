@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from chatterbox_serve.audio.watermark import WATERMARK_NAME
 from chatterbox_serve.engines.base import VoicePrompt
 from chatterbox_serve.errors import EngineOverloadedError, error_payload
 from chatterbox_serve.protocol import ERROR_RESPONSES, SpeechRequest, sse_event
@@ -102,7 +103,7 @@ async def speak(
     stream_format = "audio" if force_stream else body.stream_format
     order = body.to_order(state.settings, voice, rid, streaming=stream_format is not None)
     request.state.response_format = order.format.value  # a metrics tag
-    headers = _order_headers(order)
+    headers = _order_headers(order, state.settings.audio.watermarked)
     if stream_format is None:
         rendered = await _overload_mapped(state.backend.render(order))
         return _file_response(rendered, headers)
@@ -140,8 +141,10 @@ def _one_off_voice(form: FormData, limit: int) -> ResolvedVoice | None:
     return ResolvedVoice(name="upload", prompt=VoicePrompt.from_bytes(data))
 
 
-def _order_headers(order: SpeechOrder) -> dict[str, str]:
+def _order_headers(order: SpeechOrder, watermarked: bool) -> dict[str, str]:
     headers = {"X-Instructions-Applied": "false"} if order.instructions_ignored else {}
+    if watermarked:
+        headers["X-Watermark"] = WATERMARK_NAME
     if order.warnings:
         headers["X-Chatterbox-Warning"] = "; ".join(order.warnings)
     return headers

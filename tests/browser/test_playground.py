@@ -291,3 +291,25 @@ def test_record_a_voice_from_the_microphone(
     finally:
         browser.close()
     assert console.unexpected() == []
+
+
+def test_check_a_file_for_the_watermark(page: Page, console: Console, tmp_path: Path) -> None:
+    """Our own speech is marked; a recorded sample is not; a text file gets the 400."""
+    console.expect("status of 400")  # the file that is not audio, below
+    page.locator("#view-speak").get_by_label("Text", exact=True).fill(SENTENCE)
+    page.locator("#view-speak").get_by_label("Format").select_option("wav")
+    speak(page)
+    playable_duration(page, "#speak-audio")
+    ours = download(page, "#speak-download", tmp_path)
+    box = page.locator("#watermark-form")
+    result = page.locator("#watermark-result")
+    for name, data, verdict in (
+        ("ours.wav", ours, re.compile(r"^Watermarked \(confidence \d+ %\)\.$")),
+        ("sample.mp3", sample(1), re.compile(r"^No watermark found \(confidence \d %\)\.$")),
+        ("notes.txt", b"not audio" * 100, re.compile(r"\(HTTP 400\)$")),
+    ):
+        box.get_by_label("Audio file").set_input_files(
+            files=[{"name": name, "mimeType": "application/octet-stream", "buffer": data}]
+        )
+        box.get_by_role("button", name="Check").click()
+        expect(result).to_have_text(verdict, timeout=30_000)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from chatterbox_serve.audio import AudioFormat, decode_audio
+from chatterbox_serve.audio.watermark import load_watermarker
 from chatterbox_serve.config import SimulatedEngineConfig, load_settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.engines.simulated import SimulatedEngine
@@ -21,7 +22,20 @@ SETTINGS = load_settings(
     },
     dotenv_path=None,
 )
+# Without the watermark, for what its CPU time or its change to the audio would blur.
+UNMARKED = SETTINGS.model_copy(
+    update={"audio": SETTINGS.audio.model_copy(update={"watermark": "off"})}
+)
 FAST = SimulatedEngineConfig(base_s=0.0, per_item_s=0.0, per_char_s=0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _watermark_network_loaded() -> None:
+    """Loaded before the first request, as the audio deployment loads it at start: the
+    timing tests here measure requests, not a one-off load."""
+    load_watermarker()
+
+
 TEXT = "First sentence is here. Second one follows it. Third closes the test."
 
 
@@ -254,10 +268,12 @@ STREAMING = SimulatedEngineConfig(
 async def test_a_streaming_model_sends_first_audio_before_the_first_chunk_is_done():
     # The first chunk's audio leaves in pieces as the model makes them; the
     # bytes are the same as the file's, since pieces of one chunk are not crossfaded.
+    # (Without the watermark: marked in pieces, they are within the streaming join bound
+    # of the chunk marked whole instead, tests/unit/test_watermark.py.)
     engine = SimulatedEngine(STREAMING, stream_first_tokens=10)
     sub = DirectSubmitter(engine)
     assert sub.streams is not None
-    pipeline = SpeechPipeline(SETTINGS, sub, sub.streams)
+    pipeline = SpeechPipeline(UNMARKED, sub, sub.streams)
     first_seen_at_calls = None
     data = b""
     async for piece in pipeline.stream(_job(fmt=AudioFormat.PCM, streaming=True)):
@@ -267,7 +283,7 @@ async def test_a_streaming_model_sends_first_audio_before_the_first_chunk_is_don
     # When the first bytes left, the engine had finished nothing: not even chunk 0.
     assert first_seen_at_calls == 0
     # The same stream from a model that sends each chunk whole: the same bytes.
-    whole_chunks = SpeechPipeline(SETTINGS, DirectSubmitter(SimulatedEngine(STREAMING)))
+    whole_chunks = SpeechPipeline(UNMARKED, DirectSubmitter(SimulatedEngine(STREAMING)))
     same = b"".join(
         [p.data async for p in whole_chunks.stream(_job(fmt=AudioFormat.PCM, streaming=True))]
     )
@@ -278,7 +294,8 @@ async def test_a_speed_change_keeps_the_first_chunk_whole():
     # Pieces time-stretched apart would have seams inside the chunk.
     engine = SimulatedEngine(STREAMING, stream_first_tokens=10)
     sub = DirectSubmitter(engine)
-    pipeline = SpeechPipeline(SETTINGS, sub, sub.streams)
+    # Unmarked: on a busy CPU, marking and stretching chunk 0 can outlast chunk 1's 0.2 s.
+    pipeline = SpeechPipeline(UNMARKED, sub, sub.streams)
     first_seen_at_calls = None
     async for piece in pipeline.stream(_job(fmt=AudioFormat.PCM, streaming=True, speed=1.5)):
         if piece.data and first_seen_at_calls is None:

@@ -7,6 +7,7 @@ import { initStatus, showStatus } from "./status.js";
 import { loadConfig, loadLanguages, loadVoices, store } from "./store.js";
 import { $, clearMessage, errorText, showMessage } from "./ui.js";
 import { initVoices, showVoices } from "./voices.js";
+import { initWatermark } from "./watermark.js";
 
 const VIEWS = {
   speak: { tab: "tab-speak", panel: "view-speak" },
@@ -98,5 +99,6 @@ initSpeak();
 initVoices();
 initJobs();
 initStatus();
+initWatermark();
 select(location.hash.slice(1));
 start();
