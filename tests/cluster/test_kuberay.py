@@ -30,6 +30,7 @@ from tools.cluster import APP, HEAD, LocalRayService, Node
 SETTINGS: dict[str, Any] = {
     "CHATTERBOX_SIM_BASE_S": 0.2,
     "MAX_CHUNK_LENGTH": 60,
+    "MAX_TOTAL_LENGTH": 200,  # longer texts are long-text jobs
     "CHATTERBOX_JOB_LEASE_S": 3,
     "CHATTERBOX_JOB_POLL_S": 0.3,
 }
