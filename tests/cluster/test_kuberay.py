@@ -258,8 +258,9 @@ def test_a_worker_node_lost_mid_request_and_mid_job(
                 break
             assert time.monotonic() - killed < RECOVERY_S, "not healthy again in 60 s"
             time.sleep(0.5)
-        recovered_s = time.monotonic() - killed
-        traffic.wait_for_successes(4, after=time.monotonic())
+        recovered = time.monotonic()
+        traffic.wait_for_successes(4, after=recovered)
+    recovered_s = recovered - killed
     seen = traffic.summary(since=killed - 5)
     figures[f"lost {group}"] = {
         **seen,
@@ -267,6 +268,7 @@ def test_a_worker_node_lost_mid_request_and_mid_job(
         "recovered_s": round(recovered_s, 1),
     }
     assert seen["unclean"] == [] and seen["gave_up"] == 0, seen
+    assert traffic.failures_after(recovered) == []
     assert {n: placement(service)[n] for n in moved} == {n: {replacement.node_id} for n in moved}
     assert_job_complete_once(service, client, job)
     listed = client.get("/v1/voices").json()["voices"]

@@ -112,6 +112,12 @@ class Traffic:
             clean = False
         return Attempt(started, ended, f"http {r.status_code}", clean)
 
+    def failures_after(self, moment: float) -> list[str]:
+        """Failed attempts that started after `moment` (monotonic)."""
+        with self._lock:
+            attempts = [a for r in self.requests for a in r.attempts]
+        return [a.outcome for a in attempts if a.outcome != "ok" and a.started > moment]
+
     def summary(self, since: float = 0.0) -> dict[str, Any]:
         """Figures for the requests that started after `since` (monotonic)."""
         with self._lock:
