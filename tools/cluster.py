@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,6 @@ class Node:
     temp_dir: Path
     metrics_url: str
     node_id: str = ""
-    pids: set[int] = field(default_factory=set)
 
 
 def free_port() -> int:
@@ -137,7 +136,11 @@ def read_manifest(path: Path = MANIFEST) -> tuple[dict[str, Any], list[PodGroup]
 
 
 def ray_start_args(group: PodGroup) -> dict[str, str]:
-    """`ray start` parameters as KubeRay builds them: rayStartParams, then the limits."""
+    """`ray start` parameters as KubeRay builds them for a pod of `group`.
+
+    KubeRay's defaults, then the container's limits (CPU, memory, `nvidia.com/gpu`),
+    then `rayStartParams`, which win over both.
+    """
     params = {**KUBERAY_DEFAULTS, **(KUBERAY_HEAD_DEFAULTS if group.name == HEAD else {})}
     if "cpu" in group.limits:
         params["num-cpus"] = str(math.ceil(quantity(group.limits["cpu"])))
@@ -218,15 +221,15 @@ class LocalRayService:
         (temp_dir / "workdir").mkdir(parents=True)
         (temp_dir / "home").mkdir()
         known = {n["node_id"] for n in self.ray_nodes()} if not head else set()
-        log = (temp_dir / "ray-start.log").open("wb")
-        process = subprocess.Popen(
-            _command(params, head),
-            cwd=temp_dir / "workdir",
-            env={**self._env(group), "HOME": str(temp_dir / "home")},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (temp_dir / "ray-start.log").open("wb") as out:  # the child keeps its own fd
+            process = subprocess.Popen(
+                _command(params, head),
+                cwd=temp_dir / "workdir",
+                env={**self._env(group), "HOME": str(temp_dir / "home")},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         node = Node(
             group.name,
             process,
@@ -368,9 +371,9 @@ class LocalRayService:
                 app = None
             status = app["status"] if app else "absent"
             if status == "RUNNING":
-                return dict(app)  # type: ignore[arg-type]
+                return dict(app)
             if status == "DEPLOY_FAILED":
-                raise RuntimeError(f"deploy failed: {app['message']}")  # type: ignore[index]
+                raise RuntimeError(f"deploy failed: {app['message']}")
             time.sleep(1)
         raise TimeoutError(f"application {APP} is {status} after {timeout_s} s")
 

@@ -25,7 +25,7 @@ from tests.cluster.conftest import AUTH, start_service
 from tests.cluster.traffic import Traffic
 from tests.conftest import probe
 from tests.voice_audio import sample
-from tools.cluster import APP, HEAD, LocalRayService, Node
+from tools.cluster import APP, HEAD, LocalRayService, Node, ray_start_args
 
 SETTINGS: dict[str, Any] = {
     "CHATTERBOX_SIM_BASE_S": 0.2,
@@ -135,11 +135,16 @@ def test_pods_offer_ray_the_manifests_resources(service: LocalRayService) -> Non
     alive = {
         n["node_id"]: n["resources_total"] for n in service.ray_nodes() if n["state"] == "ALIVE"
     }
-    head, gpu, cpu = (alive[node_of(service, g).node_id] for g in (HEAD, GPU, CPU))
-    assert head.get("CPU", 0) == 0 and head.get("GPU", 0) == 0  # num-cpus: "0"
-    assert gpu.get("CPU", 0) == 0 and gpu["GPU"] == 1  # num-cpus: "0", nvidia.com/gpu: 1
-    assert cpu["CPU"] == 4 and cpu.get("GPU", 0) == 0  # the CPU limit, 4
-    assert gpu["memory"] == 48 * 2**30 and cpu["memory"] == head["memory"] == 8 * 2**30
+    assert len(alive) == len(service.nodes) == 3
+    for node in service.nodes:
+        wanted = ray_start_args(service.groups[node.group])  # limits, then rayStartParams
+        offered = alive[node.node_id]
+        assert offered.get("CPU", 0) == float(wanted["num-cpus"]), node.group
+        assert offered.get("GPU", 0) == float(wanted.get("num-gpus", 0)), node.group
+        assert offered["memory"] == float(wanted["memory"]), node.group
+    # What the placement below relies on: only the CPU pod offers CPUs, only the GPU pod GPUs.
+    assert {n.group for n in service.nodes if alive[n.node_id].get("CPU")} == {CPU}
+    assert {n.group for n in service.nodes if alive[n.node_id].get("GPU")} == {GPU}
 
 
 def test_dashboard_shows_the_deployments_where_the_manifest_puts_them(
