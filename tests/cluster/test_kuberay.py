@@ -249,6 +249,7 @@ def test_a_worker_node_lost_mid_request_and_mid_job(
     moved = {MODEL} if group == GPU else CPU_DEPLOYMENTS
     with Traffic(service.base_url, AUTH, SPEECH, speech_duration(client)) as traffic:
         traffic.wait_for_successes(4, after=0)
+        in_flight = traffic.in_flight()
         killed = time.monotonic()
         service.kill_node(node_of(service, group))
         # KubeRay starts a new pod in place of the lost one.
@@ -269,10 +270,11 @@ def test_a_worker_node_lost_mid_request_and_mid_job(
     seen = traffic.summary(since=killed - 5)
     figures[f"lost {group}"] = {
         **seen,
+        "in_flight_at_kill": in_flight,
         "node_joined_s": round(joined_s, 1),
         "recovered_s": round(recovered_s, 1),
     }
-    assert seen["unclean"] == [] and seen["gave_up"] == 0, seen
+    assert in_flight > 0 and seen["unclean"] == [] and seen["gave_up"] == 0, seen
     assert traffic.failures_after(recovered) == []
     assert {n: placement(service)[n] for n in moved} == {n: {replacement.node_id} for n in moved}
     assert_job_complete_once(service, client, job)

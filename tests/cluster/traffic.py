@@ -56,6 +56,7 @@ class Traffic:
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._in_flight = 0
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
     def __enter__(self) -> Traffic:
@@ -93,10 +94,24 @@ class Traffic:
                         break
                     time.sleep(0.5)
 
+    def in_flight(self) -> int:
+        """Attempts sent and not yet answered."""
+        with self._lock:
+            return self._in_flight
+
+    def _post(self, client: httpx.Client) -> httpx.Response:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return client.post("/v1/audio/speech", json=self.body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
     def _attempt(self, client: httpx.Client) -> Attempt:
         started = time.monotonic()
         try:
-            r = client.post("/v1/audio/speech", json=self.body)
+            r = self._post(client)
         except httpx.TransportError as exc:
             return Attempt(started, time.monotonic(), type(exc).__name__, True)
         ended = time.monotonic()
