@@ -62,7 +62,8 @@ GPU_LIMIT = "nvidia.com/gpu"
 # What KubeRay adds to every `ray start` when rayStartParams leave it out.
 KUBERAY_DEFAULTS = {"metrics-export-port": "8080", "dashboard-agent-listen-port": "52365"}
 KUBERAY_HEAD_DEFAULTS = {"port": "6379"}
-# Ports that are fixed in a pod and picked free here; the head also gets these.
+# Fixed ports of a pod (given, or Ray's defaults), picked free here for every node and
+# for the head. Ray picks the node's other ports itself.
 NODE_PORTS = ("metrics-export-port", "dashboard-agent-listen-port")
 HEAD_PORTS = ("port", "dashboard-port", "ray-client-server-port")
 _QUANTITY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -209,8 +210,7 @@ class LocalRayService:
         name = f"{group.name}-{self._serial}"
         params = ray_start_args(group)
         for key in NODE_PORTS + (HEAD_PORTS if head else ()):
-            if key in params:
-                params[key] = str(free_port())
+            params[key] = str(free_port())
         if head:
             params["dashboard-port"] = str(self.dashboard_port)
             self.gcs_address = f"127.0.0.1:{params['port']}"
@@ -290,7 +290,10 @@ class LocalRayService:
         self.nodes.remove(node)
 
     def _processes(self, node: Node) -> list[psutil.Process]:
-        """The `ray start` process, its descendants, and anything else using its temp dir."""
+        """The `ray start` process, its descendants, and any other process of the node.
+
+        Every process a node starts inherits its own `HOME`, or names its temp dir.
+        """
         found: dict[int, psutil.Process] = {}
         try:
             top = psutil.Process(node.process.pid)
@@ -298,9 +301,13 @@ class LocalRayService:
                 found[proc.pid] = proc
         except psutil.NoSuchProcess:
             pass
-        marker = str(node.temp_dir)
+        marker, home = str(node.temp_dir), str(node.temp_dir / "home")
         for proc in psutil.process_iter(["cmdline"]):
-            if any(marker in part for part in proc.info["cmdline"] or ()):
+            try:
+                ours = proc.environ().get("HOME") == home
+            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+                ours = False
+            if ours or any(marker in part for part in proc.info["cmdline"] or ()):
                 found[proc.pid] = proc
         return list(found.values())
 
