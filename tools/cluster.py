@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import shutil
@@ -54,6 +55,7 @@ import yaml
 from chatterbox_serve.config import env_names, load_settings
 from deployments.defaults import MODEL, deployment_defaults
 
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "k8s" / "rayservice.yaml"
 HEAD = "head"
@@ -90,6 +92,14 @@ class Node:
     temp_dir: Path
     metrics_url: str
     node_id: str = ""
+
+
+class NodeExited(RuntimeError):
+    """A node's `ray start` exited before the node joined the cluster."""
+
+    def __init__(self, node: Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 def free_port() -> int:
@@ -202,8 +212,22 @@ class LocalRayService:
             for _ in range(group.replicas):
                 self.add_node(group.name)
 
-    def add_node(self, group_name: str, timeout_s: float = 90) -> Node:
-        """Start one pod of `group_name`, as KubeRay does for a new or restarted pod."""
+    def add_node(self, group_name: str, timeout_s: float = 90, restarts: int = 2) -> Node:
+        """Start one pod of `group_name`, as KubeRay does for a new or restarted pod.
+
+        A `ray start` that exits before its node joins (on a loaded machine a raylet can
+        miss Ray's startup timeout) is started again, up to `restarts` times, as the
+        kubelet restarts a failed container.
+        """
+        for attempt in range(restarts + 1):
+            try:
+                return self._start_node(group_name, timeout_s)
+            except NodeExited as exc:
+                logger.warning("pod %s failed to start (attempt %d): %s", group_name, attempt, exc)
+                self.kill_node(exc.node)
+        raise RuntimeError(f"a {group_name} pod failed to start {restarts + 1} times")
+
+    def _start_node(self, group_name: str, timeout_s: float) -> Node:
         group = self.groups[group_name]
         head = group.name == HEAD
         self._serial += 1
@@ -240,7 +264,8 @@ class LocalRayService:
         deadline = time.monotonic() + timeout_s
         while not node.node_id:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited: {(temp_dir / 'ray-start.log').read_text()}")
+                log = (temp_dir / "ray-start.log").read_text()[-2000:]
+                raise NodeExited(node, f"{name} exited: {log}")
             if time.monotonic() > deadline:
                 log = (temp_dir / "ray-start.log").read_text()[-2000:]
                 raise TimeoutError(f"{name} did not join the cluster in {timeout_s} s: {log}")
@@ -385,25 +410,29 @@ class LocalRayService:
         raise TimeoutError(f"application {APP} is {status} after {timeout_s} s")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    # SIGTERM as well as Ctrl-C must reach the `finally` that stops the nodes.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     service = LocalRayService({"chatterbox-api-keys/API_KEYS": "local-key"})
     try:
         service.start()
         service.submit(service.single_host_config())
         service.wait_running()
-        print(
-            json.dumps(
-                {
-                    "api": service.base_url,
-                    "dashboard": service.dashboard_url,
-                    "metrics": [n.metrics_url for n in service.nodes],
-                    "api_key": "local-key",
-                },
-                indent=2,
-            )
-        )
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        urls = {
+            "api": service.base_url,
+            "api_key": "local-key",
+            "dashboard": service.dashboard_url,
+            "metrics": {n.group: n.metrics_url for n in service.nodes},
+        }
+        print(json.dumps(urls, indent=2), flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
     finally:
         service.stop()
 
