@@ -3,8 +3,12 @@
 `serve_config.yaml` stays the one source of the Serve settings, and the deployment
 options default in `deployments/defaults.py`. KubeRay needs a few overrides, listed
 in `KUBERAY_OVERLAY` and nothing else: the real engine (whose class asks for the
-GPU), and a model replica that asks for no CPU, so that on a cluster whose GPU
-workers offer Ray no CPUs it can only land on a GPU worker and nothing else can. The rest of the
+GPU); a model replica that asks for no CPU, so that on a cluster whose GPU
+workers offer Ray no CPUs it can only land on a GPU worker and nothing else can; and
+the voice library on the volume the CPU pods mount at `/voices`. Settings belong here
+rather than in a worker pod's `env`: the application is built, and its settings read,
+by a task beside the Serve controller on the head, so a worker pod's environment never
+reaches them. The rest of the
 manifest is written by hand; only the `serveConfigV2: |` block is replaced.
 
     python k8s/generate.py          # rewrite the block
@@ -36,6 +40,7 @@ KUBERAY_OVERLAY: dict[str, dict[str, Any]] = {
     "chatterbox": {
         "args": {
             "engine": "vllm",
+            "settings": {"VOICE_LIBRARY_DIR": "/voices"},
             "deployments": {"SpeechModelDeployment": {"ray_actor_options": {"num_cpus": 0}}},
         },
     },
@@ -55,6 +60,8 @@ def kuberay_serve_config(serve_config: dict[str, Any]) -> dict[str, Any]:
                 deployments = args.setdefault("deployments", {})
                 for name, options in value.items():
                     deployments.setdefault(name, {}).update(copy.deepcopy(options))
+            elif key == "settings":
+                args.setdefault("settings", {}).update(copy.deepcopy(value))
             else:
                 args[key] = copy.deepcopy(value)
     return config

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from chatterbox_serve.config import load_settings
+from chatterbox_serve.config import env_names, load_settings
 from deployments.builder import AppArgs, build_app
 from tests.conftest import SHARED
 
@@ -182,7 +182,7 @@ def test_generator_notices_a_serve_config_change() -> None:
     assert regenerated.split("  rayClusterConfig:")[1] == manifest.split("  rayClusterConfig:")[1]
 
 
-def test_kuberay_overlay_changes_only_the_engine_and_model_placement() -> None:
+def test_kuberay_overlay_changes_only_the_engine_model_placement_and_voices() -> None:
     base = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     generated = _serve_config_v2()
     args = generated["applications"][0]["args"]
@@ -190,8 +190,10 @@ def test_kuberay_overlay_changes_only_the_engine_and_model_placement() -> None:
         "SpeechModelDeployment": {"ray_actor_options": {"num_cpus": 0}}
     }
     assert args.pop("engine") == "vllm"
+    assert args.pop("settings") == {"VOICE_LIBRARY_DIR": "/voices"}
     base_args = base["applications"][0]["args"]
     assert base_args.pop("deployments") == {}
+    assert base_args.pop("settings") == {}
     base_args.pop("engine")
     assert generated == base
 
@@ -276,4 +278,20 @@ def test_api_keys_model_cache_and_voices_are_wired() -> None:
     cpu_mounts = {
         m["mountPath"] for m in _containers(groups_by_name["cpu-workers"])[0]["volumeMounts"]
     }
-    assert cpu_env["VOICE_LIBRARY_DIR"] in cpu_mounts
+    settings = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert settings["settings"]["VOICE_LIBRARY_DIR"] in cpu_mounts
+    assert "VOICE_LIBRARY_DIR" not in cpu_env
+
+
+def test_worker_pods_set_no_setting_the_head_lacks() -> None:
+    # The app is built (settings read) beside the Serve controller on the head; a setting
+    # only in a worker pod's env never takes effect (tests/cluster runs that path).
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    (head,) = _containers(cluster["headGroupSpec"])
+    head_env = {e["name"]: e for e in head["env"]}
+    known = set(env_names())
+    for group in cluster["workerGroupSpecs"]:
+        for c in _containers(group):
+            for e in c["env"]:
+                if e["name"] in known:
+                    assert head_env.get(e["name"]) == e, (group["groupName"], e["name"])
