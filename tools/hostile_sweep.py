@@ -36,6 +36,7 @@ import httpx
 REFUSAL_LIMIT_S = 2.0
 SPEECH = "/v1/audio/speech"
 UPLOAD = "/v1/audio/speech/upload"
+DETECT = "/v1/audio/watermark/detect"
 
 
 @dataclass
@@ -141,6 +142,8 @@ def _wav(seconds: float) -> bytes:
 
 def _upload(path: str, data: bytes, name: str, **fields: str) -> Callable[[httpx.Client], Any]:
     def send(c: httpx.Client) -> httpx.Response:
+        if path == DETECT:
+            return c.post(path, files={"file": (name, data, "audio/wav")})
         if path == UPLOAD:
             form = {"input": "Hello there.", **fields}
             return c.post(path, data=form, files={"voice_file": (name, data, "audio/wav")})
@@ -189,8 +192,20 @@ def setup(client: httpx.Client) -> str:
 def cases(owner_id: str) -> list[Case]:
     good_text = {"model": "tts-1", "input": "Hello there.", "response_format": "wav"}
     out: list[Case] = []
-    for path in ("/voices", UPLOAD):
+    for path in ("/voices", UPLOAD, DETECT):
         out.append(Case(f"SDP file (82 B) to {path}", _upload(path, SDP, "x.sdp"), (400,)))
+    out += [
+        Case(
+            "FLAC claiming 2^36 samples to the watermark check",
+            _upload(DETECT, _flac_with((1 << 36) - 1), "h.flac"),
+            (400,),
+        ),
+        Case(
+            "WAV header: 200 channels to the watermark check",
+            _upload(DETECT, _wav_header(8000, 200), "c.wav"),
+            (400,),
+        ),
+    ]
     for codec in ("adpcm_ima_wav", "adpcm_ms", "g726"):
         out.append(
             Case(
