@@ -479,6 +479,35 @@ class JobsConfig(_Section):
     )
 
 
+class TenancyConfig(_Section):
+    """What one API key may hold at once, so no tenant starves another (docs/SECURITY.md)."""
+
+    max_sse_streams_per_key: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="Job progress (SSE) streams one API key may hold open per ingress "
+        "replica; more get 429.",
+        json_schema_extra=_env("CHATTERBOX_MAX_SSE_STREAMS_PER_KEY"),
+    )
+    max_downloads_per_key: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="Job downloads one API key may have in flight per ingress replica; "
+        "more get 429.",
+        json_schema_extra=_env("CHATTERBOX_MAX_DOWNLOADS_PER_KEY"),
+    )
+    sse_idle_timeout_s: float = Field(
+        300.0,
+        ge=1.0,
+        le=86_400.0,
+        description="A job progress (SSE) stream with nothing to report this long ends with "
+        "a final `idle` event; the client reconnects to keep following.",
+        json_schema_extra=_env("CHATTERBOX_SSE_IDLE_TIMEOUT_S"),
+    )
+
+
 class SimulatedEngineConfig(_Section):
     """Cost model of the simulated engine: one batch call costs base + per_item*n + per_char*chars.
 
@@ -539,6 +568,7 @@ class Settings(_Section):
     voices: VoiceConfig = Field(default_factory=VoiceConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
     simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
 
     def env_view(self) -> dict[str, Any]:

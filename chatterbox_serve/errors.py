@@ -10,6 +10,7 @@
     │   ├── PayloadTooLargeError (413)
     │   ├── RangeNotSatisfiableError (416)
     │   └── TooManyJobsError (429)
+    │       └── TooManyStreamsError
     └── ServerError (5xx)                 we must fix it; the public message is fixed
         ├── EngineError (500)
         │   └── VoiceAudioMissingError    internal: resend the chunk with its voice audio
@@ -104,6 +105,12 @@ class TooManyJobsError(ClientError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "too_many_jobs"
+
+
+class TooManyStreamsError(TooManyJobsError):
+    """One key holds as many progress streams or downloads as it may (per ingress replica)."""
+
+    default_code = "too_many_streams"
 
 
 class ServerError(ChatterboxError):

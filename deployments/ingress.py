@@ -43,6 +43,7 @@ from deployments.metrics import IngressMetrics
 from deployments.routes import ApiState, compat, ops, speech, web
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
+from deployments.streams import DOWNLOADS, SSE_STREAMS, StreamSlots
 
 logger = logging.getLogger("ray.serve")
 
@@ -78,7 +79,14 @@ def build_api(
     """
     app = FastAPI(title="chatterbox-serve", version="0.1.0")
     library = voices or EmptyVoiceLibrary()
-    app.state.api = ApiState(settings, backend, engine_name, library, status, jobs)
+    tenancy = settings.tenancy
+    streams = StreamSlots(
+        {
+            SSE_STREAMS: tenancy.max_sse_streams_per_key,
+            DOWNLOADS: tenancy.max_downloads_per_key,
+        }
+    )
+    app.state.api = ApiState(settings, backend, engine_name, library, status, jobs, streams)
     install_error_handlers(app)
     # The last middleware added runs first: CORS, then the API key, then the body limit,
     # so no body is read for an unauthenticated caller and every error has CORS headers.

@@ -10,11 +10,14 @@ those plain-text answers into the envelope and makes sure a 503 or 429 carries
 `Retry-After`. Responses our app produced (JSON errors, audio) pass through untouched.
 
 It also drops a client's `X-Request-Id` that is not 1 to 64 of `[A-Za-z0-9._-]`
-before Ray's proxy sees it (issue 11, found by `tools/hostile_sweep.py`): the proxy
+before Ray's proxy sees it (found by `tools/hostile_sweep.py`): the proxy
 decodes the header as UTF-8, so a non-UTF-8 byte there made it answer a bare 500,
 and it echoed any other value, 10 KB ones included, in its logs and in a second
 `X-Request-Id` response header. Without the header, Ray generates an id, which the
 app then uses too.
+
+It also drops `x-request-timeout-seconds` and `x-request-disconnect-disabled`, which
+let any client turn off the proxy's end-to-end timeout and its cancel-on-disconnect.
 
 Install it by setting, in the environment of every Ray node (KubeRay: the container
 env of the head and worker groups):
@@ -59,11 +62,7 @@ class ProxyErrorEnvelope:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["headers"] = [
-            (k, v)
-            for k, v in scope["headers"]
-            if k.lower() != b"x-request-id" or REQUEST_ID_PATTERN.fullmatch(v.decode("latin-1"))
-        ]
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if _kept(k.lower(), v)]
         started = False
         held: Message | None = None
 
@@ -88,6 +87,19 @@ class ProxyErrorEnvelope:
             known = {"x-request-id": ids["x-request-id"]} if "x-request-id" in ids else {}
             for out in _envelope(500, known):
                 await send(out)
+
+
+# Ray's proxy honours these per request, from whoever sends them: a timeout of 0 or
+# less turns `request_timeout_s` off, and `?1` keeps the replica working after its
+# client hung up (ray/serve/_private/http_util.py, `parse_request_timeout_header`).
+# Meant for a trusted load balancer in front; from a tenant they defeat both limits.
+PROXY_CONTROL_HEADERS = frozenset({b"x-request-timeout-seconds", b"x-request-disconnect-disabled"})
+
+
+def _kept(name: bytes, value: bytes) -> bool:
+    if name in PROXY_CONTROL_HEADERS:
+        return False
+    return name != b"x-request-id" or bool(REQUEST_ID_PATTERN.fullmatch(value.decode("latin-1")))
 
 
 def _headers(message: Message) -> dict[str, str]:

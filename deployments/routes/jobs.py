@@ -18,10 +18,11 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.errors import InvalidRequestError, RangeNotSatisfiableError
-from chatterbox_serve.jobs import HistoryQuery, JobRecord, JobState, owner_of
+from chatterbox_serve.jobs import OPEN_OWNER, HistoryQuery, JobRecord, JobState, owner_of
 from chatterbox_serve.jobs import protocol as wire
 from chatterbox_serve.jobs.events import job_events
 from chatterbox_serve.jobs.service import HistorySort, JobService
@@ -29,6 +30,7 @@ from chatterbox_serve.protocol import ERROR_RESPONSES
 from chatterbox_serve.voices import resolve_voice
 from deployments.auth import bearer_token
 from deployments.routes import State
+from deployments.streams import DOWNLOADS, SSE_STREAMS
 
 router = APIRouter(tags=["Long Text TTS"], responses={**ERROR_RESPONSES, 429: {}})
 Authorization = Annotated[str | None, Header()]
@@ -249,14 +251,24 @@ async def job_progress(
     service, owner = _service(state), _owner(state, authorization)
     await asyncio.to_thread(service.get, owner, job_id)  # 404 before the stream starts
     assert state.jobs is not None
-    events = job_events(service, owner, job_id, state.jobs.sse_poll_s)
+    slot = state.streams.acquire(SSE_STREAMS, owner or OPEN_OWNER)
+    idle_s = state.settings.tenancy.sse_idle_timeout_s
+    events = job_events(service, owner, job_id, state.jobs.sse_poll_s, idle_s)
 
     async def body() -> AsyncIterator[bytes]:
-        async for kind, data in events:
-            yield wire.sse_message(kind, {"job_id": job_id, **data})
+        try:
+            async for kind, data in events:
+                yield wire.sse_message(kind, {"job_id": job_id, **data})
+        finally:
+            slot.release()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers=headers,
+        background=BackgroundTask(slot.release),  # also when the body never started
+    )
 
 
 @_route("GET", "/audio/speech/long/{job_id}/chunks/{chunk_index}", response_class=Response)
@@ -290,8 +302,22 @@ def download(
     if range_header is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    slot = state.streams.acquire(DOWNLOADS, _owner(state, authorization) or OPEN_OWNER)
     blocks: Iterator[bytes] = service.store.blobs.read_range(key, start, end)
-    return StreamingResponse(blocks, status_code=status, media_type=fmt.media_type, headers=headers)
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield from blocks
+        finally:
+            slot.release()
+
+    return StreamingResponse(
+        body(),
+        status_code=status,
+        media_type=fmt.media_type,
+        headers=headers,
+        background=BackgroundTask(slot.release),
+    )
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int]:

@@ -122,3 +122,30 @@ async def test_only_well_formed_request_ids_reach_rays_proxy(given: bytes, kept:
     (echoed,) = r.headers.get_list("x-request-id")
     assert r.text == echoed and 0 < len(echoed) <= 64
     assert (echoed == given.decode("latin-1")) is kept
+
+
+async def _headers_seen(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the request's header names, as the proxy behind the middleware sees them."""
+    names = sorted({k.decode("latin-1").lower() for k, _ in scope["headers"]})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": ",".join(names).encode()})
+
+
+async def test_client_overrides_of_rays_timeout_and_disconnect_policy_are_dropped() -> None:
+    # Ray's proxy reads these two per request: 0 turns the end-to-end timeout off and
+    # `?1` keeps a replica working after its client hung up.
+    transport = httpx.ASGITransport(app=ProxyErrorEnvelope(_headers_seen))
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as c:
+        r = await c.get(
+            "/v1/audio/speech/long/x/sse",
+            headers=[
+                (b"X-Request-Timeout-Seconds", b"0"),
+                (b"x-request-timeout-seconds", b"-1"),
+                (b"X-Request-Disconnect-Disabled", b"?1"),
+                (b"accept", b"text/event-stream"),
+            ],
+        )
+    seen = r.text.split(",")
+    assert "accept" in seen
+    assert "x-request-timeout-seconds" not in seen
+    assert "x-request-disconnect-disabled" not in seen
