@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatterbox_serve.auth import ApiKeys, load_api_keys
 from chatterbox_serve.config import Settings
-from chatterbox_serve.errors import AuthenticationError
+from chatterbox_serve.errors import AuthenticationError, InvalidRequestError
+from chatterbox_serve.jobs.records import owner_of
 from deployments.http import error_response
 from deployments.routes.web import wants_html
 
@@ -31,6 +33,8 @@ PUBLIC_PATHS = frozenset(
     }
 )
 PUBLIC_PREFIXES = ("/ui/",)
+# Where the middleware leaves the caller's owner id in the ASGI scope's `state`.
+OWNER_STATE = "chatterbox_owner"
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -61,12 +65,26 @@ class ApiKeyMiddleware:
             or _public(scope)
             or scope.get("method") == "OPTIONS"
         ):
+            if scope["type"] == "http":
+                scope.setdefault("state", {})[OWNER_STATE] = None  # open: one shared namespace
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", []))
-        raw = headers.get(b"authorization")
-        token = bearer_token(raw.decode("latin-1") if raw is not None else None)
+        given = [v for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
+        if len(given) > 1:
+            # Readers disagree on which of several counts (a dict keeps the last,
+            # Starlette's `headers.get` the first): accept none.
+            err = InvalidRequestError(
+                "Send exactly one Authorization header.",
+                param="Authorization",
+                code="duplicate_authorization",
+            )
+            await error_response(err, None)(scope, receive, send)
+            return
+        token = bearer_token(given[0].decode("latin-1") if given else None)
         if self.keys.accepts(token):
+            # The one place the caller's identity is decided; routes read it back
+            # through `Owner`, never from the header.
+            scope.setdefault("state", {})[OWNER_STATE] = owner_of(token)
             await self.app(scope, receive, send)
             return
         # Never log the presented token: a near-miss is often a real key with a typo.
@@ -76,6 +94,23 @@ class ApiKeyMiddleware:
         response = error_response(AuthenticationError(message), None)
         response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
+
+
+def request_owner(request: Request) -> str | None:
+    """The caller's owner id as `ApiKeyMiddleware` decided it; None when the API is open.
+
+    Raises:
+        AuthenticationError: the request did not pass the middleware (fail closed).
+    """
+    state = request.scope.get("state", {})
+    if OWNER_STATE not in state:
+        raise AuthenticationError("Missing API key. Send 'Authorization: Bearer <key>'.")
+    owner: str | None = state[OWNER_STATE]
+    return owner
+
+
+# A route's caller: `owner: Owner`. A hash of the API key, never the key itself.
+Owner = Annotated[str | None, Depends(request_owner)]
 
 
 def install_auth(app: FastAPI, settings: Settings) -> ApiKeys:

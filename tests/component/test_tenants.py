@@ -87,3 +87,24 @@ async def test_progress_streams_are_capped_per_key_not_across_keys(
     assert (await held).status_code == 200
     again = await client.get(f"{LONG}/{job_a}/sse", headers=A)  # the slot came back
     assert again.status_code == 200
+
+
+@pytest.mark.parametrize("first", ["Bearer junk-1", "Basic eDp4", "Bearer key-b", "Bearer key-a"])
+async def test_more_than_one_authorization_header_is_refused(
+    client: httpx.AsyncClient, first: str
+) -> None:
+    # Checked by one reader and used by another, two headers once made jobs in fresh
+    # namespaces past the cap, or in the open-mode namespace.
+    headers = [(b"authorization", first.encode()), (b"authorization", b"Bearer key-a")]
+    r = await client.post(LONG, json={"input": TEXT}, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "duplicate_authorization"
+    assert (await client.get(LONG, headers=A)).json()["total_jobs"] == 0
+
+
+async def test_the_owner_is_the_key_the_middleware_accepted(client: httpx.AsyncClient) -> None:
+    job = await _job(client, A)
+    assert (await client.get(f"{LONG}/{job}", headers=A)).status_code == 200
+    assert (await client.get(f"{LONG}/{job}", headers=B)).status_code == 404
+    mixed_case = {"AUTHORIZATION": "bearer key-a"}
+    assert (await client.get(f"{LONG}/{job}", headers=mixed_case)).status_code == 200
