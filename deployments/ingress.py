@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from ray import serve
@@ -40,6 +42,7 @@ from deployments.http import (
     request_id_of,
 )
 from deployments.metrics import IngressMetrics
+from deployments.proxy_errors import check_proxy_hardening
 from deployments.routes import ApiState, compat, ops, speech, web
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
@@ -186,6 +189,12 @@ class SpeechIngress:
         engine_name: str,
         job_worker: DeploymentHandle[Any] | None = None,
     ) -> None:
+        runtime_env = ray.get_runtime_context().runtime_env
+        check_proxy_hardening(
+            os.environ,
+            dict(runtime_env.get("env_vars") or {}),
+            settings.tenancy.allow_unhardened_proxy,
+        )
         self._backend = ServeSpeechBackend(text_audio, model)
         self._jobs = _jobs_access(settings, job_worker)
         self._settings = settings

@@ -23,16 +23,24 @@ Install it by setting, in the environment of every Ray node (KubeRay: the contai
 env of the head and worker groups):
 
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.proxy_errors:proxy_middlewares
+
+The proxy reads that variable from the environment Ray was started with; the
+`runtime_env` of a Serve config reaches replicas, not the proxy. So the ingress
+replica, which inherits the same node environment, refuses to start without it
+(`check_proxy_hardening`): a plain `serve run serve_config.yaml` either runs hardened
+or fails with a message saying what to set.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatterbox_serve.config import ConfigError
 from chatterbox_serve.errors import (
     ClientError,
     EngineOverloadedError,
@@ -45,6 +53,37 @@ logger = logging.getLogger("ray.serve")
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK_PATH = "deployments.proxy_errors:proxy_middlewares"
+
+
+UNHARDENED_MESSAGE = (
+    "Ray Serve's HTTP proxy is running without this service's middleware, so clients "
+    "could turn off its request timeout and disconnect handling. Set "
+    f"{CALLBACK_ENV}={CALLBACK_PATH} in the environment of the process that starts Ray "
+    "(export it in the shell before `serve run serve_config.yaml`; on KubeRay, in the "
+    "container env of the head and every worker group), then start again. A Serve "
+    "config's runtime_env does not reach the proxy. Only on a trusted development "
+    "machine, CHATTERBOX_ALLOW_UNHARDENED_PROXY=true starts without it."
+)
+
+
+def check_proxy_hardening(
+    environ: Mapping[str, str], runtime_env_vars: Mapping[str, str], allow: bool
+) -> None:
+    """Refuse to serve when this node's proxy was started without the middleware.
+
+    `environ` is the replica's environment: the node's (which the proxy has too) plus
+    `runtime_env_vars`, the Serve config's own, which the proxy never sees.
+
+    Raises:
+        ConfigError: the callback is not in the node's environment, and `allow` is off.
+    """
+    from_node = environ.get(CALLBACK_ENV) if CALLBACK_ENV not in runtime_env_vars else None
+    if from_node == CALLBACK_PATH:
+        return
+    if allow:
+        logger.warning("CHATTERBOX_ALLOW_UNHARDENED_PROXY is on: %s", UNHARDENED_MESSAGE)
+        return
+    raise ConfigError(UNHARDENED_MESSAGE)
 
 
 def proxy_middlewares() -> list[Middleware]:

@@ -149,3 +149,23 @@ async def test_client_overrides_of_rays_timeout_and_disconnect_policy_are_droppe
     assert "accept" in seen
     assert "x-request-timeout-seconds" not in seen
     assert "x-request-disconnect-disabled" not in seen
+
+
+def test_the_ingress_refuses_a_proxy_started_without_the_middleware() -> None:
+    from chatterbox_serve.config import ConfigError
+    from deployments.proxy_errors import (
+        CALLBACK_ENV,
+        CALLBACK_PATH,
+        UNHARDENED_MESSAGE,
+        check_proxy_hardening,
+    )
+
+    check_proxy_hardening({CALLBACK_ENV: CALLBACK_PATH}, {}, allow=False)
+    with pytest.raises(ConfigError) as missing:
+        check_proxy_hardening({}, {}, allow=False)
+    assert str(missing.value) == UNHARDENED_MESSAGE
+    assert f"{CALLBACK_ENV}={CALLBACK_PATH}" in UNHARDENED_MESSAGE
+    # Set through the Serve config's runtime_env, it reaches replicas but never the proxy.
+    with pytest.raises(ConfigError):
+        check_proxy_hardening({CALLBACK_ENV: CALLBACK_PATH}, {CALLBACK_ENV: CALLBACK_PATH}, False)
+    check_proxy_hardening({}, {}, allow=True)  # the explicit development opt-out
