@@ -432,7 +432,8 @@ class JobsConfig(_Section):
         5,
         ge=1,
         le=10_000,
-        description="Unfinished jobs one API key may have at once; more get 429.",
+        description="Unfinished jobs one API key may have at once (create, retry and bulk "
+        "retry all count, atomically); more get 429.",
         json_schema_extra=_env("CHATTERBOX_MAX_JOBS_PER_KEY"),
     )
     jobs_per_worker: int = Field(
@@ -505,6 +506,28 @@ class TenancyConfig(_Section):
         description="A job progress (SSE) stream with nothing to report this long ends with "
         "a final `idle` event; the client reconnects to keep following.",
         json_schema_extra=_env("CHATTERBOX_SSE_IDLE_TIMEOUT_S"),
+    )
+    max_stored_jobs_per_key: int = Field(
+        500,
+        ge=1,
+        le=1_000_000,
+        description="Jobs, finished ones included, one API key may keep stored; more get 429.",
+        json_schema_extra=_env("CHATTERBOX_MAX_STORED_JOBS_PER_KEY"),
+    )
+    max_stored_bytes_per_key: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        le=1024**5,
+        description="Bytes of job input, chunk audio and output one API key may keep "
+        "stored; a job that would pass it gets 507.",
+        json_schema_extra=_env("CHATTERBOX_MAX_STORED_BYTES_PER_KEY"),
+    )
+    allow_unhardened_proxy: bool = Field(
+        False,
+        description="Start even when Ray's HTTP proxy lacks this service's middleware "
+        "(RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH unset); only for a trusted development "
+        "machine: clients can then lift the proxy's timeout and disconnect handling.",
+        json_schema_extra=_env("CHATTERBOX_ALLOW_UNHARDENED_PROXY"),
     )
 
 

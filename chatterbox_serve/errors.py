@@ -9,8 +9,9 @@
     │   ├── ConflictError (409)
     │   ├── PayloadTooLargeError (413)
     │   ├── RangeNotSatisfiableError (416)
-    │   └── TooManyJobsError (429)
-    │       └── TooManyStreamsError
+    │   ├── TooManyJobsError (429)
+    │   │   └── TooManyStreamsError
+    │   └── StorageQuotaError (507)       the key's own stored jobs
     └── ServerError (5xx)                 we must fix it; the public message is fixed
         ├── EngineError (500)
         │   └── VoiceAudioMissingError    internal: resend the chunk with its voice audio
@@ -105,6 +106,14 @@ class TooManyJobsError(ClientError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "too_many_jobs"
+
+
+class StorageQuotaError(ClientError):
+    """The caller's own stored jobs fill its quota: 507, with its figures in the message."""
+
+    status_code = 507
+    error_type = "insufficient_quota"
+    default_code = "storage_quota_exceeded"
 
 
 class TooManyStreamsError(TooManyJobsError):

@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from chatterbox_serve.audio.formats import SAMPLE_RATE
+
 
 class JobState(str, enum.Enum):
     """The original API's job states."""
@@ -113,6 +115,14 @@ class JobRecord:
     display_name: str | None = None
     tags: tuple[str, ...] = ()
     last_accessed: float | None = None
+
+    @property
+    def stored_bytes(self) -> int:
+        """What the job keeps in storage: its input, its chunks' audio (16-bit PCM at
+        the output rate, as the chunk WAVs hold it) and its final file."""
+        return (
+            self.text_length + int(self.audio_s * SAMPLE_RATE) * 2 + (self.output_size_bytes or 0)
+        )
 
     @property
     def progress_percent(self) -> float:

@@ -23,6 +23,7 @@ from chatterbox_serve.errors import (
     ConflictError,
     InvalidRequestError,
     NotFoundError,
+    StorageQuotaError,
     TooManyJobsError,
 )
 from chatterbox_serve.jobs.records import (
@@ -126,17 +127,12 @@ class JobService:
         if not chunks:
             raise InvalidRequestError("Input has no speakable text.", param="input")
         owner = owner or OPEN_OWNER
-        cap = self.settings.jobs.max_jobs_per_key
-        active = sum(1 for r in self.store.records(owner) if not r.state.finished)
-        if active >= cap:
-            raise TooManyJobsError(
-                f"This API key has {active} unfinished jobs; the limit is {cap} "
-                "(CHATTERBOX_MAX_JOBS_PER_KEY). Wait for one to finish, or cancel one.",
-                param=None,
-            )
+        self._check_storage_quota(owner, len(text))
+        job_id = uuid.uuid4().hex
+        self._reserve(owner, job_id, 0)
         now = self.clock()
         record = JobRecord(
-            job_id=uuid.uuid4().hex,
+            job_id=job_id,
             owner=owner,
             created_at=now,
             updated_at=now,
@@ -151,6 +147,37 @@ class JobService:
         )
         self.store.create(record, text, JobPlan(tuple(chunks)))
         return record
+
+    def _reserve(self, owner: str, job_id: str, retry_count: int) -> None:
+        """Take one of the owner's unfinished-job places, atomically; 429 if none is free."""
+        cap = self.settings.jobs.max_jobs_per_key
+        active = self.store.reserve_active(owner, job_id, cap, retry_count)
+        if active is not None:
+            raise TooManyJobsError(
+                f"This API key has {active} unfinished jobs; the limit is {cap} "
+                "(CHATTERBOX_MAX_JOBS_PER_KEY). Wait for one to finish, or cancel one.",
+                param=None,
+            )
+
+    def _check_storage_quota(self, owner: str, new_bytes: int) -> None:
+        """429 past the stored-jobs quota, 507 past the stored-bytes quota (finished jobs
+        count too: they stay for LONG_TEXT_JOB_RETENTION_DAYS on a shared volume)."""
+        tenancy = self.settings.tenancy
+        stored = self.store.owners_jobs(owner)
+        if len(stored) >= tenancy.max_stored_jobs_per_key:
+            raise TooManyJobsError(
+                f"This API key stores {len(stored)} jobs; the limit is "
+                f"{tenancy.max_stored_jobs_per_key} (CHATTERBOX_MAX_STORED_JOBS_PER_KEY). "
+                "Delete finished jobs (DELETE /v1/audio/speech/long/history?confirm=true).",
+                code="stored_jobs_quota_exceeded",
+            )
+        used = sum(r.stored_bytes for r in self.store.records(owner))
+        if used + new_bytes > tenancy.max_stored_bytes_per_key:
+            raise StorageQuotaError(
+                f"This API key stores {used} bytes of jobs; the limit is "
+                f"{tenancy.max_stored_bytes_per_key} (CHATTERBOX_MAX_STORED_BYTES_PER_KEY). "
+                "Delete finished jobs to make room.",
+            )
 
     def estimate_s(self, record: JobRecord) -> int | None:
         """Seconds the job should take at the throughput the last finished job measured."""
@@ -282,6 +309,8 @@ class JobService:
         every chunk is made again under a new generation.
         """
         before = self.get(owner, job_id)
+        if before.state in _RETRYABLE:
+            self._reserve(before.owner, job_id, before.retry_count + 1)
         now = self.clock()
 
         def retry(r: JobRecord) -> JobRecord:
@@ -386,6 +415,19 @@ class JobService:
             else 0.0,
             "most_used_voice": voices.most_common(1)[0][0] if voices else None,
             "jobs_by_month": dict(sorted(months.items())),
+            "quota": self._quota(records),
+        }
+
+    def _quota(self, records: list[JobRecord]) -> dict[str, int]:
+        """The caller's usage beside its limits (over every job when the API is open)."""
+        jobs, tenancy = self.settings.jobs, self.settings.tenancy
+        return {
+            "active_jobs": sum(1 for r in records if not r.state.finished),
+            "max_active_jobs": jobs.max_jobs_per_key,
+            "stored_jobs": len(records),
+            "max_stored_jobs": tenancy.max_stored_jobs_per_key,
+            "stored_bytes": sum(r.stored_bytes for r in records),
+            "max_stored_bytes": tenancy.max_stored_bytes_per_key,
         }
 
     def clear_history(self, owner: str | None) -> tuple[int, int]:
@@ -415,7 +457,7 @@ class JobService:
                     self.retry(owner, job_id)
                 else:
                     raise InvalidRequestError(f"Unknown bulk action {action!r}.", param="action")
-            except (NotFoundError, ConflictError, InvalidRequestError):
+            except (NotFoundError, ConflictError, InvalidRequestError, TooManyJobsError):
                 bad.append(job_id)
             else:
                 ok.append(job_id)
