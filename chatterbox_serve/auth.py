@@ -8,13 +8,18 @@ with one key per line (commas also allowed), which is how a Kubernetes Secret is
 mounted. The file is read when the ingress replica starts, so a rotated Secret takes
 effect at the next replica start.
 
-The check compares the presented key with every configured key using
-`hmac.compare_digest`, and never stops early, so the time taken says nothing about
-which key, or how much of a key, matched.
+The check compares the SHA-256 of the presented key with that of every configured
+key using `hmac.compare_digest`, and never stops early, so the time taken says
+nothing about which key, how much of a key, or how long a key matched
+(`compare_digest` is constant-time only between inputs of equal length).
+
+`API_KEYS` unset means the API is open; set but empty (an empty Kubernetes Secret)
+stops startup.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,10 @@ class ApiKeys:
     """The configured keys; empty means the API is open to anyone."""
 
     keys: tuple[bytes, ...] = field(default=(), repr=False)
+    digests: tuple[bytes, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digests", tuple(_digest(k) for k in self.keys))
 
     @property
     def enabled(self) -> bool:
@@ -41,11 +50,16 @@ class ApiKeys:
             candidate = presented.encode("latin-1")
         except UnicodeEncodeError:
             return False
-        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
+        presented_digest = _digest(candidate)
+        matches = [hmac.compare_digest(presented_digest, key) for key in self.digests]
         return any(matches)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
 
 
 def parse_keys(text: str) -> tuple[bytes, ...]:
@@ -71,7 +85,10 @@ def load_api_keys(settings: Settings) -> ApiKeys:
         return ApiKeys()
     value = secret.get_secret_value().strip()
     if not value:
-        return ApiKeys()
+        raise ConfigError(
+            "API_KEYS is set but empty (an empty Kubernetes Secret?). Put one or more keys "
+            "in it, or unset it to run the API open on purpose."
+        )
     path = Path(value).expanduser()
     if path.is_file():
         keys = parse_keys(path.read_text(encoding="utf-8"))

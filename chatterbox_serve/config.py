@@ -400,7 +400,8 @@ class ServerConfig(_Section):
     api_keys: SecretStr | None = Field(
         None,
         description="Comma-separated API keys, or the path of a file holding them (one per "
-        "line, e.g. a mounted Kubernetes Secret); unset means the API is open.",
+        "line, e.g. a mounted Kubernetes Secret); unset means the API is open, set but empty "
+        "stops startup.",
         json_schema_extra=_env("API_KEYS"),
     )
 
@@ -608,6 +609,7 @@ class Settings(_Section):
 
 # Settings whose values never leave the process: not in /config, not in logs.
 _SECRETS = frozenset({"API_KEYS"})
+_BLANK_IS_A_VALUE = frozenset({"CORS_ORIGINS", "API_KEYS"})
 
 
 def _fields() -> Iterator[tuple[str, str, str]]:
@@ -681,7 +683,9 @@ def load_settings(
     for env, section, field in _fields():
         if env in merged:
             value = merged[env]
-            if isinstance(value, str) and value.strip() == "" and env != "CORS_ORIGINS":
+            # Blank means unset, except where blank is a value: an empty API_KEYS (an
+            # empty Kubernetes Secret) must stop startup, not open the API.
+            if isinstance(value, str) and value.strip() == "" and env not in _BLANK_IS_A_VALUE:
                 continue
             sections.setdefault(section, {})[field] = value
     try:

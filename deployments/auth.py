@@ -26,7 +26,6 @@ PUBLIC_PATHS = frozenset(
         "/v1/health",
         "/ping",
         "/docs",
-        "/docs/oauth2-redirect",
         "/redoc",
         "/openapi.json",
         "/ui",

@@ -43,7 +43,7 @@ from deployments.http import (
 )
 from deployments.metrics import IngressMetrics
 from deployments.proxy_errors import check_proxy_hardening
-from deployments.routes import ApiState, compat, ops, speech, web
+from deployments.routes import ApiState, compat, docs, ops, speech, web
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
 from deployments.streams import DOWNLOADS, SSE_STREAMS, StreamSlots
@@ -80,7 +80,9 @@ def build_api(
     only with a `status` source (a Serve cluster); the long-text job routes only
     with `jobs`.
     """
-    app = FastAPI(title="chatterbox-serve", version="0.1.0")
+    # FastAPI's own docs pages load scripts from a CDN: `routes/docs.py` serves a page
+    # without any script instead.
+    app = FastAPI(title="chatterbox-serve", version="0.1.0", docs_url=None, redoc_url=None)
     library = voices or EmptyVoiceLibrary()
     tenancy = settings.tenancy
     streams = StreamSlots(
@@ -120,6 +122,7 @@ def build_api(
     if status is not None:
         app.include_router(ops.cluster_router)
     app.include_router(web.router)
+    app.include_router(docs.router)
     return app
 
 
