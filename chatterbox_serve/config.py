@@ -404,6 +404,14 @@ class ServerConfig(_Section):
         "stops startup.",
         json_schema_extra=_env("API_KEYS"),
     )
+    admin_api_keys: SecretStr | None = Field(
+        None,
+        description="Operator keys, in the same forms as API_KEYS: they also work as API "
+        "keys, and alone may reset memory, clear request history, change alert thresholds, "
+        "read /status and /memory, and see every tenant's requests; unset means no operator "
+        "(open mode without keys: everyone is).",
+        json_schema_extra=_env("ADMIN_API_KEYS"),
+    )
 
 
 class JobsConfig(_Section):
@@ -608,8 +616,8 @@ class Settings(_Section):
 
 
 # Settings whose values never leave the process: not in /config, not in logs.
-_SECRETS = frozenset({"API_KEYS"})
-_BLANK_IS_A_VALUE = frozenset({"CORS_ORIGINS", "API_KEYS"})
+_SECRETS = frozenset({"API_KEYS", "ADMIN_API_KEYS"})
+_BLANK_IS_A_VALUE = frozenset({"CORS_ORIGINS", "API_KEYS", "ADMIN_API_KEYS"})
 
 
 def _fields() -> Iterator[tuple[str, str, str]]:

@@ -5,6 +5,7 @@
     │   ├── InvalidRequestError (400)     carries `param`
     │   │   └── UnsupportedFormatError
     │   ├── AuthenticationError (401)
+    │   ├── PermissionDeniedError (403)
     │   ├── VoiceNotFoundError (404)
     │   ├── ConflictError (409)
     │   ├── PayloadTooLargeError (413)
@@ -75,6 +76,14 @@ class AuthenticationError(ClientError):
     status_code = 401
     error_type = "authentication_error"
     default_code = "invalid_api_key"
+
+
+class PermissionDeniedError(ClientError):
+    """A valid key that may not do this: an operator route called with a tenant key."""
+
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "operator_only"
 
 
 class VoiceNotFoundError(ClientError):

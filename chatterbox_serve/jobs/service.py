@@ -430,11 +430,11 @@ class JobService:
             "max_stored_bytes": tenancy.max_stored_bytes_per_key,
         }
 
-    def clear_history(self, owner: str | None) -> tuple[int, int]:
-        """Delete the caller's finished jobs; (cleared, failed)."""
+    def clear_history(self, owner: str | None, session_id: str | None = None) -> tuple[int, int]:
+        """Delete the caller's finished jobs (of one session, if given); (cleared, failed)."""
         cleared = failed = 0
         for record in self.store.records(owner):
-            if not record.state.finished:
+            if not record.state.finished or session_id not in (None, record.session_id):
                 continue
             try:
                 self.store.delete(record.job_id, record.owner)

@@ -16,19 +16,23 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from chatterbox_serve.audio import AudioFormat
-from chatterbox_serve.errors import InvalidRequestError, RangeNotSatisfiableError
+from chatterbox_serve.errors import (
+    InvalidRequestError,
+    PermissionDeniedError,
+    RangeNotSatisfiableError,
+)
 from chatterbox_serve.jobs import OPEN_OWNER, HistoryQuery, JobRecord, JobState
 from chatterbox_serve.jobs import protocol as wire
 from chatterbox_serve.jobs.events import job_events
 from chatterbox_serve.jobs.service import HistorySort, JobService
 from chatterbox_serve.protocol import ERROR_RESPONSES
 from chatterbox_serve.voices import resolve_voice
-from deployments.auth import Owner
+from deployments.auth import Owner, presented_admin_key
 from deployments.routes import State
 from deployments.streams import DOWNLOADS, SSE_STREAMS
 
@@ -114,13 +118,28 @@ def history_stats(state: State, owner: Owner) -> dict[str, Any]:
 # Before `/audio/speech/long/{job_id}`: the original registered it after, so
 # `DELETE .../long/history` cancelled a job called "history" instead.
 @_route("DELETE", "/audio/speech/long/history")
-def clear_history(state: State, owner: Owner, confirm: bool = False) -> dict[str, Any]:
-    """Delete the caller's finished jobs; needs `confirm=true`."""
+def clear_history(
+    request: Request,
+    state: State,
+    owner: Owner,
+    confirm: bool = False,
+    session_id: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Delete the caller's finished jobs (of one session, with `session_id`); needs `confirm=true`.
+
+    Without API keys every client shares one history, so the whole of it goes only
+    with an operator key (ADMIN_API_KEYS); anyone may clear one session's jobs.
+    """
     if not confirm:
         raise InvalidRequestError(
             "History clearing requires confirmation (confirm=true).", param="confirm"
         )
-    cleared, failed = _service(state).clear_history(owner)
+    if owner is None and session_id is None and not presented_admin_key(request):
+        raise PermissionDeniedError(
+            "Without API keys the job history is shared by every client: pass session_id "
+            "to clear one session's jobs, or use an operator key (ADMIN_API_KEYS)."
+        )
+    cleared, failed = _service(state).clear_history(owner, session_id)
     return {
         "message": f"Cleared {cleared} jobs from history",
         "cleared_count": cleared,
