@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from chatterbox_serve.protocol import ERROR_RESPONSES
 from chatterbox_serve.voices.library import VoiceEntry, VoiceLibrary
 from chatterbox_serve.voices.validation import read_bounded
+from deployments.auth import require_operator
 from deployments.routes import State
 
 _ERRORS: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 409: ERROR_RESPONSES[400]}
@@ -98,8 +99,12 @@ def all_names(library: Library) -> dict[str, Any]:
 
 
 def cleanup_voices(library: Library) -> dict[str, Any]:
-    """Remove voices that crashes left unreachable (the original's missing-file cleanup)."""
-    removed = library.sweep_orphans(0.0)
+    """Remove voice-library debris crashes left, older than an hour; operators only.
+
+    Younger debris may be an upload another replica is finishing; job files, which
+    may share the storage root, are never touched.
+    """
+    removed = library.sweep_orphans()
     return {"message": "Cleanup completed", "removed_voices": removed, "count": len(removed)}
 
 
@@ -214,6 +219,9 @@ _LIBRARY_ROUTES: tuple[tuple[str, str, Any, int], ...] = (
     ("DELETE", "/{name}/aliases/{alias}", remove_alias, 200),
 )
 
+# Routes that act on the whole library, not on the caller's own voices.
+_OPERATOR_ONLY = frozenset({cleanup_voices})
+
 for _method, _path, _endpoint, _status in _LIBRARY_ROUTES:
     for _i, _prefix in enumerate(_LIBRARY_PREFIXES):
         router.add_api_route(
@@ -223,6 +231,7 @@ for _method, _path, _endpoint, _status in _LIBRARY_ROUTES:
             status_code=_status,
             responses=_ERRORS,
             include_in_schema=_i == 0,
+            dependencies=[Depends(require_operator)] if _endpoint in _OPERATOR_ONLY else [],
         )
 
 # The original API's `/default-voice` alias of `/voices/default`.
