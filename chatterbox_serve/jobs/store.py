@@ -353,6 +353,18 @@ class JobStore:
             self.blobs.delete(key)
         self.blobs.delete(f"jobs-index/{owner}/{job_id}")
         self.blobs.delete(f"jobs-queue/{job_id}")
+        self._unreserve(owner, job_id)
+
+    def _unreserve(self, owner: str, job_id: str) -> None:
+        """Drop a deleted job from the owner's unfinished set at once: with its record
+        gone, `reserve_active` could not tell it from a job still being created."""
+        cell = VersionedCell(self.blobs, f"jobs-active/{owner}/")
+        while (current := cell.read()) is not None:
+            held = json.loads(current.data)
+            if held.pop(job_id, None) is None:
+                return
+            if cell.write(current.version, json.dumps(held, sort_keys=True).encode()):
+                return
 
     def sweep(self, retention_s: float) -> list[str]:
         """Delete finished jobs older than `retention_s`, and debris of deleted jobs.

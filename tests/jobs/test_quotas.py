@@ -102,3 +102,9 @@ def test_stored_jobs_and_bytes_have_per_key_quotas(blobs: JobBlobStore) -> None:
         "stored_bytes": 2 * len(long_text().strip()),
         "max_stored_bytes": len(long_text()) * 2 + 10,
     }
+
+
+def test_a_deleted_job_frees_its_place_at_once(service: JobService) -> None:
+    ids = [service.create(A, long_text(), params()).job_id for _ in range(3)]  # cap 3
+    service.delete(A, ids[0])  # running, not finished: deleted, not cancelled
+    service.create(A, long_text(), params())
