@@ -124,25 +124,27 @@ class JobRunner:
             return report
         run = _Run(record, plan, lease, prompt, time.monotonic(), report=report)
         todo = deque(i for i in range(len(plan.chunks)) if i not in done)
+        # The lease is renewed until the final record is written, final assembly
+        # included: a lease lapsing mid-assembly let every other worker assemble again.
         heartbeat = asyncio.create_task(self._heartbeat(run, job_id))
         try:
             await self._drain(run, job_id, todo)
+            if run.stop.is_set():
+                if run.report.outcome != "lost":
+                    await asyncio.to_thread(self.store.release, run.lease, job_id)
+                return run.report
+            # The marker's token is read before the final state is written, so a retry
+            # that re-queues the job after that write keeps its marker.
+            token = await asyncio.to_thread(self.store.queue_token, job_id)
+            if run.failures:
+                await self._finish_failed(job_id, run.failures, None)
+                run.report.outcome = "failed"
+            else:
+                run.report.outcome = await self._complete(run, job_id)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        if run.stop.is_set():
-            if run.report.outcome != "lost":
-                await asyncio.to_thread(self.store.release, run.lease, job_id)
-            return run.report
-        # The marker's token is read before the final state is written, so a retry
-        # that re-queues the job after that write keeps its marker.
-        token = await asyncio.to_thread(self.store.queue_token, job_id)
-        if run.failures:
-            await self._finish_failed(job_id, run.failures, None)
-            run.report.outcome = "failed"
-        else:
-            run.report.outcome = await self._complete(run, job_id)
         if token is not None:
             await asyncio.to_thread(self.store.dequeue, job_id, token)
         await asyncio.to_thread(self.store.release, run.lease, job_id)
