@@ -487,6 +487,14 @@ class JobsConfig(_Section):
         description="Tries per chunk on server-side failures before the chunk fails.",
         json_schema_extra=_env("CHATTERBOX_JOB_CHUNK_ATTEMPTS"),
     )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Runs of one job (takeovers and failed final assemblies included) before "
+        "it fails with the last run's reason; a retry starts the count again.",
+        json_schema_extra=_env("CHATTERBOX_JOB_MAX_ATTEMPTS"),
+    )
 
 
 class TenancyConfig(_Section):

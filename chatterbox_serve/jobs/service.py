@@ -335,6 +335,7 @@ class JobService:
                 output_size_bytes=None,
                 output_duration_s=None,
                 retry_count=r.retry_count + 1,
+                attempts=0,
             )
 
         record = self._update(job_id, retry)
