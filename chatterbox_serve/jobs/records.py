@@ -70,6 +70,9 @@ class JobParameters:
     repetition_penalty: float
     seed: int | None = None
     speed: float = 1.0
+    # The stored voice's id at creation (None: the built-in voice): what the job runs
+    # with, so a voice renamed or replaced under the same name later changes nothing.
+    voice_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -116,7 +116,7 @@ class JobRunner:
         plan = await asyncio.to_thread(self.store.plan, job_id)
         done = await asyncio.to_thread(self.store.commits, job_id, record.generation)
         try:
-            prompt = self.resolve_voice(record.parameters.voice)
+            prompt = self.resolve_voice(record.parameters.voice_id or record.parameters.voice)
         except ChatterboxError as exc:
             await self._finish_failed(job_id, {}, exc.message)
             await asyncio.to_thread(self.store.release, lease, job_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -34,6 +35,7 @@ from chatterbox_serve.protocol import ERROR_RESPONSES
 from chatterbox_serve.voices import resolve_voice
 from deployments.auth import Owner, presented_admin_key
 from deployments.routes import State
+from deployments.routes.access import caller_voices
 from deployments.streams import DOWNLOADS, SSE_STREAMS
 
 router = APIRouter(tags=["Long Text TTS"], responses={**ERROR_RESPONSES, 429: {}})
@@ -54,12 +56,16 @@ def _route(method: str, path: str, **kw: Any) -> Callable[[F], F]:
 
 
 @_route("POST", "/audio/speech/long")
-def create_job(body: wire.LongSpeechRequest, state: State, owner: Owner) -> dict[str, Any]:
+def create_job(
+    body: wire.LongSpeechRequest, request: Request, state: State, owner: Owner
+) -> dict[str, Any]:
     """Queue a long text (more than MAX_TOTAL_LENGTH characters) for background synthesis."""
     jobs = state.jobs
     assert jobs is not None
-    voice = resolve_voice(body.voice_key, state.voices)
-    params = body.to_parameters(state.settings, voice)
+    voice = resolve_voice(body.voice_key, caller_voices(request, state))
+    # Pinned by id: a stored voice's content never changes under its id, so renaming,
+    # replacing or re-uploading a name later cannot change what this job speaks with.
+    params = replace(body.to_parameters(state.settings, voice), voice_id=voice.id)
     record = jobs.service.create(owner, body.input, params, session_id=body.session_id)
     estimate = jobs.service.estimate_s(record)
     jobs.notify(record.job_id)
@@ -226,6 +232,7 @@ def cancel_or_delete_job(
 @_route("POST", "/audio/speech/long/{job_id}/retry")
 def retry_job(
     job_id: str,
+    request: Request,
     state: State,
     owner: Owner,
     body: wire.JobRetryRequest | None = None,
@@ -233,8 +240,8 @@ def retry_job(
     """Run a failed or cancelled job again, in place (the job id stays the same)."""
     body = body or wire.JobRetryRequest()
     changes = body.changes()
-    if "voice" in changes:
-        resolve_voice(changes["voice"], state.voices)  # 404 now, not a failed job later
+    if "voice" in changes:  # 404 now, not a failed job later; pinned as at creation
+        changes["voice_id"] = resolve_voice(changes["voice"], caller_voices(request, state)).id
     record = _service(state).retry(
         owner,
         job_id,

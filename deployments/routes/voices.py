@@ -13,14 +13,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from chatterbox_serve.protocol import ERROR_RESPONSES
+from chatterbox_serve.voices.access import CallerVoices
 from chatterbox_serve.voices.library import VoiceEntry, VoiceLibrary
 from chatterbox_serve.voices.validation import read_bounded
 from deployments.auth import require_operator
 from deployments.routes import State
+from deployments.routes.access import caller_of
 
 _ERRORS: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 409: ERROR_RESPONSES[400]}
 _LIBRARY_PREFIXES = (
@@ -38,13 +40,13 @@ FILE_FIELD = "voice_file"
 router = APIRouter()
 
 
-def voice_library(state: State) -> VoiceLibrary:
-    """The app's voice library; these routes are included only when it has one."""
+def voice_library(request: Request, state: State) -> CallerVoices:
+    """The caller's view of the app's voice library (included only when it has one)."""
     assert isinstance(state.voices, VoiceLibrary)
-    return state.voices
+    return CallerVoices(state.voices, caller_of(request))
 
 
-Library = Annotated[VoiceLibrary, Depends(voice_library)]
+Library = Annotated[CallerVoices, Depends(voice_library)]
 
 
 def voice_json(entry: VoiceEntry) -> dict[str, Any]:
