@@ -79,6 +79,19 @@ class Sweep:
         _expect(self.a.put(f"{LONG}/{job}/pause"), 200)
         return job
 
+    def b_voice(self) -> None:
+        """B's own voice, uploaded once."""
+        if self.b.get("/voices/sweep-b-voice").status_code == 200:
+            return
+        from tools.hostile_sweep import _wav
+
+        r = self.b.post(
+            "/voices",
+            data={"voice_name": "sweep-b-voice"},
+            files={"voice_file": ("b.wav", _wav(3.0))},
+        )
+        _expect(r, 201)
+
     def clear_a(self) -> None:
         """Cancel and delete every job of A, so each attack starts from nothing."""
         for job in self.a.get(LONG, params={"limit": 100}).json()["jobs"]:
@@ -214,6 +227,27 @@ def read_others_requests(s: Sweep) -> tuple[int, str | None, list[str]]:
     return r.status_code, None, problems
 
 
+def others_voice(
+    method: str, path: str, **kw: Any
+) -> Callable[[Sweep], tuple[int, str | None, list[str]]]:
+    """A touches the voice B uploaded: it must be as unknown to A as a missing one."""
+
+    def attack(s: Sweep) -> tuple[int, str | None, list[str]]:
+        s.b_voice()
+        status, code, problems = _refusal(s.a.request(method, path, **kw), 404, "voice_not_found")
+        if s.b.get("/voices/sweep-b-voice/download").status_code != 200:
+            problems.append("B lost its voice")
+        return status, code, problems
+
+    return attack
+
+
+def set_default(s: Sweep) -> tuple[int, str | None, list[str]]:
+    s.b_voice()
+    r = s.a.post("/voices/default", data={"voice_name": "sweep-b-voice"})
+    return _refusal(r, 403, "operator_only")
+
+
 def docs_scripts(s: Sweep) -> tuple[int, str | None, list[str]]:
     r = httpx.get(s.url + "/docs", timeout=30)
     problems = ["a script on the docs page"] if "<script" in r.text.lower() else []
@@ -234,6 +268,19 @@ ATTACKS = [
     Attack("3", "bulk retry past the cap", retry_past_cap(bulk=True)),
     Attack("3", "create-cancel loop to fill storage", fill_storage),
     Attack("4", "POST /voices/cleanup", operator_only("POST", "/voices/cleanup")),
+    Attack("8", "download B's voice", others_voice("GET", "/voices/sweep-b-voice/download")),
+    Attack(
+        "8",
+        "rename B's voice",
+        others_voice("PUT", "/voices/sweep-b-voice", data={"new_name": "taken"}),
+    ),
+    Attack("8", "delete B's voice", others_voice("DELETE", "/voices/sweep-b-voice")),
+    Attack(
+        "8",
+        "speak with B's voice",
+        others_voice("POST", "/v1/audio/speech", json={"input": "Hi.", "voice": "sweep-b-voice"}),
+    ),
+    Attack("8", "make B's voice the default", set_default),
     Attack("10", "POST /memory/reset", operator_only("POST", "/memory/reset?confirm=true")),
     Attack(
         "10",
