@@ -44,6 +44,10 @@ class JobState(str, enum.Enum):
 
 _FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
+# How much of a job's input lists show, and how much search looks at.
+PREVIEW_CHARS = 100
+SEARCH_PREFIX_CHARS = 2000
+
 # Owner of jobs created while the API has no keys: everyone shares one namespace.
 OPEN_OWNER = "open"
 
@@ -118,6 +122,10 @@ class JobRecord:
     display_name: str | None = None
     tags: tuple[str, ...] = ()
     last_accessed: float | None = None
+    # The start of the input, kept in the record so that listings and search read no
+    # input files: `preview` as lists show it, `search_prefix` case-folded for search.
+    preview: str = ""
+    search_prefix: str = ""
 
     @property
     def stored_bytes(self) -> int:

@@ -28,6 +28,8 @@ from chatterbox_serve.errors import (
 )
 from chatterbox_serve.jobs.records import (
     OPEN_OWNER,
+    PREVIEW_CHARS,
+    SEARCH_PREFIX_CHARS,
     ChunkCommit,
     JobParameters,
     JobPlan,
@@ -144,6 +146,8 @@ class JobService:
             parameters=parameters,
             session_id=session_id,
             display_name=display_name,
+            preview=text[:PREVIEW_CHARS],
+            search_prefix=text[:SEARCH_PREFIX_CHARS].casefold(),
         )
         self.store.create(record, text, JobPlan(tuple(chunks)))
         return record
@@ -375,7 +379,7 @@ class JobService:
         if q.is_archived is not None:
             records = [r for r in records if r.is_archived == q.is_archived]
         if q.search:
-            needle = q.search.lower()
+            needle = q.search.casefold()
             records = [r for r in records if needle in self._searchable(r)]
         key, reverse = _SORT_KEYS[HistorySort(q.sort).value]
         records.sort(key=key, reverse=reverse)
@@ -383,11 +387,19 @@ class JobService:
 
     def _searchable(self, r: JobRecord) -> str:
         parts = [r.display_name or "", " ".join(r.tags), r.parameters.voice or ""]
+        parts.append(r.search_prefix or self._input_start(r, SEARCH_PREFIX_CHARS))
+        return " ".join(parts).casefold()
+
+    def preview(self, r: JobRecord) -> str:
+        """The start of the job's input, from its record (read from the input for jobs
+        stored before records kept it)."""
+        return r.preview or self._input_start(r, PREVIEW_CHARS)
+
+    def _input_start(self, r: JobRecord, chars: int) -> str:
         try:
-            parts.append(self.store.input_text(r.job_id)[:2000])
+            return self.store.input_text(r.job_id)[:chars]
         except FileNotFoundError:
-            pass
-        return " ".join(parts).lower()
+            return ""
 
     def stats(self, owner: str | None) -> dict[str, Any]:
         """The original API's history statistics, over the caller's jobs only."""

@@ -364,11 +364,7 @@ def _notify(state: State, job_id: str) -> None:
 
 
 def _item(state: State, record: JobRecord) -> dict[str, Any]:
-    try:
-        preview = _service(state).store.input_text(record.job_id)[:100]
-    except FileNotFoundError:
-        preview = ""
-    return wire.list_item(record, preview)
+    return wire.list_item(record, _service(state).preview(record))
 
 
 def _date(value: str | None, param: str) -> float | None:

@@ -108,3 +108,24 @@ def test_a_deleted_job_frees_its_place_at_once(service: JobService) -> None:
     ids = [service.create(A, long_text(), params()).job_id for _ in range(3)]  # cap 3
     service.delete(A, ids[0])  # running, not finished: deleted, not cancelled
     service.create(A, long_text(), params())
+
+
+def test_listing_and_search_read_no_job_inputs(blobs: JobBlobStore) -> None:
+    # Search once read every job's whole input, and listings read each one's preview.
+    reads: list[str] = []
+
+    class CountingStore(JobStore):
+        def input_text(self, job_id: str) -> str:
+            reads.append(job_id)
+            return super().input_text(job_id)
+
+    store = CountingStore(blobs)
+    service = JobService(store, job_settings(CHATTERBOX_MAX_JOBS_PER_KEY=10))
+    for word in ("alpha", "beta"):
+        service.create(A, f"{word} " + long_text(), params())
+    from chatterbox_serve.jobs import HistoryQuery
+
+    page, total = service.history(A, HistoryQuery(search="BETA"))
+    assert total == 1 and page[0].preview.startswith("beta The quick")
+    assert len(page[0].preview) == 100
+    assert reads == []
