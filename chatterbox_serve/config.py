@@ -445,8 +445,17 @@ class ServerConfig(_Section):
     api_keys: SecretStr | None = Field(
         None,
         description="Comma-separated API keys, or the path of a file holding them (one per "
-        "line, e.g. a mounted Kubernetes Secret); unset means the API is open.",
+        "line, e.g. a mounted Kubernetes Secret); unset means the API is open, set but empty "
+        "stops startup.",
         json_schema_extra=_env("API_KEYS"),
+    )
+    admin_api_keys: SecretStr | None = Field(
+        None,
+        description="Operator keys, in the same forms as API_KEYS: they also work as API "
+        "keys, and alone may reset memory, clear request history, change alert thresholds, "
+        "read /status and /memory, and see every tenant's requests; unset means no operator "
+        "(open mode without keys: everyone is).",
+        json_schema_extra=_env("ADMIN_API_KEYS"),
     )
 
 
@@ -477,7 +486,8 @@ class JobsConfig(_Section):
         5,
         ge=1,
         le=10_000,
-        description="Unfinished jobs one API key may have at once; more get 429.",
+        description="Unfinished jobs one API key may have at once (create, retry and bulk "
+        "retry all count, atomically); more get 429.",
         json_schema_extra=_env("CHATTERBOX_MAX_JOBS_PER_KEY"),
     )
     jobs_per_worker: int = Field(
@@ -521,6 +531,65 @@ class JobsConfig(_Section):
         le=20,
         description="Tries per chunk on server-side failures before the chunk fails.",
         json_schema_extra=_env("CHATTERBOX_JOB_CHUNK_ATTEMPTS"),
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Runs of one job (takeovers and failed final assemblies included) before "
+        "it fails with the last run's reason; a retry starts the count again.",
+        json_schema_extra=_env("CHATTERBOX_JOB_MAX_ATTEMPTS"),
+    )
+
+
+class TenancyConfig(_Section):
+    """What one API key may hold at once, so no tenant starves another (docs/SECURITY.md)."""
+
+    max_sse_streams_per_key: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="Job progress (SSE) streams one API key may hold open per ingress "
+        "replica; more get 429.",
+        json_schema_extra=_env("CHATTERBOX_MAX_SSE_STREAMS_PER_KEY"),
+    )
+    max_downloads_per_key: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="Job downloads one API key may have in flight per ingress replica; "
+        "more get 429.",
+        json_schema_extra=_env("CHATTERBOX_MAX_DOWNLOADS_PER_KEY"),
+    )
+    sse_idle_timeout_s: float = Field(
+        300.0,
+        ge=1.0,
+        le=86_400.0,
+        description="A job progress (SSE) stream with nothing to report this long ends with "
+        "a final `idle` event; the client reconnects to keep following.",
+        json_schema_extra=_env("CHATTERBOX_SSE_IDLE_TIMEOUT_S"),
+    )
+    max_stored_jobs_per_key: int = Field(
+        500,
+        ge=1,
+        le=1_000_000,
+        description="Jobs, finished ones included, one API key may keep stored; more get 429.",
+        json_schema_extra=_env("CHATTERBOX_MAX_STORED_JOBS_PER_KEY"),
+    )
+    max_stored_bytes_per_key: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        le=1024**5,
+        description="Bytes of job input, chunk audio and output one API key may keep "
+        "stored; a job that would pass it gets 507.",
+        json_schema_extra=_env("CHATTERBOX_MAX_STORED_BYTES_PER_KEY"),
+    )
+    allow_unhardened_proxy: bool = Field(
+        False,
+        description="Start even when Ray's HTTP proxy lacks this service's middleware "
+        "(RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH unset); only for a trusted development "
+        "machine: clients can then lift the proxy's timeout and disconnect handling.",
+        json_schema_extra=_env("CHATTERBOX_ALLOW_UNHARDENED_PROXY"),
     )
 
 
@@ -584,6 +653,7 @@ class Settings(_Section):
     voices: VoiceConfig = Field(default_factory=VoiceConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
     simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
 
     def env_view(self) -> dict[str, Any]:
@@ -599,7 +669,8 @@ class Settings(_Section):
 
 
 # Settings whose values never leave the process: not in /config, not in logs.
-_SECRETS = frozenset({"API_KEYS"})
+_SECRETS = frozenset({"API_KEYS", "ADMIN_API_KEYS"})
+_BLANK_IS_A_VALUE = frozenset({"CORS_ORIGINS", "API_KEYS", "ADMIN_API_KEYS"})
 
 
 def _env_extras() -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -693,7 +764,9 @@ def load_settings(
     for env, section, field in _fields():
         if env in merged:
             value = merged[env]
-            if isinstance(value, str) and value.strip() == "" and env != "CORS_ORIGINS":
+            # Blank means unset, except where blank is a value: an empty API_KEYS (an
+            # empty Kubernetes Secret) must stop startup, not open the API.
+            if isinstance(value, str) and value.strip() == "" and env not in _BLANK_IS_A_VALUE:
                 continue
             sections.setdefault(section, {})[field] = value
     try:

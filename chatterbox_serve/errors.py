@@ -5,11 +5,14 @@
     │   ├── InvalidRequestError (400)     carries `param`
     │   │   └── UnsupportedFormatError
     │   ├── AuthenticationError (401)
+    │   ├── PermissionDeniedError (403)
     │   ├── VoiceNotFoundError (404)
     │   ├── ConflictError (409)
     │   ├── PayloadTooLargeError (413)
     │   ├── RangeNotSatisfiableError (416)
-    │   └── TooManyJobsError (429)
+    │   ├── TooManyJobsError (429)
+    │   │   └── TooManyStreamsError
+    │   └── StorageQuotaError (507)       the key's own stored jobs
     └── ServerError (5xx)                 we must fix it; the public message is fixed
         ├── EngineError (500)
         │   └── VoiceAudioMissingError    internal: resend the chunk with its voice audio
@@ -82,6 +85,14 @@ class AuthenticationError(ClientError):
     default_code = "invalid_api_key"
 
 
+class PermissionDeniedError(ClientError):
+    """A valid key that may not do this: an operator route called with a tenant key."""
+
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "operator_only"
+
+
 class VoiceNotFoundError(ClientError):
     status_code = 404
     default_code = "voice_not_found"
@@ -111,6 +122,20 @@ class TooManyJobsError(ClientError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "too_many_jobs"
+
+
+class StorageQuotaError(ClientError):
+    """The caller's own stored jobs fill its quota: 507, with its figures in the message."""
+
+    status_code = 507
+    error_type = "insufficient_quota"
+    default_code = "storage_quota_exceeded"
+
+
+class TooManyStreamsError(TooManyJobsError):
+    """One key holds as many progress streams or downloads as it may (per ingress replica)."""
+
+    default_code = "too_many_streams"
 
 
 class ServerError(ChatterboxError):

@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from ray import serve
@@ -40,9 +42,11 @@ from deployments.http import (
     request_id_of,
 )
 from deployments.metrics import IngressMetrics
-from deployments.routes import ApiState, compat, ops, speech, watermark, web
+from deployments.proxy_errors import check_proxy_hardening
+from deployments.routes import ApiState, compat, docs, ops, speech, watermark, web
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
+from deployments.streams import DOWNLOADS, SSE_STREAMS, StreamSlots
 
 logger = logging.getLogger("ray.serve")
 
@@ -76,9 +80,18 @@ def build_api(
     only with a `status` source (a Serve cluster); the long-text job routes only
     with `jobs`.
     """
-    app = FastAPI(title="chatterbox-serve", version="0.1.0")
+    # FastAPI's own docs pages load scripts from a CDN: `routes/docs.py` serves a page
+    # without any script instead.
+    app = FastAPI(title="chatterbox-serve", version="0.1.0", docs_url=None, redoc_url=None)
     library = voices or EmptyVoiceLibrary()
-    app.state.api = ApiState(settings, backend, engine_name, library, status, jobs)
+    tenancy = settings.tenancy
+    streams = StreamSlots(
+        {
+            SSE_STREAMS: tenancy.max_sse_streams_per_key,
+            DOWNLOADS: tenancy.max_downloads_per_key,
+        }
+    )
+    app.state.api = ApiState(settings, backend, engine_name, library, status, jobs, streams)
     install_error_handlers(app)
     # The last middleware added runs first: CORS, then the API key, then the body limit,
     # so no body is read for an unauthenticated caller and every error has CORS headers.
@@ -110,6 +123,7 @@ def build_api(
     if status is not None:
         app.include_router(ops.cluster_router)
     app.include_router(web.router)
+    app.include_router(docs.router)
     return app
 
 
@@ -179,6 +193,12 @@ class SpeechIngress:
         engine_name: str,
         job_worker: DeploymentHandle[Any] | None = None,
     ) -> None:
+        runtime_env = ray.get_runtime_context().runtime_env
+        check_proxy_hardening(
+            os.environ,
+            dict(runtime_env.get("env_vars") or {}),
+            settings.tenancy.allow_unhardened_proxy,
+        )
         self._backend = ServeSpeechBackend(text_audio, model)
         self._jobs = _jobs_access(settings, job_worker)
         self._settings = settings

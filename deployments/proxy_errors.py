@@ -16,20 +16,31 @@ and it echoed any other value, 10 KB ones included, in its logs and in a second
 `X-Request-Id` response header. Without the header, Ray generates an id, which the
 app then uses too.
 
+It also drops `x-request-timeout-seconds` and `x-request-disconnect-disabled`, which
+let any client turn off the proxy's end-to-end timeout and its cancel-on-disconnect.
+
 Install it by setting, in the environment of every Ray node (KubeRay: the container
 env of the head and worker groups):
 
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.proxy_errors:proxy_middlewares
+
+The proxy reads that variable from the environment Ray was started with; the
+`runtime_env` of a Serve config reaches replicas, not the proxy. So the ingress
+replica, which inherits the same node environment, refuses to start without it
+(`check_proxy_hardening`): a plain `serve run serve_config.yaml` either runs hardened
+or fails with a message saying what to set.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatterbox_serve.config import ConfigError
 from chatterbox_serve.errors import (
     ClientError,
     EngineOverloadedError,
@@ -42,6 +53,37 @@ logger = logging.getLogger("ray.serve")
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK_PATH = "deployments.proxy_errors:proxy_middlewares"
+
+
+UNHARDENED_MESSAGE = (
+    "Ray Serve's HTTP proxy is running without this service's middleware, so clients "
+    "could turn off its request timeout and disconnect handling. Set "
+    f"{CALLBACK_ENV}={CALLBACK_PATH} in the environment of the process that starts Ray "
+    "(export it in the shell before `serve run serve_config.yaml`; on KubeRay, in the "
+    "container env of the head and every worker group), then start again. A Serve "
+    "config's runtime_env does not reach the proxy. Only on a trusted development "
+    "machine, CHATTERBOX_ALLOW_UNHARDENED_PROXY=true starts without it."
+)
+
+
+def check_proxy_hardening(
+    environ: Mapping[str, str], runtime_env_vars: Mapping[str, str], allow: bool
+) -> None:
+    """Refuse to serve when this node's proxy was started without the middleware.
+
+    `environ` is the replica's environment: the node's (which the proxy has too) plus
+    `runtime_env_vars`, the Serve config's own, which the proxy never sees.
+
+    Raises:
+        ConfigError: the callback is not in the node's environment, and `allow` is off.
+    """
+    from_node = environ.get(CALLBACK_ENV) if CALLBACK_ENV not in runtime_env_vars else None
+    if from_node == CALLBACK_PATH:
+        return
+    if allow:
+        logger.warning("CHATTERBOX_ALLOW_UNHARDENED_PROXY is on: %s", UNHARDENED_MESSAGE)
+        return
+    raise ConfigError(UNHARDENED_MESSAGE)
 
 
 def proxy_middlewares() -> list[Middleware]:
@@ -59,11 +101,7 @@ class ProxyErrorEnvelope:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["headers"] = [
-            (k, v)
-            for k, v in scope["headers"]
-            if k.lower() != b"x-request-id" or REQUEST_ID_PATTERN.fullmatch(v.decode("latin-1"))
-        ]
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if _kept(k.lower(), v)]
         started = False
         held: Message | None = None
 
@@ -88,6 +126,19 @@ class ProxyErrorEnvelope:
             known = {"x-request-id": ids["x-request-id"]} if "x-request-id" in ids else {}
             for out in _envelope(500, known):
                 await send(out)
+
+
+# Ray's proxy honours these per request, from whoever sends them: a timeout of 0 or
+# less turns `request_timeout_s` off, and `?1` keeps the replica working after its
+# client hung up (ray/serve/_private/http_util.py, `parse_request_timeout_header`).
+# Meant for a trusted load balancer in front; from a tenant they defeat both limits.
+PROXY_CONTROL_HEADERS = frozenset({b"x-request-timeout-seconds", b"x-request-disconnect-disabled"})
+
+
+def _kept(name: bytes, value: bytes) -> bool:
+    if name in PROXY_CONTROL_HEADERS:
+        return False
+    return name != b"x-request-id" or bool(REQUEST_ID_PATTERN.fullmatch(value.decode("latin-1")))
 
 
 def _headers(message: Message) -> dict[str, str]:

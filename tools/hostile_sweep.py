@@ -2,6 +2,10 @@
 
     python -m tools.hostile_sweep http://127.0.0.1:8000 --voice-dir /path/to/voices \\
         [--pid <serve run pid>] [--json sweep.json]
+    python -m tools.hostile_sweep tenants URL --key-a A --key-b B --operator-key OPS
+
+The second form is the tenant sweep (`tools/tenant_sweep.py`): one key attacking
+what the other tenants share.
 
 Each case sends one hostile request and checks what a user (or an operator) would
 notice: no 5xx, every refusal in the OpenAI error envelope within 2 s, no file
@@ -451,6 +455,11 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tenants"]:  # the tenant sweep: tools/tenant_sweep.py
+        from tools import tenant_sweep
+
+        return tenant_sweep.main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="base URL of the running app, e.g. http://127.0.0.1:8000")
     parser.add_argument("--voice-dir", type=Path, required=True, help="the app's VOICE_LIBRARY_DIR")

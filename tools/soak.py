@@ -205,11 +205,13 @@ def _start_local(settings: dict[str, str]) -> str:
     from ray import serve
 
     from deployments.builder import build_app
+    from tools.proxy_env import proxy_envelopes
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    with proxy_envelopes():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {"engine": "simulated", "dotenv_path": None, "settings": settings}
     serve.run(build_app(args), name="chatterbox", route_prefix="/")

@@ -7,7 +7,10 @@ Events, each `event: <type>` with a JSON `data` line:
 - `progress`: percent, current chunk and the estimate from measured throughput,
   sent when any of them changes;
 - `completed` or `error`: the last event, when the job is completed, or has failed,
-  been cancelled or deleted.
+  been cancelled or deleted;
+- `idle`: the last event when nothing happened for `idle_timeout_s` (a paused or
+  stuck job): the stream ends instead of holding a connection forever, and a client
+  that still cares reconnects.
 
 The stream polls the store, so it works from any ingress replica, whichever worker
 runs the job.
@@ -16,7 +19,8 @@ runs the job.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatterbox_serve.errors import NotFoundError
@@ -26,7 +30,12 @@ from chatterbox_serve.jobs.service import JobService
 
 
 async def job_events(
-    service: JobService, owner: str | None, job_id: str, poll_s: float = 1.0
+    service: JobService,
+    owner: str | None,
+    job_id: str,
+    poll_s: float = 1.0,
+    idle_timeout_s: float = 300.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Yield (event type, data) until the job ends; the first look raises 404 if unknown."""
     record = await asyncio.to_thread(service.get, owner, job_id)
@@ -34,8 +43,17 @@ async def job_events(
     sent: set[int] = set()
     last_state: JobState | None = None
     last_progress: tuple[Any, ...] | None = None
+    generation: int | None = None
+    last_event = clock()
     while True:
-        commits = await asyncio.to_thread(service.commits, record)
+        # Chunk records are read only while the job record counts chunks not yet sent:
+        # a paused job's stream costs one record read per poll, not one per chunk.
+        if record.generation != generation or len(sent) < record.completed_chunks:
+            commits = await asyncio.to_thread(service.commits, record)
+        else:
+            commits = {}
+        generation = record.generation
+        before = len(sent), last_state, last_progress
         for index in sorted(set(commits) - sent):
             sent.add(index)
             text = plan.chunks[index]
@@ -78,6 +96,18 @@ async def job_events(
                 )
             else:
                 yield "error", {"status": record.state.value, "message": record.error}
+            return
+        if (len(sent), last_state, last_progress) != before:
+            last_event = clock()
+        elif clock() - last_event >= idle_timeout_s:
+            yield (
+                "idle",
+                {
+                    "status": record.state.value,
+                    "message": f"No progress for {idle_timeout_s:g} s; the stream ends here. "
+                    "Reconnect to keep following the job.",
+                },
+            )
             return
         await asyncio.sleep(poll_s)
         try:

@@ -18,6 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from chatterbox_serve.audio.formats import SAMPLE_RATE
 from chatterbox_serve.generation import GenerationParameters
 
 
@@ -44,6 +45,10 @@ class JobState(str, enum.Enum):
 
 _FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
+# How much of a job's input lists show, and how much search looks at.
+PREVIEW_CHARS = 100
+SEARCH_PREFIX_CHARS = 2000
+
 # Owner of jobs created while the API has no keys: everyone shares one namespace.
 OPEN_OWNER = "open"
 
@@ -66,6 +71,9 @@ class JobParameters:
     speed: float = 1.0
     # The voice was given as {"id": ...}, which matches voice ids only.
     voice_by_id: bool = False
+    # The stored voice's id at creation (None: the built-in voice): what the job runs
+    # with, so a voice renamed or replaced under the same name later changes nothing.
+    voice_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The original API's flat `parameters` object."""
@@ -75,6 +83,7 @@ class JobParameters:
             "response_format": self.response_format,
             **self.generation.to_dict(),
             "speed": self.speed,
+            "voice_id": self.voice_id,
         }
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -93,6 +102,7 @@ class JobParameters:
             generation=GenerationParameters(**GenerationParameters.pick(flat)),
             speed=data.get("speed", 1.0),
             voice_by_id=bool(data.get("voice_by_id", False)),
+            voice_id=data.get("voice_id"),
         )
 
     def with_changes(self, changes: dict[str, Any]) -> JobParameters:
@@ -103,7 +113,8 @@ class JobParameters:
         if "speed" in changes:
             out = replace(out, speed=changes["speed"])
         if "voice" in changes:
-            out = replace(out, voice=changes["voice"], voice_by_id=False)
+            voice_id = changes.get("voice_id")
+            out = replace(out, voice=changes["voice"], voice_by_id=False, voice_id=voice_id)
         return out
 
 
@@ -144,6 +155,18 @@ class JobRecord:
     display_name: str | None = None
     tags: tuple[str, ...] = ()
     last_accessed: float | None = None
+    # The start of the input, kept in the record so that listings and search read no
+    # input files: `preview` as lists show it, `search_prefix` case-folded for search.
+    preview: str = ""
+    search_prefix: str = ""
+
+    @property
+    def stored_bytes(self) -> int:
+        """What the job keeps in storage: its input, its chunks' audio (16-bit PCM at
+        the output rate, as the chunk WAVs hold it) and its final file."""
+        return (
+            self.text_length + int(self.audio_s * SAMPLE_RATE) * 2 + (self.output_size_bytes or 0)
+        )
 
     @property
     def progress_percent(self) -> float:

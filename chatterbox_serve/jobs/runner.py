@@ -108,11 +108,24 @@ class JobRunner:
             await asyncio.to_thread(self.store.release, lease, job_id)
             report.outcome = record.state.value
             return report
+        limit = self.settings.jobs.max_attempts
+        if record.attempts >= limit:
+            last = record.error or "no recorded error (its worker stopped or was lost)"
+            await self._finish_failed(
+                job_id, {}, f"Gave up after {record.attempts} attempts; the last: {last}"
+            )
+            await asyncio.to_thread(self.store.release, lease, job_id)
+            report.outcome = "failed"
+            return report
         plan = await asyncio.to_thread(self.store.plan, job_id)
         done = await asyncio.to_thread(self.store.commits, job_id, record.generation)
         try:
             params = record.parameters
-            prompt = self.resolve_voice(params.voice, params.voice_by_id)
+            # Pinned by id where the job was created with a stored voice.
+            pinned = params.voice_id is not None
+            prompt = self.resolve_voice(
+                params.voice_id if pinned else params.voice, pinned or params.voice_by_id
+            )
         except ChatterboxError as exc:
             await self._finish_failed(job_id, {}, exc.message)
             await asyncio.to_thread(self.store.release, lease, job_id)
@@ -136,25 +149,33 @@ class JobRunner:
         )
         run = _Run(record, plan, lease, template, time.monotonic(), report=report)
         todo = deque(i for i in range(len(plan.chunks)) if i not in done)
+        # The lease is renewed until the final record is written, final assembly
+        # included: a lease lapsing mid-assembly let every other worker assemble again.
         heartbeat = asyncio.create_task(self._heartbeat(run, job_id))
         try:
             await self._drain(run, job_id, todo)
+            if run.stop.is_set():
+                if run.report.outcome != "lost":
+                    await asyncio.to_thread(self.store.release, run.lease, job_id)
+                return run.report
+            # The marker's token is read before the final state is written, so a retry
+            # that re-queues the job after that write keeps its marker.
+            token = await asyncio.to_thread(self.store.queue_token, job_id)
+            if run.failures:
+                await self._finish_failed(job_id, run.failures, None)
+                run.report.outcome = "failed"
+            else:
+                try:
+                    run.report.outcome = await self._complete(run, job_id)
+                except Exception as exc:  # disk full, over the WAV size limit, ...
+                    # Noted in the record and left queued: the next run tries again, and
+                    # the attempt limit turns a lasting cause into a failed job.
+                    await self._note_error(job_id, f"final assembly failed: {exc!r}")
+                    run.report.outcome, token = "assembly failed", None
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        if run.stop.is_set():
-            if run.report.outcome != "lost":
-                await asyncio.to_thread(self.store.release, run.lease, job_id)
-            return run.report
-        # The marker's token is read before the final state is written, so a retry
-        # that re-queues the job after that write keeps its marker.
-        token = await asyncio.to_thread(self.store.queue_token, job_id)
-        if run.failures:
-            await self._finish_failed(job_id, run.failures, None)
-            run.report.outcome = "failed"
-        else:
-            run.report.outcome = await self._complete(run, job_id)
         if token is not None:
             await asyncio.to_thread(self.store.dequeue, job_id, token)
         await asyncio.to_thread(self.store.release, run.lease, job_id)
@@ -245,6 +266,11 @@ class JobRunner:
                 **({"watermark": WATERMARK_NAME} if marked else {}),
             },
         )
+        why = self._superseded(run, await asyncio.to_thread(self.store.get, job_id))
+        if why is not None:  # never commit a chunk made with a superseded run's parameters
+            run.report.outcome = why
+            run.stop.set()
+            return
         new = await asyncio.to_thread(
             self.store.commit_chunk, job_id, run.record.generation, commit, wav
         )
@@ -270,6 +296,27 @@ class JobRunner:
             run.report.outcome = latest.state.value
             run.stop.set()
 
+    async def _note_error(self, job_id: str, message: str) -> None:
+        logger.warning("job %s: %s", job_id, message)
+        now = self.store.clock()
+        await asyncio.to_thread(
+            self.store.update, job_id, lambda r: r.touched(now, error=message[:500])
+        )
+
+    @staticmethod
+    def _superseded(run: _Run, record: JobRecord | None) -> str | None:
+        """Why this run must stop, judging by the current record; None to go on.
+
+        A retry (which may follow a cancel before this run noticed it) makes the job
+        runnable again with new parameters: this run's are stale, so it stops and
+        the retry's own run takes over.
+        """
+        if record is None:
+            return "deleted"
+        if record.retry_count != run.record.retry_count:
+            return "superseded"
+        return None if record.state.runnable else record.state.value
+
     async def _heartbeat(self, run: _Run, job_id: str) -> None:
         ttl = self.settings.jobs.lease_s
         while True:
@@ -282,8 +329,9 @@ class JobRunner:
                 return
             run.lease = renewed
             record = await asyncio.to_thread(self.store.get, job_id)
-            if record is None or not record.state.runnable:
-                run.report.outcome = "deleted" if record is None else record.state.value
+            why = self._superseded(run, record)
+            if why is not None:
+                run.report.outcome = why
                 run.stop.set()
                 return
 
@@ -380,7 +428,6 @@ def _start(rec: JobRecord, now: float, done: dict[int, ChunkCommit], plan: JobPl
         completed_chars=sum(len(plan.chunks[i]) for i in done),
         audio_s=sum(c.duration_s for c in done.values()),
         failed_chunks=(),
-        error=None,
         attempts=rec.attempts + 1,
     )
 

@@ -23,10 +23,13 @@ from chatterbox_serve.errors import (
     ConflictError,
     InvalidRequestError,
     NotFoundError,
+    StorageQuotaError,
     TooManyJobsError,
 )
 from chatterbox_serve.jobs.records import (
     OPEN_OWNER,
+    PREVIEW_CHARS,
+    SEARCH_PREFIX_CHARS,
     ChunkCommit,
     JobParameters,
     JobPlan,
@@ -124,17 +127,12 @@ class JobService:
             )
         chunks = plan_chunks(text, parameters.language, self.settings)
         owner = owner or OPEN_OWNER
-        cap = self.settings.jobs.max_jobs_per_key
-        active = sum(1 for r in self.store.records(owner) if not r.state.finished)
-        if active >= cap:
-            raise TooManyJobsError(
-                f"This API key has {active} unfinished jobs; the limit is {cap} "
-                "(CHATTERBOX_MAX_JOBS_PER_KEY). Wait for one to finish, or cancel one.",
-                param=None,
-            )
+        self._check_storage_quota(owner, len(text))
+        job_id = uuid.uuid4().hex
+        self._reserve(owner, job_id, 0)
         now = self.clock()
         record = JobRecord(
-            job_id=uuid.uuid4().hex,
+            job_id=job_id,
             owner=owner,
             created_at=now,
             updated_at=now,
@@ -146,9 +144,42 @@ class JobService:
             parameters=parameters,
             session_id=session_id,
             display_name=display_name,
+            preview=text[:PREVIEW_CHARS],
+            search_prefix=text[:SEARCH_PREFIX_CHARS].casefold(),
         )
         self.store.create(record, text, JobPlan(tuple(chunks)))
         return record
+
+    def _reserve(self, owner: str, job_id: str, retry_count: int) -> None:
+        """Take one of the owner's unfinished-job places, atomically; 429 if none is free."""
+        cap = self.settings.jobs.max_jobs_per_key
+        active = self.store.reserve_active(owner, job_id, cap, retry_count)
+        if active is not None:
+            raise TooManyJobsError(
+                f"This API key has {active} unfinished jobs; the limit is {cap} "
+                "(CHATTERBOX_MAX_JOBS_PER_KEY). Wait for one to finish, or cancel one.",
+                param=None,
+            )
+
+    def _check_storage_quota(self, owner: str, new_bytes: int) -> None:
+        """429 past the stored-jobs quota, 507 past the stored-bytes quota (finished jobs
+        count too: they stay for LONG_TEXT_JOB_RETENTION_DAYS on a shared volume)."""
+        tenancy = self.settings.tenancy
+        stored = self.store.owners_jobs(owner)
+        if len(stored) >= tenancy.max_stored_jobs_per_key:
+            raise TooManyJobsError(
+                f"This API key stores {len(stored)} jobs; the limit is "
+                f"{tenancy.max_stored_jobs_per_key} (CHATTERBOX_MAX_STORED_JOBS_PER_KEY). "
+                "Delete finished jobs (DELETE /v1/audio/speech/long/history?confirm=true).",
+                code="stored_jobs_quota_exceeded",
+            )
+        used = sum(r.stored_bytes for r in self.store.records(owner))
+        if used + new_bytes > tenancy.max_stored_bytes_per_key:
+            raise StorageQuotaError(
+                f"This API key stores {used} bytes of jobs; the limit is "
+                f"{tenancy.max_stored_bytes_per_key} (CHATTERBOX_MAX_STORED_BYTES_PER_KEY). "
+                "Delete finished jobs to make room.",
+            )
 
     def estimate_s(self, record: JobRecord) -> int | None:
         """Seconds the job should take at the throughput the last finished job measured."""
@@ -280,6 +311,8 @@ class JobService:
         every chunk is made again under a new generation.
         """
         before = self.get(owner, job_id)
+        if before.state in _RETRYABLE:
+            self._reserve(before.owner, job_id, before.retry_count + 1)
         now = self.clock()
 
         def retry(r: JobRecord) -> JobRecord:
@@ -305,6 +338,7 @@ class JobService:
                 output_duration_s=None,
                 output_watermark=None,
                 retry_count=r.retry_count + 1,
+                attempts=0,
             )
 
         record = self._update(job_id, retry)
@@ -344,7 +378,7 @@ class JobService:
         if q.is_archived is not None:
             records = [r for r in records if r.is_archived == q.is_archived]
         if q.search:
-            needle = q.search.lower()
+            needle = q.search.casefold()
             records = [r for r in records if needle in self._searchable(r)]
         key, reverse = _SORT_KEYS[HistorySort(q.sort).value]
         records.sort(key=key, reverse=reverse)
@@ -352,11 +386,19 @@ class JobService:
 
     def _searchable(self, r: JobRecord) -> str:
         parts = [r.display_name or "", " ".join(r.tags), r.parameters.voice or ""]
+        parts.append(r.search_prefix or self._input_start(r, SEARCH_PREFIX_CHARS))
+        return " ".join(parts).casefold()
+
+    def preview(self, r: JobRecord) -> str:
+        """The start of the job's input, from its record (read from the input for jobs
+        stored before records kept it)."""
+        return r.preview or self._input_start(r, PREVIEW_CHARS)
+
+    def _input_start(self, r: JobRecord, chars: int) -> str:
         try:
-            parts.append(self.store.input_text(r.job_id)[:2000])
+            return self.store.input_text(r.job_id)[:chars]
         except FileNotFoundError:
-            pass
-        return " ".join(parts).lower()
+            return ""
 
     def stats(self, owner: str | None) -> dict[str, Any]:
         """The original API's history statistics, over the caller's jobs only."""
@@ -385,13 +427,26 @@ class JobService:
             else 0.0,
             "most_used_voice": voices.most_common(1)[0][0] if voices else None,
             "jobs_by_month": dict(sorted(months.items())),
+            "quota": self._quota(records),
         }
 
-    def clear_history(self, owner: str | None) -> tuple[int, int]:
-        """Delete the caller's finished jobs; (cleared, failed)."""
+    def _quota(self, records: list[JobRecord]) -> dict[str, int]:
+        """The caller's usage beside its limits (over every job when the API is open)."""
+        jobs, tenancy = self.settings.jobs, self.settings.tenancy
+        return {
+            "active_jobs": sum(1 for r in records if not r.state.finished),
+            "max_active_jobs": jobs.max_jobs_per_key,
+            "stored_jobs": len(records),
+            "max_stored_jobs": tenancy.max_stored_jobs_per_key,
+            "stored_bytes": sum(r.stored_bytes for r in records),
+            "max_stored_bytes": tenancy.max_stored_bytes_per_key,
+        }
+
+    def clear_history(self, owner: str | None, session_id: str | None = None) -> tuple[int, int]:
+        """Delete the caller's finished jobs (of one session, if given); (cleared, failed)."""
         cleared = failed = 0
         for record in self.store.records(owner):
-            if not record.state.finished:
+            if not record.state.finished or session_id not in (None, record.session_id):
                 continue
             try:
                 self.store.delete(record.job_id, record.owner)
@@ -414,7 +469,7 @@ class JobService:
                     self.retry(owner, job_id)
                 else:
                     raise InvalidRequestError(f"Unknown bulk action {action!r}.", param="action")
-            except (NotFoundError, ConflictError, InvalidRequestError):
+            except (NotFoundError, ConflictError, InvalidRequestError, TooManyJobsError):
                 bad.append(job_id)
             else:
                 ok.append(job_id)

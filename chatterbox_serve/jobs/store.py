@@ -10,6 +10,7 @@ Keys (all built from random job ids and integers, never from user input):
     jobs/<id>/g<gen>/<n>-<nonce>.wav        its audio, named by the commit
     jobs/<id>/output/<gen>-<nonce>.<fmt>    the final file, named by the record
     jobs-index/<owner>/<id>                 the job exists, and whose it is
+    jobs-active/<owner>/<version>.json      the owner's runnable jobs (a versioned cell)
     jobs-queue/<id>                         a worker should look at the job
 
 A versioned cell (record, lease) is a folder of numbered keys; the highest is
@@ -22,6 +23,7 @@ whose slot was pruned (it read very long ago) sees that and withdraws its write.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +37,8 @@ from chatterbox_serve.jobs.storage import BlobWriter, JobBlobStore
 _KEEP_VERSIONS = 32
 # Files of an unindexed job older than this are debris of a deleted job.
 _DEBRIS_AGE_S = 3600.0
+# A cap reservation counts this long while its job's record does not show it yet.
+_RESERVATION_GRACE_S = 30.0
 
 
 class JobGone(Exception):
@@ -164,6 +168,44 @@ class JobStore:
             if record is not None:
                 found.append(record)
         return found
+
+    # -- the per-owner cap on unfinished jobs ---------------------------------------
+
+    def reserve_active(self, owner: str, job_id: str, cap: int, retry_count: int = 0) -> int | None:
+        """Count `job_id` among the owner's unfinished jobs if fewer than `cap` are.
+
+        The owner's set of unfinished jobs is one versioned cell, so of any number of
+        replicas reserving at once only as many succeed as the cap leaves room for.
+        Entries whose job has finished or gone are dropped as the set is read. An entry
+        whose record does not show it yet (not created, or not yet at `retry_count`:
+        the caller writes the record after reserving) counts for
+        `_RESERVATION_GRACE_S`.
+
+        Returns None when reserved, else how many unfinished jobs the owner has.
+        """
+        cell = VersionedCell(self.blobs, f"jobs-active/{owner}/")
+        while True:
+            current = cell.read()
+            if current is None:
+                unfinished = (r for r in self.records(owner) if not r.state.finished)
+                held = {r.job_id: (0.0, r.retry_count) for r in unfinished}
+                version = 0
+            else:
+                held = {k: (float(t), int(n)) for k, (t, n) in json.loads(current.data).items()}
+                version = current.version
+            now = self.clock()
+            held = {k: v for k, v in held.items() if k != job_id and self._counts(k, *v, now)}
+            if len(held) >= cap:
+                return len(held)
+            held[job_id] = (now, retry_count)
+            if cell.write(version, json.dumps(held, sort_keys=True).encode()):
+                return None
+
+    def _counts(self, job_id: str, reserved_at: float, retry_count: int, now: float) -> bool:
+        record = self.get(job_id)
+        if record is None or record.retry_count < retry_count:
+            return now - reserved_at < _RESERVATION_GRACE_S
+        return not record.state.finished
 
     # -- measured throughput ------------------------------------------------------
 
@@ -311,6 +353,18 @@ class JobStore:
             self.blobs.delete(key)
         self.blobs.delete(f"jobs-index/{owner}/{job_id}")
         self.blobs.delete(f"jobs-queue/{job_id}")
+        self._unreserve(owner, job_id)
+
+    def _unreserve(self, owner: str, job_id: str) -> None:
+        """Drop a deleted job from the owner's unfinished set at once: with its record
+        gone, `reserve_active` could not tell it from a job still being created."""
+        cell = VersionedCell(self.blobs, f"jobs-active/{owner}/")
+        while (current := cell.read()) is not None:
+            held = json.loads(current.data)
+            if held.pop(job_id, None) is None:
+                return
+            if cell.write(current.version, json.dumps(held, sort_keys=True).encode()):
+                return
 
     def sweep(self, retention_s: float) -> list[str]:
         """Delete finished jobs older than `retention_s`, and debris of deleted jobs.

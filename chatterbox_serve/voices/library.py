@@ -84,6 +84,9 @@ class VoiceRecord:
     sample_rate: int
     channels: int
     sha256: str
+    # The owner id of the key that uploaded it; None for a shared voice (uploaded by an
+    # operator, in open mode, or before voices had owners). See `voices/access.py`.
+    owner: str | None = None
 
     @property
     def upload_date(self) -> str:
@@ -302,6 +305,8 @@ class VoiceLibrary:
             name=claim.key if claim else record.uploaded_name,
             prompt=self._prompt(record),
             language=record.language,
+            id=record.id,
+            owner=record.owner,
         )
 
     def default(self) -> ResolvedVoice | None:
@@ -310,7 +315,11 @@ class VoiceLibrary:
         if record is None:
             return None
         return ResolvedVoice(
-            name=record.uploaded_name, prompt=self._prompt(record), language=record.language
+            name=record.uploaded_name,
+            prompt=self._prompt(record),
+            language=record.language,
+            id=record.id,
+            owner=record.owner,
         )
 
     def _default_id(self) -> str | None:
@@ -338,8 +347,9 @@ class VoiceLibrary:
         original_filename: str = "",
         name_param: str = "name",
         file_param: str = "audio",
+        owner: str | None = None,
     ) -> VoiceEntry:
-        """Validate and store an upload under a new name.
+        """Validate and store an upload under a new name, owned by `owner` (None: shared).
 
         Raises:
             InvalidRequestError: bad name, language or audio (400).
@@ -380,6 +390,7 @@ class VoiceLibrary:
             sample_rate=facts.sample_rate,
             channels=facts.channels,
             sha256=hashlib.sha256(data).hexdigest(),
+            owner=owner,
         )
         try:
             self.store.put(record.audio_key, data)

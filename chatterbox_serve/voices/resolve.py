@@ -22,6 +22,9 @@ class ResolvedVoice:
     name: str
     prompt: VoicePrompt | None
     language: str | None = None
+    # A stored voice's id (its content never changes) and owner id (None: shared).
+    id: str | None = None
+    owner: str | None = None
 
 
 class VoiceLookup(Protocol):

@@ -22,6 +22,7 @@ import abc
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import time
 import uuid
@@ -32,6 +33,8 @@ from typing import Any
 from chatterbox_serve.config import VoiceConfig
 
 _TMP_PREFIX = ".tmp-"
+# The folders the voice library writes under (beside its top-level files).
+_LIBRARY_FOLDERS = ("voices", "names")
 
 
 class VoiceStore(abc.ABC):
@@ -155,9 +158,14 @@ class LocalVoiceStore(VoiceStore):
         return sorted(keys)
 
     def remove_stale_temporaries(self, min_age_s: float) -> int:
+        # Only the library's own folders and top-level files: the root may also hold
+        # jobs (JOBS_URL unset), whose temporaries are outputs being written.
         cutoff = time.time() - min_age_s
         removed = 0
-        for dirpath, _, files in os.walk(self.root):
+        top_files = [p.name for p in self.root.glob(f"{_TMP_PREFIX}*")]
+        tops: list[tuple[str, list[str], list[str]]] = [(str(self.root), [], top_files)]
+        walks = (os.walk(self.root / folder) for folder in _LIBRARY_FOLDERS)
+        for dirpath, _, files in itertools.chain(tops, *walks):
             for name in files:
                 path = Path(dirpath) / name
                 if not name.startswith(_TMP_PREFIX):

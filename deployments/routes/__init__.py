@@ -9,7 +9,7 @@ backend.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,11 +19,12 @@ from chatterbox_serve.jobs import JobsAccess
 from chatterbox_serve.speech import SpeechBackend
 from chatterbox_serve.voices import VoiceLookup
 from deployments.cluster_status import StatusSource
+from deployments.streams import StreamSlots
 
 
 @dataclass(frozen=True)
 class ApiState:
-    """What the routes work with: settings, the speech backend, voices, cluster status, jobs."""
+    """What the routes work with: settings, backend, voices, cluster status, jobs, stream caps."""
 
     settings: Settings
     backend: SpeechBackend
@@ -31,6 +32,7 @@ class ApiState:
     voices: VoiceLookup
     status: StatusSource | None = None
     jobs: JobsAccess | None = None
+    streams: StreamSlots = field(default_factory=lambda: StreamSlots({}))
 
 
 def api_state(request: Request) -> ApiState:

@@ -5,6 +5,9 @@ requests of the ingress replica that answers (each replica keeps its own recent
 requests, in `RequestLog`); the cluster-wide view is `GET /status`. `/memory/*`
 describes and tunes this replica's process; its alert thresholds live in the app's
 state, per replica, as the original's did per process.
+
+A tenant sees only its own requests here; operators (`ADMIN_API_KEYS`) see all, and
+alone may reset, clear, retune, and read process memory.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatterbox_serve.errors import InvalidRequestError
 from chatterbox_serve.protocol import ERROR_RESPONSES
+from deployments.auth import OWNER_STATE, is_operator, request_owner, require_operator
 from deployments.cluster_status import host_memory
 from deployments.routes import State
 
@@ -38,6 +42,25 @@ class RequestRecord:
     start_time: float
     end_time: float | None = None
     status_code: int | None = None
+    # The ASGI scope's `state`, where the API-key middleware (which runs inside the
+    # request log) leaves the caller's owner id once it has decided it.
+    scope_state: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def owner(self) -> str | None:
+        owner: str | None = self.scope_state.get(OWNER_STATE)
+        return owner
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "path": self.path,
+            "status": self.status,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "status_code": self.status_code,
+            "duration_seconds": round(self.duration_seconds, 4),
+        }
 
     @property
     def duration_seconds(self) -> float:
@@ -54,9 +77,9 @@ class RequestLog:
     history: deque[RequestRecord] = field(default_factory=deque)
 
     @contextmanager
-    def track(self, path: str) -> Iterator[RequestRecord]:
+    def track(self, path: str, scope_state: dict[str, Any]) -> Iterator[RequestRecord]:
         self.total += 1
-        record = RequestRecord(self.total, path, "processing", time.time())
+        record = RequestRecord(self.total, path, "processing", time.time(), None, None, scope_state)
         self.active[record.request_id] = record
         try:
             yield record
@@ -69,25 +92,44 @@ class RequestLog:
             while len(self.history) > self.keep:
                 self.history.popleft()
 
-    def statistics(self) -> dict[str, Any]:
-        done = [r for r in self.history if r.status == "completed"]
-        failed = sum(1 for r in self.history if r.status == "error")
+    def statistics(self, viewer: Viewer) -> dict[str, Any]:
+        """Counts over what `viewer` may see: everything for operators, else its own."""
+        history = [r for r in self.history if viewer.sees(r)]
+        done = [r for r in history if r.status == "completed"]
+        failed = sum(1 for r in history if r.status == "error")
+        active = [r for r in self.active.values() if viewer.sees(r)]
         return {
-            "total_requests": self.total,
+            "total_requests": self.total if viewer.everyone else len(history) + len(active),
             "completed_requests": len(done),
             "error_requests": failed,
             "success_rate": 100.0 * len(done) / max(1, len(done) + failed),
             "average_duration_seconds": sum(r.duration_seconds for r in done) / len(done)
             if done
             else 0.0,
-            "is_processing": bool(self.active),
+            "is_processing": bool(active),
         }
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        return [
-            {**asdict(r), "duration_seconds": round(r.duration_seconds, 4)}
-            for r in list(self.history)[-limit:][::-1]
-        ]
+    def recent(self, limit: int, viewer: Viewer) -> list[dict[str, Any]]:
+        mine = [r for r in self.history if viewer.sees(r)]
+        return [r.public() for r in mine[-limit:][::-1]]
+
+    def running(self, viewer: Viewer) -> list[RequestRecord]:
+        return [r for r in self.active.values() if viewer.sees(r)]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose requests a caller may see: every tenant's (operators) or its own."""
+
+    owner: str | None
+    everyone: bool
+
+    @classmethod
+    def of(cls, request: Request) -> Viewer:
+        return cls(request_owner(request), is_operator(request))
+
+    def sees(self, record: RequestRecord) -> bool:
+        return self.everyone or (self.owner is not None and record.owner == self.owner)
 
 
 class RequestLogMiddleware:
@@ -102,7 +144,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http" or scope.get("method") != "POST" or not _speech(path):
             await self.app(scope, receive, send)
             return
-        with self.log.track(path) as record:
+        with self.log.track(path, scope.setdefault("state", {})) as record:
 
             async def send_status(message: Any) -> None:
                 if message["type"] == "http.response.start":
@@ -142,10 +184,21 @@ def _memory() -> dict[str, Any]:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _add(paths: tuple[str, ...], method: str = "GET") -> Callable[[F], F]:
+def _add(
+    paths: tuple[str, ...], method: str = "GET", *, operator: bool = False
+) -> Callable[[F], F]:
+    """Register `endpoint` at every path; `operator` routes need an operator key (403)."""
+    dependencies = [Depends(require_operator)] if operator else []
+
     def register(endpoint: F) -> F:
         for i, path in enumerate(paths):
-            router.add_api_route(path, endpoint, methods=[method], include_in_schema=i == 0)
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                include_in_schema=i == 0,
+                dependencies=dependencies,
+            )
         return endpoint
 
     return register
@@ -153,20 +206,22 @@ def _add(paths: tuple[str, ...], method: str = "GET") -> Callable[[F], F]:
 
 @_add(("/info", "/v1/info", "/api/info"))
 def api_info(request: Request, state: State) -> dict[str, Any]:
-    """Name, version, engine, this replica's request statistics and memory."""
-    log = _log(request)
-    return {
+    """Name, version, engine, the caller's requests here; memory for operators only."""
+    log, viewer = _log(request), Viewer.of(request)
+    info: dict[str, Any] = {
         "api_name": "chatterbox-serve",
         "version": VERSION,
         "api_version": VERSION,
         "description": "Chatterbox TTS on Ray Serve, with the original Chatterbox API.",
         "status": "operational",
         "engine": state.engine_name,
-        "statistics": log.statistics(),
-        "memory_info": _memory(),
-        "recent_requests": log.recent(3),
+        "statistics": log.statistics(viewer),
+        "recent_requests": log.recent(3, viewer),
         "long_text_jobs": state.jobs is not None,
     }
+    if viewer.everyone:  # process ids and host figures are for operators
+        info["memory_info"] = _memory()
+    return info
 
 
 @_add(("/endpoints", "/v1/endpoints", "/routes"))
@@ -199,7 +254,7 @@ def _api_routes(routes: list[Any]) -> Iterator[Any]:
             yield route
 
 
-@_add(("/memory/reset", "/v1/memory/reset"), "POST")
+@_add(("/memory/reset", "/v1/memory/reset"), "POST", operator=True)
 def memory_reset(request: Request, confirm: bool = False) -> dict[str, Any]:
     """Collect garbage and forget this replica's request history; needs `confirm=true`."""
     if not confirm:
@@ -230,7 +285,7 @@ def memory_config(request: Request, state: State) -> dict[str, Any]:
     }
 
 
-@_add(("/memory/config", "/v1/memory/config"), "POST")
+@_add(("/memory/config", "/v1/memory/config"), "POST", operator=True)
 def update_memory_config(
     request: Request,
     cpu_memory_percent: Annotated[float | None, Query(ge=50, le=95)] = None,
@@ -281,8 +336,8 @@ def memory_recommendations(request: Request) -> dict[str, Any]:
 
 @_add(("/status/progress", "/v1/status/progress", "/progress"))
 def status_progress(request: Request) -> dict[str, Any]:
-    """Speech requests this replica is working on now."""
-    active = list(_log(request).active.values())
+    """The caller's speech requests this replica is working on now."""
+    active = _log(request).running(Viewer.of(request))
     if not active:
         return {"is_processing": False, "status": "idle", "message": "No active TTS requests"}
     oldest = min(active, key=lambda r: r.start_time)
@@ -299,16 +354,16 @@ def status_progress(request: Request) -> dict[str, Any]:
 def status_history(
     request: Request, limit: Annotated[int, Query(ge=1, le=50)] = 10
 ) -> dict[str, Any]:
-    history = _log(request).recent(limit)
+    history = _log(request).recent(limit, Viewer.of(request))
     return {"request_history": history, "total_records": len(history), "limit": limit}
 
 
 @_add(("/status/statistics", "/v1/status/statistics", "/stats"))
 def status_statistics(request: Request) -> dict[str, Any]:
-    return _log(request).statistics()
+    return _log(request).statistics(Viewer.of(request))
 
 
-@_add(("/status/history/clear", "/v1/status/history/clear"), "POST")
+@_add(("/status/history/clear", "/v1/status/history/clear"), "POST", operator=True)
 def clear_status_history(request: Request, confirm: bool = False) -> dict[str, Any]:
     if not confirm:
         raise InvalidRequestError(

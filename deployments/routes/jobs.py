@@ -13,32 +13,33 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from chatterbox_serve.audio import AudioFormat
-from chatterbox_serve.errors import InvalidRequestError, RangeNotSatisfiableError
-from chatterbox_serve.jobs import HistoryQuery, JobRecord, JobState, owner_of
+from chatterbox_serve.errors import (
+    InvalidRequestError,
+    PermissionDeniedError,
+    RangeNotSatisfiableError,
+)
+from chatterbox_serve.jobs import OPEN_OWNER, HistoryQuery, JobRecord, JobState
 from chatterbox_serve.jobs import protocol as wire
 from chatterbox_serve.jobs.events import job_events
 from chatterbox_serve.jobs.service import HistorySort, JobService
 from chatterbox_serve.protocol import ERROR_RESPONSES
 from chatterbox_serve.voices import resolve_voice
-from deployments.auth import bearer_token
+from deployments.auth import Owner, presented_admin_key
 from deployments.routes import State
+from deployments.routes.access import caller_voices
+from deployments.streams import DOWNLOADS, SSE_STREAMS
 
 router = APIRouter(tags=["Long Text TTS"], responses={**ERROR_RESPONSES, 429: {}})
-Authorization = Annotated[str | None, Header()]
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _owner(state: State, authorization: str | None) -> str | None:
-    """The caller's owner id; None when the API is open (everyone sees every job)."""
-    assert state.jobs is not None
-    return owner_of(bearer_token(authorization)) if state.jobs.keys_enabled else None
 
 
 def _route(method: str, path: str, **kw: Any) -> Callable[[F], F]:
@@ -56,16 +57,16 @@ def _route(method: str, path: str, **kw: Any) -> Callable[[F], F]:
 
 @_route("POST", "/audio/speech/long")
 def create_job(
-    body: wire.LongSpeechRequest, state: State, authorization: Authorization = None
+    body: wire.LongSpeechRequest, request: Request, state: State, owner: Owner
 ) -> dict[str, Any]:
     """Queue a long text (more than MAX_TOTAL_LENGTH characters) for background synthesis."""
     jobs = state.jobs
     assert jobs is not None
-    voice = resolve_voice(body.voice_key, state.voices, by_id=body.voice_by_id)
-    params = body.to_parameters(state.settings, voice)
-    record = jobs.service.create(
-        _owner(state, authorization) or None, body.input, params, session_id=body.session_id
-    )
+    voice = resolve_voice(body.voice_key, caller_voices(request, state), by_id=body.voice_by_id)
+    # Pinned by id: a stored voice's content never changes under its id, so renaming,
+    # replacing or re-uploading a name later cannot change what this job speaks with.
+    params = replace(body.to_parameters(state.settings, voice), voice_id=voice.id)
+    record = jobs.service.create(owner, body.input, params, session_id=body.session_id)
     estimate = jobs.service.estimate_s(record)
     jobs.notify(record.job_id)
     return wire.create_response(record, estimate, "Job submitted for processing")
@@ -74,14 +75,13 @@ def create_job(
 @_route("GET", "/audio/speech/long")
 def list_jobs(
     state: State,
-    authorization: Authorization = None,
+    owner: Owner,
     status: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     session_id: str | None = None,
 ) -> dict[str, Any]:
     """The caller's jobs, newest first; `status` filters, `session_id` is accepted and unused."""
     service = _service(state)
-    owner = _owner(state, authorization)
     everything = service.jobs(owner, status, 10_000)
     return wire.job_list([_item(state, r) for r in everything[:limit]], everything)
 
@@ -89,7 +89,7 @@ def list_jobs(
 @_route("GET", "/audio/speech/long-history")
 def list_history(
     state: State,
-    authorization: Authorization = None,
+    owner: Owner,
     status: JobState | None = None,
     start_date: str | None = None,
     end_date: str | None = None,
@@ -111,28 +111,41 @@ def list_history(
         limit=limit,
         offset=offset,
     )
-    page, total = _service(state).history(_owner(state, authorization), query)
+    page, total = _service(state).history(owner, query)
     listing = wire.job_list([_item(state, r) for r in page], page)
     return {**listing, "total_jobs": total}
 
 
 @_route("GET", "/audio/speech/long-history/stats")
-def history_stats(state: State, authorization: Authorization = None) -> dict[str, Any]:
-    return _service(state).stats(_owner(state, authorization))
+def history_stats(state: State, owner: Owner) -> dict[str, Any]:
+    return _service(state).stats(owner)
 
 
 # Before `/audio/speech/long/{job_id}`: the original registered it after, so
 # `DELETE .../long/history` cancelled a job called "history" instead.
 @_route("DELETE", "/audio/speech/long/history")
 def clear_history(
-    state: State, authorization: Authorization = None, confirm: bool = False
+    request: Request,
+    state: State,
+    owner: Owner,
+    confirm: bool = False,
+    session_id: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Delete the caller's finished jobs; needs `confirm=true`."""
+    """Delete the caller's finished jobs (of one session, with `session_id`); needs `confirm=true`.
+
+    Without API keys every client shares one history, so the whole of it goes only
+    with an operator key (ADMIN_API_KEYS); anyone may clear one session's jobs.
+    """
     if not confirm:
         raise InvalidRequestError(
             "History clearing requires confirmation (confirm=true).", param="confirm"
         )
-    cleared, failed = _service(state).clear_history(_owner(state, authorization))
+    if owner is None and session_id is None and not presented_admin_key(request):
+        raise PermissionDeniedError(
+            "Without API keys the job history is shared by every client: pass session_id "
+            "to clear one session's jobs, or use an operator key (ADMIN_API_KEYS)."
+        )
+    cleared, failed = _service(state).clear_history(owner, session_id)
     return {
         "message": f"Cleared {cleared} jobs from history",
         "cleared_count": cleared,
@@ -141,13 +154,11 @@ def clear_history(
 
 
 @_route("POST", "/audio/speech/long/bulk")
-def bulk_action(
-    body: wire.BulkJobRequest, state: State, authorization: Authorization = None
-) -> dict[str, Any]:
+def bulk_action(body: wire.BulkJobRequest, state: State, owner: Owner) -> dict[str, Any]:
     """Delete, archive, unarchive or retry many jobs; needs `confirm: true`."""
     if not body.confirm:
         raise InvalidRequestError("Bulk operations require confirmation.", param="confirm")
-    result = _service(state).bulk(_owner(state, authorization), body.job_ids, body.action)
+    result = _service(state).bulk(owner, body.job_ids, body.action)
     for job_id in result.succeeded if body.action == "retry" else ():
         _notify(state, job_id)
     total = len(body.job_ids)
@@ -161,27 +172,27 @@ def bulk_action(
 
 
 @_route("GET", "/audio/speech/long/{job_id}")
-def get_job(job_id: str, state: State, authorization: Authorization = None) -> dict[str, Any]:
+def get_job(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
     """Status, progress (with an estimate from measured throughput) and metadata."""
     service = _service(state)
-    record = service.get(_owner(state, authorization), job_id)
+    record = service.get(owner, job_id)
     plan = service.store.plan(job_id)
     return wire.job_response(record, plan, service.commits(record))
 
 
 @_route("GET", "/audio/speech/long/{job_id}/details")
-def job_details(job_id: str, state: State, authorization: Authorization = None) -> dict[str, Any]:
+def job_details(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
     service = _service(state)
-    record, text, plan = service.details(_owner(state, authorization), job_id)
+    record, text, plan = service.details(owner, job_id)
     return wire.details(record, text, plan, service.commits(record))
 
 
 @_route("PATCH", "/audio/speech/long/{job_id}")
 def edit_job(
-    job_id: str, body: wire.JobUpdateRequest, state: State, authorization: Authorization = None
+    job_id: str, body: wire.JobUpdateRequest, state: State, owner: Owner
 ) -> dict[str, Any]:
     record = _service(state).edit(
-        _owner(state, authorization),
+        owner,
         job_id,
         display_name=body.display_name,
         is_archived=body.is_archived,
@@ -191,14 +202,14 @@ def edit_job(
 
 
 @_route("PUT", "/audio/speech/long/{job_id}/pause")
-def pause_job(job_id: str, state: State, authorization: Authorization = None) -> dict[str, Any]:
-    record = _service(state).pause(_owner(state, authorization), job_id)
+def pause_job(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
+    record = _service(state).pause(owner, job_id)
     return {**wire.action(record, f"Job {job_id} paused successfully")}
 
 
 @_route("PUT", "/audio/speech/long/{job_id}/resume")
-def resume_job(job_id: str, state: State, authorization: Authorization = None) -> dict[str, Any]:
-    record = _service(state).resume(_owner(state, authorization), job_id)
+def resume_job(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
+    record = _service(state).resume(owner, job_id)
     _notify(state, job_id)
     return {**wire.action(record, f"Job {job_id} resumed successfully")}
 
@@ -207,10 +218,10 @@ def resume_job(job_id: str, state: State, authorization: Authorization = None) -
 def cancel_or_delete_job(
     job_id: str,
     state: State,
-    authorization: Authorization = None,
+    owner: Owner,
     action: Literal["cancel", "delete"] = "cancel",
 ) -> dict[str, Any]:
-    service, owner = _service(state), _owner(state, authorization)
+    service = _service(state)
     if action == "delete":
         service.delete(owner, job_id)
         return {"message": f"Job {job_id} deleted successfully"}
@@ -221,17 +232,18 @@ def cancel_or_delete_job(
 @_route("POST", "/audio/speech/long/{job_id}/retry")
 def retry_job(
     job_id: str,
+    request: Request,
     state: State,
+    owner: Owner,
     body: wire.JobRetryRequest | None = None,
-    authorization: Authorization = None,
 ) -> dict[str, Any]:
     """Run a failed or cancelled job again, in place (the job id stays the same)."""
     body = body or wire.JobRetryRequest()
     changes = body.changes()
-    if "voice" in changes:
-        resolve_voice(changes["voice"], state.voices)  # 404 now, not a failed job later
+    if "voice" in changes:  # 404 now, not a failed job later; pinned as at creation
+        changes["voice_id"] = resolve_voice(changes["voice"], caller_voices(request, state)).id
     record = _service(state).retry(
-        _owner(state, authorization),
+        owner,
         job_id,
         preserve_chunks=body.preserve_chunks,
         new_parameters=changes,
@@ -242,30 +254,36 @@ def retry_job(
 
 
 @_route("GET", "/audio/speech/long/{job_id}/sse", response_class=StreamingResponse)
-async def job_progress(
-    job_id: str, state: State, authorization: Authorization = None
-) -> StreamingResponse:
+async def job_progress(job_id: str, state: State, owner: Owner) -> StreamingResponse:
     """Server-sent progress events until the job ends (see `chatterbox_serve/jobs/events.py`)."""
-    service, owner = _service(state), _owner(state, authorization)
+    service = _service(state)
     await asyncio.to_thread(service.get, owner, job_id)  # 404 before the stream starts
     assert state.jobs is not None
-    events = job_events(service, owner, job_id, state.jobs.sse_poll_s)
+    slot = state.streams.acquire(SSE_STREAMS, owner or OPEN_OWNER)
+    idle_s = state.settings.tenancy.sse_idle_timeout_s
+    events = job_events(service, owner, job_id, state.jobs.sse_poll_s, idle_s)
 
     async def body() -> AsyncIterator[bytes]:
-        async for kind, data in events:
-            yield wire.sse_message(kind, {"job_id": job_id, **data})
+        try:
+            async for kind, data in events:
+                yield wire.sse_message(kind, {"job_id": job_id, **data})
+        finally:
+            slot.release()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers=headers,
+        background=BackgroundTask(slot.release),  # also when the body never started
+    )
 
 
 @_route("GET", "/audio/speech/long/{job_id}/chunks/{chunk_index}", response_class=Response)
-def chunk_audio(
-    job_id: str, chunk_index: int, state: State, authorization: Authorization = None
-) -> Response:
+def chunk_audio(job_id: str, chunk_index: int, state: State, owner: Owner) -> Response:
     """One finished chunk as WAV, for playing a job while it is still running."""
     service = _service(state)
-    commit = service.chunk(_owner(state, authorization), job_id, chunk_index)
+    commit = service.chunk(owner, job_id, chunk_index)
     mark = commit.extra.get("watermark")
     headers = {"X-Watermark": mark} if isinstance(mark, str) else None
     return Response(
@@ -277,12 +295,12 @@ def chunk_audio(
 def download(
     job_id: str,
     state: State,
-    authorization: Authorization = None,
+    owner: Owner,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> StreamingResponse:
     """The finished file, streamed from storage; honours one HTTP `Range`."""
     service = _service(state)
-    record, key, size = service.output(_owner(state, authorization), job_id)
+    record, key, size = service.output(owner, job_id)
     start, end = parse_range(range_header, size)
     fmt = AudioFormat(record.parameters.response_format)
     headers = {
@@ -296,8 +314,22 @@ def download(
     if range_header is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    slot = state.streams.acquire(DOWNLOADS, owner or OPEN_OWNER)
     blocks: Iterator[bytes] = service.store.blobs.read_range(key, start, end)
-    return StreamingResponse(blocks, status_code=status, media_type=fmt.media_type, headers=headers)
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield from blocks
+        finally:
+            slot.release()
+
+    return StreamingResponse(
+        body(),
+        status_code=status,
+        media_type=fmt.media_type,
+        headers=headers,
+        background=BackgroundTask(slot.release),
+    )
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int]:
@@ -338,11 +370,7 @@ def _notify(state: State, job_id: str) -> None:
 
 
 def _item(state: State, record: JobRecord) -> dict[str, Any]:
-    try:
-        preview = _service(state).store.input_text(record.job_id)[:100]
-    except FileNotFoundError:
-        preview = ""
-    return wire.list_item(record, preview)
+    return wire.list_item(record, _service(state).preview(record))
 
 
 def _date(value: str | None, param: str) -> float | None:

@@ -7,19 +7,20 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from chatterbox_serve.protocol import AudioModel, AudioModelList, ModelCard, ModelList
 from chatterbox_serve.text.languages import languages_for
-from deployments.auth import bearer_token
+from deployments.auth import bearer_token, require_operator
 from deployments.routes import ApiState, State
 
 logger = logging.getLogger("ray.serve")
 
 router = APIRouter()
-# Only on a Serve cluster: `build_api` includes it when it has a status source.
-cluster_router = APIRouter()
+# Only on a Serve cluster: `build_api` includes it when it has a status source. Node
+# addresses, process ids and every tenant's load: for operators only.
+cluster_router = APIRouter(dependencies=[Depends(require_operator)])
 
 
 def served_models(state: ApiState) -> list[str]:

@@ -32,6 +32,7 @@ from chatterbox_serve.voices import ResolvedVoice, resolve_voice
 from chatterbox_serve.voices.validation import inspect_audio, read_bounded
 from deployments.http import request_id_of
 from deployments.routes import ApiState, State
+from deployments.routes.access import caller_voices
 
 logger = logging.getLogger("ray.serve")
 
@@ -98,7 +99,9 @@ async def speak(
     rid = request_id_of(request)
     if voice is None:  # library reads block on storage
         voice = await run_in_threadpool(
-            partial(resolve_voice, by_id=body.voice_by_id), body.voice_key, state.voices
+            partial(resolve_voice, by_id=body.voice_by_id),
+            body.voice_key,
+            caller_voices(request, state),
         )
     stream_format = "audio" if force_stream else body.stream_format
     order = body.to_order(state.settings, voice, rid, streaming=stream_format is not None)

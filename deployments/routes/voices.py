@@ -13,13 +13,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from chatterbox_serve.protocol import ERROR_RESPONSES
+from chatterbox_serve.voices.access import CallerVoices
 from chatterbox_serve.voices.library import VoiceEntry, VoiceLibrary
 from chatterbox_serve.voices.validation import read_bounded
+from deployments.auth import require_operator
 from deployments.routes import State
+from deployments.routes.access import caller_of
 
 _ERRORS: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 409: ERROR_RESPONSES[400]}
 _LIBRARY_PREFIXES = (
@@ -37,13 +40,13 @@ FILE_FIELD = "voice_file"
 router = APIRouter()
 
 
-def voice_library(state: State) -> VoiceLibrary:
-    """The app's voice library; these routes are included only when it has one."""
+def voice_library(request: Request, state: State) -> CallerVoices:
+    """The caller's view of the app's voice library (included only when it has one)."""
     assert isinstance(state.voices, VoiceLibrary)
-    return state.voices
+    return CallerVoices(state.voices, caller_of(request))
 
 
-Library = Annotated[VoiceLibrary, Depends(voice_library)]
+Library = Annotated[CallerVoices, Depends(voice_library)]
 
 
 def voice_json(entry: VoiceEntry) -> dict[str, Any]:
@@ -98,8 +101,12 @@ def all_names(library: Library) -> dict[str, Any]:
 
 
 def cleanup_voices(library: Library) -> dict[str, Any]:
-    """Remove voices that crashes left unreachable (the original's missing-file cleanup)."""
-    removed = library.sweep_orphans(0.0)
+    """Remove voice-library debris crashes left, older than an hour; operators only.
+
+    Younger debris may be an upload another replica is finishing; job files, which
+    may share the storage root, are never touched.
+    """
+    removed = library.sweep_orphans()
     return {"message": "Cleanup completed", "removed_voices": removed, "count": len(removed)}
 
 
@@ -214,6 +221,9 @@ _LIBRARY_ROUTES: tuple[tuple[str, str, Any, int], ...] = (
     ("DELETE", "/{name}/aliases/{alias}", remove_alias, 200),
 )
 
+# Routes that act on the whole library, not on the caller's own voices.
+_OPERATOR_ONLY = frozenset({cleanup_voices})
+
 for _method, _path, _endpoint, _status in _LIBRARY_ROUTES:
     for _i, _prefix in enumerate(_LIBRARY_PREFIXES):
         router.add_api_route(
@@ -223,6 +233,7 @@ for _method, _path, _endpoint, _status in _LIBRARY_ROUTES:
             status_code=_status,
             responses=_ERRORS,
             include_in_schema=_i == 0,
+            dependencies=[Depends(require_operator)] if _endpoint in _OPERATOR_ONLY else [],
         )
 
 # The original API's `/default-voice` alias of `/voices/default`.

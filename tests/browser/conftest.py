@@ -68,7 +68,9 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApp]:
     voices = tmp_path_factory.mktemp("voices")
-    yield from start_app(settings={"API_KEYS": API_KEY, "VOICE_LIBRARY_DIR": str(voices)})
+    # The playground's key is an operator's here: its status page and default voice need one.
+    settings = {"API_KEYS": API_KEY, "ADMIN_API_KEYS": API_KEY, "VOICE_LIBRARY_DIR": str(voices)}
+    yield from start_app(settings=settings)
 
 
 class Console:

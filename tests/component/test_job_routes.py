@@ -24,6 +24,7 @@ from tools.bench.direct import DirectSubmitter
 LONG = "/v1/audio/speech/long"
 A = {"Authorization": "Bearer key-a"}
 B = {"Authorization": "Bearer key-b"}
+OPS = {"Authorization": "Bearer ops-key"}
 TEXT = " ".join(f"Sentence {i} of a story that goes on." for i in range(40))
 
 
@@ -31,6 +32,7 @@ TEXT = " ".join(f"Sentence {i} of a story that goes on." for i in range(40))
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(
         API_KEYS="key-a,key-b",
+        ADMIN_API_KEYS="ops-key",
         MAX_TOTAL_LENGTH="300",
         MAX_CHUNK_LENGTH="80",
         CHATTERBOX_MAX_JOBS_PER_KEY="2",
@@ -177,17 +179,16 @@ async def test_original_ops_routes_and_aliases(client: httpx.AsyncClient) -> Non
     assert routes["DELETE /v1/audio/speech/long/history"]["primary"].endswith("/history")
     assert (await client.get("/v1/config")).status_code == 200
     for path in ("/memory/reset", "/status/history/clear"):
-        refused = await client.post(path)
+        refused = await client.post(path, headers=OPS)
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "confirm"
-    assert (await client.post("/status/history/clear", params={"confirm": "true"})).json()[
-        "success"
-    ]
+    cleared = await client.post("/status/history/clear", params={"confirm": "true"}, headers=OPS)
+    assert cleared.json()["success"]
     assert (await client.get("/status/history")).json()["total_records"] == 0
-    reset = await client.post("/v1/memory/reset", params={"confirm": "true"})
+    reset = await client.post("/v1/memory/reset", params={"confirm": "true"}, headers=OPS)
     assert reset.json()["status"] == "success"
-    bad = await client.post("/memory/config", params={"cpu_memory_percent": 20})
+    bad = await client.post("/memory/config", params={"cpu_memory_percent": 20}, headers=OPS)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "cpu_memory_percent"
-    ok = await client.post("/memory/config", params={"cpu_memory_percent": 60})
+    ok = await client.post("/memory/config", params={"cpu_memory_percent": 60}, headers=OPS)
     assert ok.json()["new_thresholds"]["cpu_memory_percent"] == 60
     assert (await client.get("/memory/config")).json()["alert_thresholds"][
         "cpu_memory_percent"

@@ -295,3 +295,19 @@ def test_worker_pods_set_no_setting_the_head_lacks() -> None:
             for e in c["env"]:
                 if e["name"] in known:
                     assert head_env.get(e["name"]) == e, (group["groupName"], e["name"])
+
+
+def test_every_ray_node_starts_with_the_proxy_middleware() -> None:
+    """The ingress refuses a node whose proxy lacks it, so every group's env must set it."""
+    from deployments.proxy_errors import CALLBACK_ENV, CALLBACK_PATH
+
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get(CALLBACK_ENV) == CALLBACK_PATH, container["name"]
+    serve_config = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
+    for app in serve_config["applications"]:
+        # runtime_env reaches replicas, not the proxy: there it would only hide a gap.
+        assert CALLBACK_ENV not in app.get("runtime_env", {}).get("env_vars", {})

@@ -1,7 +1,8 @@
 """One local Ray cluster and one Serve app per test module (simulated engine).
 
 Each module gets a free HTTP port and no dashboard, so several test processes (or a
-developer's own `serve run`) can share the machine.
+developer's own `serve run`) can share the machine. Ray starts with the proxy
+middleware installed, as in production (`tools/proxy_env.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ray
 from ray import serve
 
 from deployments.builder import build_app
+from tools.proxy_env import proxy_envelopes
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,12 +59,13 @@ def start_app(
     """
     port = free_port()
     metrics_port = free_port() if metrics else None
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=metrics_port,
-    )
+    with proxy_envelopes():  # as production runs: the ingress refuses a bare proxy
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            _metrics_export_port=metrics_port,
+        )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         args = {"engine": "simulated", "dotenv_path": None, "settings": settings or {}}

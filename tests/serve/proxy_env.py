@@ -1,25 +1,7 @@
-"""Test helper: start Ray with the proxy error-envelope callback, as production does."""
+"""Test helper: start Ray with the proxy middleware callback, as production does."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from tools.proxy_env import proxy_envelopes
 
-from deployments.proxy_errors import CALLBACK_ENV, CALLBACK_PATH
-
-
-@contextmanager
-def proxy_envelopes() -> Iterator[None]:
-    """Set the callback (and a PYTHONPATH that finds it) for the Ray processes started inside."""
-    saved = {k: os.environ.get(k) for k in (CALLBACK_ENV, "PYTHONPATH")}
-    os.environ[CALLBACK_ENV] = CALLBACK_PATH
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), saved["PYTHONPATH"]]))
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+__all__ = ["proxy_envelopes"]

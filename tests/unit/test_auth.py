@@ -250,3 +250,40 @@ async def test_health_is_cached_and_shows_internals_only_with_a_key() -> None:
     assert backend.health_calls == 1
     assert all(r.json() == {"status": "ok", "model_ready": True} for r in anonymous)
     assert keyed.json()["engine"] == "simulated" and len(keyed.json()) > 3
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_api_keys_stops_startup_instead_of_opening_the_api(value: str) -> None:
+    # An empty Kubernetes Secret gives API_KEYS=""; that must not mean "no keys".
+    with pytest.raises(ConfigError, match="API_KEYS is set but empty"):
+        load_api_keys(load_settings({"API_KEYS": value}, None))
+    assert not load_api_keys(load_settings({}, None)).enabled  # unset: open, as documented
+
+
+def test_keys_are_compared_as_equal_length_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    lengths: list[tuple[int, int]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        lengths.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    keys = ApiKeys(parse_keys("short,a-much-longer-key-than-the-other-one"))
+    assert keys.accepts("short") and not keys.accepts("x" * 500)
+    # compare_digest's time depends on the lengths it is given: only digests reach it.
+    assert lengths and set(lengths) == {(32, 32)}
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+async def test_api_docs_load_no_script_at_all(path: str) -> None:
+    # The playground keeps the key in this origin's storage: no third-party (or any) script.
+    async with _client({"API_KEYS": KEYS}) as c:
+        r = await c.get(path)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<script" not in r.text.lower() and "cdn" not in r.text.lower()
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    assert "/v1/audio/speech" in r.text and "/openapi.json" in r.text

@@ -122,3 +122,50 @@ async def test_only_well_formed_request_ids_reach_rays_proxy(given: bytes, kept:
     (echoed,) = r.headers.get_list("x-request-id")
     assert r.text == echoed and 0 < len(echoed) <= 64
     assert (echoed == given.decode("latin-1")) is kept
+
+
+async def _headers_seen(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the request's header names, as the proxy behind the middleware sees them."""
+    names = sorted({k.decode("latin-1").lower() for k, _ in scope["headers"]})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": ",".join(names).encode()})
+
+
+async def test_client_overrides_of_rays_timeout_and_disconnect_policy_are_dropped() -> None:
+    # Ray's proxy reads these two per request: 0 turns the end-to-end timeout off and
+    # `?1` keeps a replica working after its client hung up.
+    transport = httpx.ASGITransport(app=ProxyErrorEnvelope(_headers_seen))
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as c:
+        r = await c.get(
+            "/v1/audio/speech/long/x/sse",
+            headers=[
+                (b"X-Request-Timeout-Seconds", b"0"),
+                (b"x-request-timeout-seconds", b"-1"),
+                (b"X-Request-Disconnect-Disabled", b"?1"),
+                (b"accept", b"text/event-stream"),
+            ],
+        )
+    seen = r.text.split(",")
+    assert "accept" in seen
+    assert "x-request-timeout-seconds" not in seen
+    assert "x-request-disconnect-disabled" not in seen
+
+
+def test_the_ingress_refuses_a_proxy_started_without_the_middleware() -> None:
+    from chatterbox_serve.config import ConfigError
+    from deployments.proxy_errors import (
+        CALLBACK_ENV,
+        CALLBACK_PATH,
+        UNHARDENED_MESSAGE,
+        check_proxy_hardening,
+    )
+
+    check_proxy_hardening({CALLBACK_ENV: CALLBACK_PATH}, {}, allow=False)
+    with pytest.raises(ConfigError) as missing:
+        check_proxy_hardening({}, {}, allow=False)
+    assert str(missing.value) == UNHARDENED_MESSAGE
+    assert f"{CALLBACK_ENV}={CALLBACK_PATH}" in UNHARDENED_MESSAGE
+    # Set through the Serve config's runtime_env, it reaches replicas but never the proxy.
+    with pytest.raises(ConfigError):
+        check_proxy_hardening({CALLBACK_ENV: CALLBACK_PATH}, {CALLBACK_ENV: CALLBACK_PATH}, False)
+    check_proxy_hardening({}, {}, allow=True)  # the explicit development opt-out

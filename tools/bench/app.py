@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.builder import build_app
+from tools.proxy_env import proxy_envelopes
 
 APP_NAME = "chatterbox"
 MODEL_DEPLOYMENT = "SpeechModelDeployment"
@@ -71,12 +72,13 @@ def serve_app(settings: dict[str, Any], num_cpus: int) -> Iterator[RunningApp]:
     # Ray runs its workers at nice 15. The load generator runs in this process at nice 0,
     # so on a small shared machine it would starve the server it measures.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
+    with proxy_envelopes():
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build_app({"engine": "simulated", "dotenv_path": None, "settings": settings})

@@ -33,7 +33,8 @@ async function optional(path) {
   try {
     return await getJson(path);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return null; // not a Serve cluster
+    // 404: not a Serve cluster; 403: a tenant's key (cluster status is for operator keys).
+    if (err instanceof ApiError && (err.status === 404 || err.status === 403)) return null;
     throw err;
   }
 }
@@ -73,7 +74,7 @@ function renderEngine(h, status) {
 function renderDeployments(status) {
   const body = $("status-deployments").tBodies[0];
   if (!status) {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 5 }, "Not available: this app does not run on a Serve cluster.")));
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 5 }, "Not available: it needs an operator key (ADMIN_API_KEYS), or this app does not run on a Serve cluster.")));
     return;
   }
   const rows = Object.entries(status.deployments || {}).map(([name, d]) => {
