@@ -63,7 +63,7 @@ async def test_an_announcement_with_extra_payload_and_speed(
     r = await send(server, "POST", URL, URLLIB_HEADERS, py_json(payload))
     assert_audio(r, "mp3", seconds=spoken_seconds(settings, text, speed=1.2))
     assert "application/json" not in r.headers["content-type"]
-    assert engine.requests and all(item.temperature == 0.7 for item in engine.requests)
+    assert engine.requests and all(item.generation.temperature == 0.7 for item in engine.requests)
 
 
 async def test_a_streamed_opus_reply_opens_with_ogg_magic(

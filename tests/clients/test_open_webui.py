@@ -90,7 +90,7 @@ async def test_a_discovered_voice_speaks_with_the_admins_extra_params(
     assert engine.requests, "nothing reached the engine"
     for item in engine.requests:
         assert item.voice is not None
-        assert (item.exaggeration, item.cfg_weight) == (0.7, 0.3)
+        assert (item.generation.exaggeration, item.generation.cfg_weight) == (0.7, 0.3)
 
 
 async def test_the_default_openai_voice_name_speaks(server: httpx.AsyncClient, settings: Settings):
