@@ -273,3 +273,11 @@ def test_proof_setup_builds_served_prompts_and_upstream_rows_on_the_cpu(
     assert {p.repetition_penalty for p in params} == {1.2, 2.0}
     assert {p.top_p for p in params} == {0.9, 0.95, 1.0}
     assert all(p.logprobs == proof.TOP and p.seed is not None for p in params)
+
+
+def test_cjk_requests_are_2000_characters_and_get_the_plans_largest_budget() -> None:
+    from tools.gpu.t3_vllm_proof import cjk_texts, largest_budget
+
+    texts = cjk_texts(Path(__file__).parents[3] / "shared/data/texts/multilingual.json")
+    assert set(texts) == {"zh", "ja"} and {len(t) for t in texts.values()} == {2000}
+    assert largest_budget(texts) >= largest_budget({"zh": texts["zh"][:300]}) > 0

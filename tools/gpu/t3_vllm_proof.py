@@ -549,6 +549,24 @@ def cjk_texts(path: Path, chars: int = 2000) -> dict[str, str]:
     return out
 
 
+def largest_budget(texts: dict[str, str]) -> int:
+    """The largest speech-token budget the server's chunk plan gives any chunk of `texts`."""
+    from chatterbox_serve.audio import AudioFormat
+    from chatterbox_serve.config import Settings
+    from chatterbox_serve.engines.base import SynthesisRequest
+    from chatterbox_serve.pipeline import SpeechJob, SpeechPipeline
+
+    def no_engine(item: Any) -> Any:
+        raise AssertionError("planning only")
+
+    pipeline = SpeechPipeline(Settings(), no_engine)
+    budgets = []
+    for lang, text in texts.items():
+        job = SpeechJob("plan", text, AudioFormat.WAV, SynthesisRequest(text="", language=lang))
+        budgets += [int(item.max_new_tokens or 0) for item in pipeline.plan(job)]
+    return max(budgets)
+
+
 async def cjk(url: str, texts: dict[str, str], forced: int) -> dict[str, Any]:
     import httpx
 
@@ -668,7 +686,7 @@ def report(parts: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("part", choices=["exact", "served", "stream", "cjk", "report"])
+    parser.add_argument("part", choices=["exact", "served", "stream", "cjk", "budget", "report"])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/ckpt"))
     parser.add_argument("--parts", type=Path, default=Path("/tmp/t3-served"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/t3-served-h200.json"))
@@ -682,6 +700,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report(args.parts), indent=2) + "\n")
         print(json.dumps(json.loads(args.out.read_text())["checks"], indent=1))
+        return
+    if args.part == "budget":
+        print(largest_budget(cjk_texts(args.texts)))
         return
     if args.part == "exact":
         result = exact(args.checkpoint)
