@@ -299,20 +299,27 @@ def _sampled(llm: Any, setup: Setup) -> tuple[list[list[int]], list[dict[str, An
     return tokens, per_item
 
 
-def exact(checkpoint: Path) -> dict[str, Any]:
+def exact(checkpoint: Path, save: Any) -> dict[str, Any]:
+    """The float32 part; `save(result)` after each step, so a cut run keeps what it did."""
     import torch
     import vllm
 
     from tools.gpu.planted import BUGS, plant
 
     began = time.perf_counter()
+    out: dict[str, Any] = {
+        "vllm": vllm.__version__,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0),
+        "engine": f"float32 (both sides), TF32 off; vLLM eager, {BACKEND}",
+    }
     setup = Setup(checkpoint)
-    rows = max(
+    out["upstream_prompt_rows"] = max(
         float((item[ours] - item[up]).abs().max())
         for item in setup.items
         for ours, up in (("rows_c", "up_c"), ("rows_u", "up_u"))
     )
-    print("prompt rows, ours vs upstream:", rows, flush=True)
+    save(out)
     llm = _llm(
         setup,
         dtype="float32",
@@ -321,33 +328,26 @@ def exact(checkpoint: Path) -> dict[str, Any]:
         logprobs_mode="processed_logprobs",
     )
     greedy = _greedy(llm, setup)
-    print("greedy:", _summary(greedy), flush=True)
+    out["greedy"] = {**_summary(greedy), "items": greedy}
+    save(out)
     tokens, sampled = _sampled(llm, setup)
-    print("sampled:", max(i["max_abs_logprob_diff"] for i in sampled), flush=True)
-    planted = {}
+    out["sampling"] = {
+        "max_abs_logprob_diff": max(i["max_abs_logprob_diff"] for i in sampled),
+        "support_mismatches": sum(i["support_mismatches"] for i in sampled),
+        "items": sampled,
+    }
+    save(out)
+    out["planted"] = {}
     for bug in BUGS:
         llm.apply_model(plant(bug))
-        planted[bug] = _summary(_greedy(llm, setup))
-        print("planted", bug, planted[bug], flush=True)
+        out["planted"][bug] = _summary(_greedy(llm, setup))
+        save(out)
     llm.apply_model(plant(None))
     del llm
-    preemption = _preemption(setup, tokens)
-    return {
-        "vllm": vllm.__version__,
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0),
-        "engine": f"float32 (both sides), TF32 off; vLLM eager, {BACKEND}",
-        "upstream_prompt_rows": rows,
-        "greedy": {**_summary(greedy), "items": greedy},
-        "sampling": {
-            "max_abs_logprob_diff": max(i["max_abs_logprob_diff"] for i in sampled),
-            "support_mismatches": sum(i["support_mismatches"] for i in sampled),
-            "items": sampled,
-        },
-        "planted": planted,
-        "preemption": preemption,
-        "wall_s": round(time.perf_counter() - began, 1),
-    }
+    out["preemption"] = _preemption(setup, tokens)
+    out["wall_s"] = round(time.perf_counter() - began, 1)
+    save(out)
+    return out
 
 
 def _preemption(setup: Setup, expected: list[list[int]]) -> dict[str, Any]:
@@ -377,7 +377,8 @@ def _preemption(setup: Setup, expected: list[list[int]]) -> dict[str, Any]:
     return {"kv_blocks": blocks, "preemptions": preemptions, "identical": identical}
 
 
-def served(checkpoint: Path) -> dict[str, Any]:
+def served(checkpoint: Path, save: Any) -> dict[str, Any]:
+    """The served-configuration part; `save(result)` after each step."""
     import torch
     import vllm
 
@@ -386,24 +387,25 @@ def served(checkpoint: Path) -> dict[str, Any]:
 
     began = time.perf_counter()
     setup = Setup(checkpoint)
-    settings = Settings()
-    kwargs = {**engine_kwargs(settings, setup.model_dir), "gpu_memory_utilization": 0.3}
-    kwargs["max_logprobs"] = setup.vocab
-    llm = _llm(setup, **kwargs)
-    greedy = _greedy(llm, setup)
-    print("bf16 greedy:", _summary(greedy), flush=True)
-    chi = _chi_square(llm, setup, greedy)
-    stops = _stops(llm, setup)
-    return {
+    kwargs = {**engine_kwargs(Settings(), setup.model_dir), "gpu_memory_utilization": 0.3}
+    if kwargs["enforce_eager"]:
+        raise SystemExit("the served configuration compiles: set VLLM_COMPILE=true")
+    out: dict[str, Any] = {
         "vllm": vllm.__version__,
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0),
         "engine": {k: v for k, v in kwargs.items() if k != "model"},
-        "greedy": {**_summary(greedy), "items": greedy},
-        "chi_square": chi,
-        "stops": stops,
-        "wall_s": round(time.perf_counter() - began, 1),
     }
+    llm = _llm(setup, **kwargs)
+    greedy = _greedy(llm, setup)
+    out["greedy"] = {**_summary(greedy), "items": greedy}
+    save(out)
+    out["stops"] = _stops(llm, setup)
+    save(out)
+    out["chi_square"] = _chi_square(llm, setup, greedy)
+    out["wall_s"] = round(time.perf_counter() - began, 1)
+    save(out)
+    return out
 
 
 def _chi_square(llm: Any, setup: Setup, greedy: list[dict[str, Any]]) -> dict[str, Any]:
@@ -684,6 +686,13 @@ def report(parts: Path) -> dict[str, Any]:
     }
 
 
+def _brief(value: Any) -> Any:
+    """Scalars of a result, nested dicts kept, per-item lists dropped (for the log)."""
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items() if not isinstance(v, list)}
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("part", choices=["exact", "served", "stream", "cjk", "budget", "report"])
@@ -704,15 +713,21 @@ def main() -> None:
     if args.part == "budget":
         print(largest_budget(cjk_texts(args.texts)))
         return
+    path = args.parts / f"{args.part}.json"
+
+    def save(result: dict[str, Any]) -> None:
+        path.write_text(json.dumps(result, indent=2))
+        print("saved", json.dumps(_brief(result))[:1500], flush=True)
+
     if args.part == "exact":
-        result = exact(args.checkpoint)
+        result = exact(args.checkpoint, save)
     elif args.part == "served":
-        result = served(args.checkpoint)
+        result = served(args.checkpoint, save)
     elif args.part == "stream":
         result = asyncio.run(stream(args.url))
     else:
         result = asyncio.run(cjk(args.url, cjk_texts(args.texts), args.forced))
-    (args.parts / f"{args.part}.json").write_text(json.dumps(result, indent=2))
+    save(result)
 
 
 if __name__ == "__main__":
