@@ -12,7 +12,8 @@ What it reproduces, each read in vllm 0.26.0's `v1/engine/async_llm.py` and
 - when the engine core dies, `propagate_error` puts `EngineDeadError` into the queue
   of every request it knows, running or still waiting;
 - cancelling the task iterating `generate` aborts the request (`abort(..., internal=True)`);
-- a stop token ends a request with `finish_reason="stop"`, `max_tokens` with "length".
+- a stop token ends a request with `finish_reason="stop"` and that token as
+  `stop_reason` (`v1/core/sched/utils.py` `check_stop`), `max_tokens` with "length".
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class EngineGenerateError(Exception):
 class CompletionOutput:
     token_ids: list[int]
     finish_reason: str | None = None
+    stop_reason: int | str | None = None
 
 
 @dataclass
@@ -161,13 +163,13 @@ class FakeAsyncLLM:
     def _step(self, rid: str, request: _Request) -> None:
         token = request.script[len(request.produced)]
         request.produced.append(token)
-        reason = None
+        reason, stop_reason = None, None
         if token in request.params.stop_token_ids and not request.params.ignore_eos:
-            reason = "stop"
+            reason, stop_reason = "stop", token
         elif len(request.produced) >= request.params.max_tokens:
             reason = "length"
         done = reason is not None
-        out = CompletionOutput(list(request.produced), reason)
+        out = CompletionOutput(list(request.produced), reason, stop_reason)
         request.queue.put_nowait(RequestOutput(rid, [out], done))
         if done:
             del self.running[rid]

@@ -6,19 +6,22 @@ import asyncio
 
 import pytest
 
-from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Job, T3Tokens
+from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
 from chatterbox_serve.errors import EngineError
 from tests.unit.asyncllm_double import FakeAsyncLLM, SamplingParams
 
 STOP = 6562
 
 
-def job(rid: str, script: list[int], max_tokens: int = 50) -> T3Job:
-    return T3Job(
+def job(
+    rid: str, script: list[int], max_tokens: int = 50, stop_ids: tuple[int, ...] = (STOP,)
+) -> T3Request:
+    return T3Request(
         request_id=rid,
         prompt={"script": script},
-        params=SamplingParams(max_tokens=max_tokens, stop_token_ids=[STOP]),
+        params=SamplingParams(max_tokens=max_tokens, stop_token_ids=list(stop_ids)),
         max_tokens=max_tokens,
+        stop_token=STOP,
     )
 
 
@@ -45,6 +48,18 @@ async def test_length_finish_fails_that_item_instead_of_cutting_its_speech() -> 
     assert isinstance(cut, EngineError)
     assert "max_tokens=5" in cut.message
     assert isinstance(whole, T3Tokens) and whole.tokens == [4]
+
+
+async def test_a_stop_at_any_other_token_fails_the_item_instead_of_cutting_its_speech() -> None:
+    # vLLM stops at every id in stop_token_ids (a model eos included) and names it in
+    # stop_reason; speech token 2 stopping an item would cut its speech there.
+    runner = T3AsyncRunner(FakeAsyncLLM())
+    cut, whole = await runner.run_all(
+        [job("cut", [5, 2, 7, STOP], stop_ids=(STOP, 2)), job("ok", [5, 2, 7, STOP])]
+    )
+    assert isinstance(cut, EngineError)
+    assert "stopped at 2" in cut.message
+    assert isinstance(whole, T3Tokens) and whole.tokens == [5, 2, 7]
 
 
 async def test_rejected_request_fails_alone() -> None:

@@ -27,11 +27,12 @@ import torch
 vllm = pytest.importorskip("vllm", reason="vLLM 0.26 not installed")
 
 from chatterbox_serve.engines.vllm import plugin, positions  # noqa: E402
-from chatterbox_serve.engines.vllm.engine import prompt_for  # noqa: E402
+from chatterbox_serve.engines.vllm.engine import prompt_for, sampling_params_for  # noqa: E402
 from chatterbox_serve.engines.vllm.model_dir import T3Shape, build_model_dir  # noqa: E402
 
 SHAPE = T3Shape()
 START = SHAPE.start_speech_token
+STOP = SHAPE.stop_speech_token
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,11 @@ def input_processor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         module.current_platform = previous  # type: ignore[attr-defined]
 
 
-def _process(processor: Any, prompt: dict[str, Any]) -> Any:
+def _process(processor: Any, prompt: dict[str, Any], params: Any = None) -> Any:
     from vllm import SamplingParams
 
-    params = SamplingParams(max_tokens=10, stop_token_ids=[START + 1], detokenize=False)
+    if params is None:
+        params = SamplingParams(max_tokens=10, stop_token_ids=[STOP], detokenize=False)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         future = pool.submit(
             processor.process_inputs, uuid.uuid4().hex, prompt, params, ("generate",)
@@ -98,6 +100,38 @@ def test_the_engines_prompt_passes_vllms_input_processing_promptly(input_process
     data = feature.data
     assert torch.equal(data["t3_prefix"].data, prefix)
     assert float(data["t3_cfg_weight"].data.reshape(-1)[0]) == pytest.approx(0.37)
+
+
+def test_only_the_stop_of_speech_token_ends_a_request(input_processor: Any) -> None:
+    from vllm.v1.core.sched.utils import check_stop
+    from vllm.v1.request import Request
+
+    from chatterbox_serve.model.t3.generation import GenerationItem
+
+    prefix = torch.randn(40, 2 * SHAPE.hidden_size)
+    item = GenerationItem(prefix=prefix, text_tokens=(255, 7, 0), seed=3)
+    params = sampling_params_for(item, 50, STOP, forced=False)
+    request = _process(input_processor, prompt_for(prefix, 0.5, START), params)
+    # What the engine core gets, after vLLM merged in the model's generation config.
+    assert request.sampling_params.stop_token_ids == [STOP]
+    assert request.sampling_params.eos_token_id in (None, STOP)
+    # vLLM's own scheduler stop check, token by token: speech token 2 (Llama's default
+    # eos) is ordinary speech; the item ends at 6562 with that as its stop reason.
+    core = Request.from_engine_core_request(request, block_hasher=None)
+    stopped = []
+    for token in (5, 2, 7, 2, STOP):
+        core.append_output_token_ids(token)
+        stopped.append(check_stop(core, positions.MAX_MODEL_LEN))
+    assert stopped == [False, False, False, False, True]
+    assert core.stop_reason == STOP
+    # A forced length (benchmarks) stops at nothing but its budget.
+    forced = _process(
+        input_processor,
+        prompt_for(prefix, 0.5, START),
+        sampling_params_for(item, 50, STOP, forced=True),
+    )
+    assert forced.sampling_params.stop_token_ids == []
+    assert forced.sampling_params.ignore_eos and forced.sampling_params.min_tokens == 50
 
 
 def test_vllm_refuses_a_prompt_whose_ids_do_not_match_the_prefix(input_processor: Any) -> None:

@@ -47,7 +47,7 @@ from chatterbox_serve.engines.torch_engine import (
 )
 from chatterbox_serve.engines.vllm.model_dir import MODALITY
 from chatterbox_serve.engines.vllm.s3gen_stage import S3GenStage
-from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Job, T3Tokens
+from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
 from chatterbox_serve.model.s3gen.runner import s3gen_policy
 
@@ -141,9 +141,12 @@ class VLLMEngine(TorchEngine):
         runner, stage = self._runner, self._stage
         assert runner is not None and stage is not None
         began = time.monotonic()
-        outcomes, prepared, jobs = await self._on_prep(self._prepare_jobs, loaded, requests)
+        outcomes, prepared, t3_requests = await self._on_prep(self._prepare_jobs, loaded, requests)
         finished = await asyncio.gather(
-            *(self._item(runner, stage, p, job) for p, job in zip(prepared, jobs, strict=True))
+            *(
+                self._item(runner, stage, p, t3_request)
+                for p, t3_request in zip(prepared, t3_requests, strict=True)
+            )
         )
         if runner.dead is not None:
             raise EngineError(f"vLLM engine is dead: {runner.dead}")
@@ -168,11 +171,11 @@ class VLLMEngine(TorchEngine):
         runner, stage = self._runner, self._stage
         assert runner is not None and stage is not None
         began = time.monotonic()
-        outcomes, prepared, jobs = await self._on_prep(self._prepare_jobs, loaded, [request])
+        outcomes, prepared, t3_requests = await self._on_prep(self._prepare_jobs, loaded, [request])
         failed = outcomes.get(0)
         if isinstance(failed, ChatterboxError):
             raise failed
-        p, job = prepared[0], jobs[0]
+        p, t3_request = prepared[0], t3_requests[0]
         stream = self._streamer_for(loaded).open(p.s3gen_ref, seed_of(p))
         threshold = self.settings.engine.stream_first_tokens
         prepared_at = time.monotonic()
@@ -180,7 +183,7 @@ class VLLMEngine(TorchEngine):
         # `aclosing`: a listener who leaves closes this generator at a `yield`; the T3
         # stream is then closed at once (aborting the request inside vLLM), not
         # whenever the garbage collector gets to it.
-        async with contextlib.aclosing(runner.stream(job)) as t3_stream:
+        async with contextlib.aclosing(runner.stream(t3_request)) as t3_stream:
             async for progress in t3_stream:
                 final = isinstance(progress, T3Tokens)
                 tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
@@ -261,12 +264,12 @@ class VLLMEngine(TorchEngine):
         return out
 
     async def _item(
-        self, runner: T3AsyncRunner, stage: S3GenStage, p: _Prepared, job: T3Job
+        self, runner: T3AsyncRunner, stage: S3GenStage, p: _Prepared, t3_request: T3Request
     ) -> SynthesisOutcome:
         """One item through T3, then into S3Gen's queue the moment its stop token comes."""
         self._in_t3 += 1
         try:
-            t3 = await runner.run_one(job)
+            t3 = await runner.run_one(t3_request)
         finally:
             self._in_t3 -= 1
         if isinstance(t3, ChatterboxError):
@@ -318,18 +321,19 @@ class VLLMEngine(TorchEngine):
 
     def _prepare_jobs(
         self, loaded: _Loaded, requests: Sequence[SynthesisRequest]
-    ) -> tuple[dict[int, SynthesisOutcome], list[_Prepared], list[T3Job]]:
+    ) -> tuple[dict[int, SynthesisOutcome], list[_Prepared], list[T3Request]]:
+        # The name predates `T3Request`; tools/gpu's benchmarks call it by this name.
         outcomes, ready = self._prepare_all(loaded, requests)
-        prepared, jobs = [], []
+        prepared, t3_requests = [], []
         for p in ready:
             try:
-                jobs.append(self._job(loaded, p))
+                t3_requests.append(self._t3_request(loaded, p))
                 prepared.append(p)
             except Exception as exc:
                 outcomes[p.index] = self._item_error(exc, "Preparation")
-        return outcomes, prepared, jobs
+        return outcomes, prepared, t3_requests
 
-    def _job(self, loaded: _Loaded, p: _Prepared) -> T3Job:
+    def _t3_request(self, loaded: _Loaded, p: _Prepared) -> T3Request:
         import torch
 
         item = p.item
@@ -350,30 +354,38 @@ class VLLMEngine(TorchEngine):
                     f"within VLLM_MAX_MODEL_LEN={limit}; send a shorter chunk",
                     param="input",
                 )
-        return T3Job(
+        return T3Request(
             request_id=f"t3-{uuid.uuid4().hex}",
             prompt=prompt_for(packed, item.cfg_weight, loaded.t3.config.start_speech_token),
-            params=self._sampling_params(loaded, p, budget),
+            params=sampling_params_for(
+                item, budget, loaded.t3.config.stop_speech_token, forced=self._forced is not None
+            ),
             max_tokens=budget,
+            stop_token=loaded.t3.config.stop_speech_token,
         )
 
-    def _sampling_params(self, loaded: _Loaded, p: _Prepared, budget: int) -> Any:
-        from vllm import SamplingParams
 
-        item = p.item
-        forced = self._forced is not None
-        return SamplingParams(
-            temperature=item.temperature,
-            top_p=item.top_p,
-            min_p=item.min_p,
-            repetition_penalty=item.repetition_penalty,
-            seed=item.seed,
-            max_tokens=budget,
-            min_tokens=budget if forced else 0,
-            ignore_eos=forced,
-            stop_token_ids=[] if forced else [loaded.t3.config.stop_speech_token],
-            detokenize=False,
-        )
+def sampling_params_for(item: Any, budget: int, stop_token: int, *, forced: bool) -> Any:
+    """vLLM's `SamplingParams` of one item (a `GenerationItem`): its own sampling values.
+
+    `stop_token_ids` names the stop-of-speech token; the model's `config.json` names it
+    as eos too (`model_dir.hf_config`), so vLLM's request stops at it and nothing else.
+    A forced length (benchmarks) decodes exactly `budget` tokens, stop ignored.
+    """
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=item.temperature,
+        top_p=item.top_p,
+        min_p=item.min_p,
+        repetition_penalty=item.repetition_penalty,
+        seed=item.seed,
+        max_tokens=budget,
+        min_tokens=budget if forced else 0,
+        ignore_eos=forced,
+        stop_token_ids=[] if forced else [stop_token],
+        detokenize=False,
+    )
 
 
 def prompt_for(packed: Any, cfg_weight: float, start_speech_token: int) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 vLLM reads a Hugging Face config to size its buffers and pick the model class. Ours is
 a `llama` config whose `architectures` names `ChatterboxT3ForCFG` (registered by our
-plugin), with three deliberate twists, each explained where it is written:
+plugin), with four deliberate twists, each explained where it is written:
 
 - `hidden_size` is twice T3's: one input row carries both CFG branches;
 - `rope_scaling` holds an `mrope_section`, the switch that makes vLLM call the model's
   `get_mrope_input_positions` (see `positions.py`); the model applies T3's own Llama 3
   RoPE itself, from `t3_rope`;
-- `vocab_size` is the speech vocabulary: T3 only ever emits speech tokens.
+- `vocab_size` is the speech vocabulary: T3 only ever emits speech tokens;
+- `eos_token_id` is T3's stop-of-speech token. Left out, transformers fills in
+  `LlamaConfig`'s default, 2, and vLLM adds the model's generation-config eos to
+  every request's stop ids (`SamplingParams.update_from_generation_config`): speech
+  token 2, an ordinary S3 code, would then end a chunk wherever it first appears.
 
 This module imports neither torch nor vLLM.
 """
@@ -65,6 +69,7 @@ def hf_config(shape: T3Shape) -> dict[str, Any]:
         "head_dim": shape.head_dim,
         "rms_norm_eps": shape.rms_norm_eps,
         "vocab_size": shape.speech_vocab_size,
+        "eos_token_id": shape.stop_speech_token,
         "max_position_embeddings": SPAN,
         "tie_word_embeddings": False,
         "torch_dtype": "float32",

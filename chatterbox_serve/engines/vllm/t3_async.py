@@ -18,6 +18,9 @@ read in `vllm/v1/engine/async_llm.py` and `output_processor.py`, and what we do:
   aborts the request inside vLLM, freeing its KV blocks.
 - **`finish_reason == "length"`**: T3 hit `max_tokens` before its stop token, so the
   speech would be cut mid-word. The item fails instead of returning truncated audio.
+- **`finish_reason == "stop"` for anything but the stop-of-speech token**: vLLM also
+  stops at the model's eos and at every id in `stop_token_ids`, and says which in
+  `stop_reason`. Any other stop cuts the speech where it happened, so the item fails.
 
 vLLM is never imported here: the runner takes an object with `AsyncLLM`'s `generate`.
 """
@@ -48,13 +51,15 @@ class AsyncLLMLike(Protocol):
 
 
 @dataclass(frozen=True)
-class T3Job:
+class T3Request:
     """One T3 request: its vLLM prompt, sampling parameters and id."""
 
     request_id: str
     prompt: Mapping[str, Any]
     params: Any
     max_tokens: int
+    # The one token whose "stop" finish means T3 said all the text.
+    stop_token: int
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ T3Outcome = T3Tokens | ChatterboxError
 
 
 class T3AsyncRunner:
-    """Runs T3 jobs as independent `AsyncLLM` requests; see the module docstring."""
+    """Runs each `T3Request` as an independent `AsyncLLM` request; see the module docstring."""
 
     def __init__(self, llm: AsyncLLMLike, *, accept_length: bool = False) -> None:
         self.llm = llm
@@ -78,24 +83,24 @@ class T3AsyncRunner:
         self.accept_length = accept_length
         self.dead: str | None = None
 
-    async def run_all(self, jobs: Sequence[T3Job]) -> list[T3Outcome]:
-        """One outcome per job, in order; raises `EngineError` if the engine died."""
-        outcomes = await asyncio.gather(*(self.run_one(job) for job in jobs))
+    async def run_all(self, t3_requests: Sequence[T3Request]) -> list[T3Outcome]:
+        """One outcome per request, in order; raises `EngineError` if the engine died."""
+        outcomes = await asyncio.gather(*(self.run_one(request) for request in t3_requests))
         if self.dead is not None:
             raise EngineError(f"vLLM engine is dead: {self.dead}")
         return list(outcomes)
 
-    async def run_one(self, job: T3Job) -> T3Outcome:
-        """The finished job's speech tokens, or the error it failed with."""
+    async def run_one(self, request: T3Request) -> T3Outcome:
+        """The finished request's speech tokens, or the error it failed with."""
         try:
-            async for progress in self.stream(job):
+            async for progress in self.stream(request):
                 if isinstance(progress, T3Tokens):
                     return progress
         except ChatterboxError as exc:
             return exc
         raise AssertionError("stream ended without its T3Tokens")
 
-    async def stream(self, job: T3Job) -> AsyncGenerator[list[int] | T3Tokens, None]:
+    async def stream(self, request: T3Request) -> AsyncGenerator[list[int] | T3Tokens, None]:
         """The speech tokens so far each time vLLM reports more, then the `T3Tokens`.
 
         Raises `ChatterboxError` on failure (after the tokens so far were yielded, so
@@ -108,7 +113,7 @@ class T3AsyncRunner:
         began = loop.time()
         first: float | None = None
         final: Any = None
-        generator = self.llm.generate(job.prompt, job.params, job.request_id)
+        generator = self.llm.generate(request.prompt, request.params, request.request_id)
         try:
             async for output in generator:
                 final = output
@@ -124,12 +129,12 @@ class T3AsyncRunner:
             if type(exc).__name__ == "EngineDeadError":
                 self._mark_dead(f"{type(exc).__name__}: {exc}")
                 raise EngineError(f"vLLM engine is dead: {self.dead}") from exc
-            logger.error("T3 request %s failed: %r", job.request_id, exc, exc_info=exc)
+            logger.error("T3 request %s failed: %r", request.request_id, exc, exc_info=exc)
             cause = exc.__cause__ or exc
             raise EngineError(f"T3 generation failed: {type(cause).__name__}: {cause}") from exc
         finally:
             await generator.aclose()
-        outcome = _tokens(job, final, first, loop.time() - began, self.accept_length)
+        outcome = _tokens(request, final, first, loop.time() - began, self.accept_length)
         if isinstance(outcome, ChatterboxError):
             raise outcome
         yield outcome
@@ -141,19 +146,24 @@ class T3AsyncRunner:
 
 
 def _tokens(
-    job: T3Job, final: Any, first: float | None, total: float, accept_length: bool
+    request: T3Request, final: Any, first: float | None, total: float, accept_length: bool
 ) -> T3Outcome:
     if final is None or not final.outputs:
-        return EngineError(f"T3 request {job.request_id} ended without output")
+        return EngineError(f"T3 request {request.request_id} ended without output")
     completion = final.outputs[0]
     reason = completion.finish_reason
     if reason == "length" and not accept_length:
         return EngineError(
-            f"T3 reached max_tokens={job.max_tokens} without a stop token; the speech "
+            f"T3 reached max_tokens={request.max_tokens} without a stop token; the speech "
             "would be cut off. Send shorter text chunks (MAX_CHUNK_LENGTH)."
         )
     if reason not in ("stop", "length"):
-        return EngineError(f"T3 request {job.request_id} finished with {reason!r}")
+        return EngineError(f"T3 request {request.request_id} finished with {reason!r}")
+    if reason == "stop" and completion.stop_reason != request.stop_token:
+        return EngineError(
+            f"T3 request {request.request_id} stopped at {completion.stop_reason!r}, not at the "
+            f"stop-of-speech token {request.stop_token}; the speech would be cut off"
+        )
     tokens = _speech(completion.token_ids)
     if not tokens:
         return EngineError("T3 produced no speech tokens")
