@@ -49,12 +49,13 @@ TOP = 20
 # headroom and stays far below any planted bug.
 TOLERANCE = 2e-3
 # bf16 against float32, as mean KL(upstream || engine) per step, the largest of any item.
-# bf16 keeps 8 mantissa bits (unit round-off 2**-9): through 30 layers the final hidden
-# state carries ~1-2 % relative error, so CFG-combined logits (std ~0.8 on random weights)
-# move by ~0.02 and KL ~ var/2 ~ 3e-4. By the chain rule a per-step KL of 5e-3 bounds the
-# KL between whole 10-second token sequences (250 steps) at 1.25 nats, about what moving
-# the CFG weight by 0.1 does; every planted bug is far above it.
-KL_BOUND = 5e-3
+# Set before the GPU run from the full-size random checkpoint on the CPU: bf16 weights and
+# activations (8 mantissa bits) gave 0.6e-4 to 2.5e-4 nats per step, growing with the CFG
+# weight (which amplifies the branches' rounding); a CFG weight off by 0.5 gave 2.3e-3 to
+# 3.5e-3. So the bound sits ~8x above bf16's own effect and below the smallest planted
+# bug; by the chain rule it also caps the KL between whole 10-s token sequences (250
+# steps) at 0.5 nats.
+KL_BOUND = 2e-3
 # Seeded sampling must be indistinguishable from upstream's distribution at fixed
 # contexts: Fisher's combined p-value over the contexts above 1e-3 (a correct engine
 # fails this one time in a thousand).
@@ -623,10 +624,11 @@ def report(parts: Path) -> dict[str, Any]:
         "mean_kl_per_step_max_item": greedy_bf16.get("max_mean_kl"),
         "kl_bound": KL_BOUND,
         "kl_bound_why": (
-            "bf16 keeps 8 mantissa bits: ~1-2 % relative error in the final hidden state "
-            "moves CFG logits by ~0.02, KL ~3e-4 per step; 5e-3 per step bounds the KL "
-            "between whole 10-s token sequences (250 steps) at 1.25 nats, about what moving "
-            "the CFG weight by 0.1 does, and every planted bug lies far above it"
+            "set before the GPU run, on the CPU with the same full-size random checkpoint: "
+            "bf16 gave 0.6e-4 to 2.5e-4 nats per step (growing with the CFG weight), a CFG "
+            "weight off by 0.5 gave 2.3e-3 to 3.5e-3; the bound is ~8x above bf16's effect "
+            "and below the smallest planted bug, and caps the KL between whole 10-s token "
+            "sequences (250 steps) at 0.5 nats"
         ),
         "chi_square_p_value": chi.get("combined_p_value"),
         "chi_square_p_bound": CHI_SQUARE_P_BOUND,
