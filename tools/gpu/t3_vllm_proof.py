@@ -16,7 +16,7 @@ each command at 10 minutes); each writes `P/<part>.json` and `report` joins and 
   against upstream teacher-forced along vLLM's tokens; sampling at production settings
   (temperature 0.8, repetition penalty 1.2 and 2.0, min_p 0.05, top_p 0.9 to 1, seeds,
   mixed CFG weights in one batch) with vLLM's *processed* log-probabilities against
-  upstream's processors along the same tokens; the planted bugs (`planted.py`); and
+  upstream's processors along the same tokens; the planted bugs (`t3_planted.py`); and
   the same sampled batch on an engine whose KV cache forces preemption.
 - **served** (the served engine arguments, `engine.engine_kwargs`: bf16, CUDA graphs,
   the default attention backend): greedy agreement and mean KL per step against
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -206,6 +207,13 @@ def _llm(setup: Setup, **kwargs: Any) -> Any:
     return LLM(**{**base, **kwargs})
 
 
+def _plant(bug: str | None) -> Any:
+    """A function for `LLM.apply_model` that plants `bug` (`tools/gpu/t3_planted.py`)."""
+    from tools.gpu.t3_planted import plant
+
+    return functools.partial(plant, bug=bug)
+
+
 def _steps(logprobs: Any) -> list[dict[int, float]]:
     return [{t: lp.logprob for t, lp in step.items()} for step in logprobs]
 
@@ -305,7 +313,7 @@ def exact(checkpoint: Path, save: Any) -> dict[str, Any]:
     import torch
     import vllm
 
-    from tools.gpu.planted import BUGS, plant
+    from tools.gpu.t3_planted import PLANTED_BUGS
 
     began = time.perf_counter()
     out: dict[str, Any] = {
@@ -339,11 +347,11 @@ def exact(checkpoint: Path, save: Any) -> dict[str, Any]:
     }
     save(out)
     out["planted"] = {}
-    for bug in BUGS:
-        llm.apply_model(plant(bug))
+    for bug in PLANTED_BUGS:
+        llm.apply_model(_plant(bug))
         out["planted"][bug] = _summary(_greedy(llm, setup))
         save(out)
-    llm.apply_model(plant(None))
+    llm.apply_model(_plant(None))
     del llm
     out["preemption"] = _preemption(setup, tokens)
     out["wall_s"] = round(time.perf_counter() - began, 1)

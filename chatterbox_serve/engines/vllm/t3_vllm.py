@@ -16,9 +16,6 @@ one whose text embeddings are zeroed, each attending over its own history; logit
 - **Per-request values.** The speech start and the CFG weight travel in the M-RoPE
   position ids (`positions.py`); the forward pass returns the weight as three extra
   channels so `compute_logits` applies each request's own weight.
-
-Planted bugs (`planted`) exist only for the equivalence proof, which must show that
-its tolerance catches them; production never sets them.
 """
 
 from __future__ import annotations
@@ -72,7 +69,6 @@ from chatterbox_serve.engines.vllm.positions import CENTER, SPAN, WEIGHT_SCALE, 
 
 PREFIX_KEY = "t3_prefix"  # (P, 2D) packed prefix rows
 WEIGHT_KEY = "t3_cfg_weight"  # (1,) float
-PLANTED_BUGS = ("no_speech_pos", "uncond_no_history", "cfg_weight_ignored")
 
 
 # Multimodal processing: the prefix rows pass through unchanged -------------------------
@@ -223,7 +219,6 @@ class _Attention(nn.Module):
         self.attn_uncond = Attention(
             heads, head_dim, head_dim**-0.5, prefix=f"{prefix}.attn_uncond", **common
         )
-        self.planted: str | None = None
 
     def forward(self, rope_positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         n = rope_positions.shape[0]
@@ -232,8 +227,6 @@ class _Attention(nn.Module):
         q, k = self.rotary_emb(torch.cat((rope_positions, rope_positions)), q, k)
         cond = self.attn(q[:n], k[:n], v[:n])
         uncond = self.attn_uncond(q[n:], k[n:], v[n:])
-        if self.planted == "uncond_no_history":
-            uncond = v[n:].contiguous()  # attends to itself only, as chatterbox-vllm's does
         out, _ = self.o_proj(torch.cat((cond, uncond)))
         return out
 
@@ -291,7 +284,6 @@ class T3Backbone(nn.Module):
             for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(self.hidden, eps=config.rms_norm_eps)
-        self.planted: str | None = None
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Generated speech tokens, the same row in both halves (positions come later)."""
@@ -315,8 +307,6 @@ class T3Backbone(nn.Module):
         speech_pos = rope_positions - CENTER + 1
         generated = (speech_pos >= 1).unsqueeze(-1)
         pos_emb = self.speech_pos_emb(speech_pos.clamp(0, self.speech_pos_emb.num_embeddings - 1))
-        if self.planted == "no_speech_pos":
-            pos_emb = torch.zeros_like(pos_emb)
         pos_emb = torch.where(generated, pos_emb, torch.zeros_like(pos_emb))
         hidden = torch.cat((inputs_embeds[:, :d] + pos_emb, inputs_embeds[:, d:] + pos_emb))
         residual = None
@@ -350,21 +340,11 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
         self.config = config
         self.model = T3Backbone(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
         self.speech_head = nn.Linear(config.t3_hidden_size, config.vocab_size, bias=False)
-        self.planted: str | None = None
 
     def get_language_model(self) -> Any:
         # vLLM types this as its text-model protocol; our backbone embeds speech tokens
         # into both CFG halves, which is what vLLM calls it for.
         return self.model
-
-    def plant(self, bug: str | None) -> None:
-        """Switch on one planted bug (equivalence proof only; needs enforce_eager)."""
-        if bug is not None and bug not in PLANTED_BUGS:
-            raise ValueError(f"unknown planted bug {bug!r}")
-        self.planted = bug
-        self.model.planted = bug
-        for layer in self.model.layers:
-            layer.self_attn.planted = bug  # type: ignore[union-attr]
 
     # Multimodal and positions --------------------------------------------------------
 
@@ -425,8 +405,6 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
         digits = hidden_states[:, 2 * d : 2 * d + 3].float()
         code = digits[:, 0] * 65536 + digits[:, 1] * 256 + digits[:, 2]
         weight = (code / WEIGHT_SCALE).unsqueeze(-1)
-        if self.planted == "cfg_weight_ignored":
-            weight = torch.full_like(weight, 0.5)
         return cond + weight * (cond - uncond)
 
     # Weights ---------------------------------------------------------------------------
