@@ -163,6 +163,14 @@ def test_upstream_processors_match_our_chain_and_a_planted_order_breaks_it(
     assert diff > TOLERANCE or mismatches > 0
 
 
+def test_greedy_agreement_stops_at_the_first_disagreement_unless_a_near_tie() -> None:
+    reference = torch.log_softmax(torch.tensor([[3.0, 1.0, 0.0], [1.0, 1.0005, 0.0]] * 2), -1)
+    assert ref.agreeing_steps(reference, [0, 1, 0, 1]) == 4
+    assert ref.agreeing_steps(reference, [0, 0, 0, 1]) == 1
+    assert ref.agreeing_steps(reference, [0, 0, 0, 1], tie=1e-3) == 4
+    assert ref.agreeing_steps(reference, [0, 2, 0, 1], tie=1e-3) == 1
+
+
 def test_support_mismatch_is_counted_not_hidden() -> None:
     reference = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0]]), -1)
     reference[0, 2] = float("-inf")
@@ -214,6 +222,7 @@ def _parts(tmp: Path, planted_kl: float, stall: float) -> Path:
         "max_mean_kl": 1e-9,
         "min_greedy_agreeing_steps": 64,
         "median_greedy_agreeing_steps": 64,
+        "min_greedy_agreeing_steps_ties_within_tolerance": 64,
     }
     parts = {
         "exact": {

@@ -165,11 +165,16 @@ def mean_kl(reference: Tensor, engine: Tensor) -> float:
     return float(terms.sum(-1).mean())
 
 
-def agreeing_steps(reference: Tensor, tokens: Sequence[int]) -> int:
-    """Steps from the start where the reference's argmax is the engine's greedy token."""
-    greedy = reference.argmax(-1).tolist()
+def agreeing_steps(reference: Tensor, tokens: Sequence[int], tie: float = 0.0) -> int:
+    """Steps from the start where the engine's greedy token is the reference's argmax.
+
+    With `tie` > 0 a step also agrees where the engine's token is within `tie` of the
+    reference's best log-probability: a near-tie that rounding of either side may break
+    either way (the greedy induction still holds within the tolerance).
+    """
+    best = reference.max(-1).values
     n = 0
-    while n < len(tokens) and greedy[n] == tokens[n]:
+    while n < len(tokens) and float(reference[n, tokens[n]]) >= float(best[n]) - tie:
         n += 1
     return n
 
