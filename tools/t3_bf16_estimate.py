@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,7 +22,9 @@ from tools.gpu import t3_reference as ref
 from tools.write_checkpoint import write_checkpoint
 
 
-def _logits(model, rows, tokens, dtype):  # type: ignore[no-untyped-def]
+def _logits(
+    model: Any, rows: tuple[torch.Tensor, torch.Tensor], tokens: list[int], dtype: torch.dtype
+) -> torch.Tensor:
     fed = torch.tensor(tokens[:-1])
     speech = model.embed_speech(fed, torch.arange(len(fed)) + 1)
     embeds = torch.stack([torch.cat((r.to(dtype), speech)) for r in rows])
@@ -31,7 +34,8 @@ def _logits(model, rows, tokens, dtype):  # type: ignore[no-untyped-def]
         valid = torch.ones(2, n, dtype=torch.bool)
         hidden = model.tfmr(embeds, positions, model.tfmr.new_cache(2, n), valid)
         start = rows[0].shape[0] - 1
-        return model.speech_head(hidden[:, start : start + len(tokens)]).float()
+        out: torch.Tensor = model.speech_head(hidden[:, start : start + len(tokens)]).float()
+        return out
 
 
 def main() -> None:

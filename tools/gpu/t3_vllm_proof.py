@@ -482,7 +482,10 @@ def _stops(llm: Any, setup: Setup) -> dict[str, Any]:
         prompts.append(setup.prompt(item))
         params.append(p)
     outs = llm.generate(prompts, params, use_tqdm=False)
-    finish, reasons, lengths, with_two = Counter(), Counter(), [], 0
+    finish: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    lengths: list[int] = []
+    with_two = 0
     for out in outs:
         comp = out.outputs[0]
         toks = list(comp.token_ids)
