@@ -201,6 +201,24 @@ def test_chi_square_accepts_draws_from_the_reference_and_rejects_a_planted_tempe
     assert 1e-3 < p <= 1
 
 
+def test_chi_square_on_a_wide_support_like_random_weights() -> None:
+    """Random full-size weights keep ~1,000 tokens after min_p: far more than 500 draws."""
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(8000, generator=gen)
+    reference = torch.log_softmax(chain.apply_min_p(logits[None] / 0.8, torch.tensor([0.05])), -1)[
+        0
+    ]
+    assert int((reference > float("-inf")).sum()) > 500
+    p_values = []
+    for seed in range(5):
+        draws = torch.multinomial(reference.exp(), 500, True, generator=gen.manual_seed(seed))
+        p_values.append(ref.chi_square_p(Counter(draws.tolist()), reference))
+    assert all(p == p for p in p_values) and ref.combined_p(p_values) > 1e-3
+    planted = torch.log_softmax(chain.apply_min_p(logits[None], torch.tensor([0.05])), -1)[0]
+    bad = Counter(torch.multinomial(planted.exp(), 500, True, generator=gen).tolist())
+    assert ref.chi_square_p(bad, reference) < 1e-3
+
+
 def test_stall_counts_only_gaps_after_playback_started() -> None:
     assert ref.stall_s([]) == 0.0
     # First audio at 1 s (not a stall); 2 s of audio covers the piece at 2.5 s.

@@ -179,31 +179,49 @@ def agreeing_steps(reference: Tensor, tokens: Sequence[int], tie: float = 0.0) -
     return n
 
 
-def chi_square_p(counts: Mapping[int, int], reference: Tensor, min_expected: float = 5.0) -> float:
+def chi_square_p(counts: Mapping[int, int], reference: Tensor, per_bin: float = 25.0) -> float:
     """Goodness of fit of sampled token counts to the reference distribution (1-D log-probs).
 
-    Tokens expected fewer than `min_expected` times are pooled into one bin (the rule of
-    thumb for the chi-square approximation), so a token the reference filtered but the
-    engine drew once counts in that pool, not as an impossible event.
+    Random weights spread the sampling support over hundreds of tokens, far more than a
+    few hundred draws can fill, so tokens are grouped: sorted by reference probability,
+    they fill bins of about equal reference mass, each expecting at least `per_bin`
+    draws (at least two bins). A token the reference filtered but the engine drew (a
+    near-tie at the min_p or top_p edge) counts in the least likely bin.
     """
     from scipy.stats import chisquare
 
     n = sum(counts.values())
     probs = reference.double().exp().cpu()
-    expected = probs * n
-    big = (expected >= min_expected).nonzero().flatten().tolist()
-    observed = [counts.get(t, 0) for t in big]
-    exp_bins = [float(expected[t]) for t in big]
-    rest_obs = n - sum(observed)
-    rest_exp = n - sum(exp_bins)
-    if rest_exp >= min_expected or (rest_obs > 0 and rest_exp > 0):
-        observed.append(rest_obs)
-        exp_bins.append(rest_exp)
-    elif rest_obs > 0:
-        return 0.0  # drawn where the reference puts no mass at all
-    scale = sum(observed) / sum(exp_bins)
-    result = chisquare(observed, [e * scale for e in exp_bins])
-    return float(result.pvalue)
+    order = torch.argsort(probs, descending=True).tolist()
+    bins = max(2, min(50, int(n // per_bin)))
+    target = 1.0 / bins
+    masses: list[float] = []
+    members: list[list[int]] = []
+    mass = 0.0
+    current: list[int] = []
+    for token in order:
+        p = float(probs[token])
+        if p <= 0:
+            break
+        current.append(token)
+        mass += p
+        if mass >= target and len(masses) < bins - 1:
+            masses.append(mass)
+            members.append(current)
+            mass, current = 0.0, []
+    if current:
+        masses.append(mass)
+        members.append(current)
+    if len(masses) > 1 and masses[-1] * n < per_bin / 5:
+        masses[-2] += masses.pop()
+        members[-2] += members.pop()
+    if len(masses) < 2:
+        return 1.0  # one token carries all the mass: nothing to test
+    observed = [sum(counts.get(t, 0) for t in group) for group in members]
+    observed[-1] += n - sum(observed)  # draws outside the reference's support
+    total = sum(masses)
+    expected = [n * m / total for m in masses]
+    return float(chisquare(observed, expected).pvalue)
 
 
 def combined_p(p_values: Sequence[float]) -> float:

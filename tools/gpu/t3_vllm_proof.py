@@ -397,12 +397,15 @@ def served(checkpoint: Path, save: Any) -> dict[str, Any]:
     import torch
     import vllm
 
-    from chatterbox_serve.config import Settings
+    from chatterbox_serve.config import load_settings
     from chatterbox_serve.engines.vllm.engine import engine_kwargs
 
     began = time.perf_counter()
     setup = Setup(checkpoint)
-    kwargs = {**engine_kwargs(Settings(), setup.model_dir), "gpu_memory_utilization": 0.3}
+    kwargs = {
+        **engine_kwargs(load_settings(os.environ, None), setup.model_dir),
+        "gpu_memory_utilization": 0.3,
+    }
     if kwargs["enforce_eager"]:
         raise SystemExit("the served configuration compiles: set VLLM_COMPILE=true")
     out: dict[str, Any] = {
@@ -572,14 +575,14 @@ def cjk_texts(path: Path, chars: int = 2000) -> dict[str, str]:
 def largest_budget(texts: dict[str, str]) -> int:
     """The largest speech-token budget the server's chunk plan gives any chunk of `texts`."""
     from chatterbox_serve.audio import AudioFormat
-    from chatterbox_serve.config import Settings
+    from chatterbox_serve.config import load_settings
     from chatterbox_serve.engines.base import SynthesisRequest
     from chatterbox_serve.pipeline import SpeechJob, SpeechPipeline
 
     def no_engine(item: Any) -> Any:
         raise AssertionError("planning only")
 
-    pipeline = SpeechPipeline(Settings(), no_engine)
+    pipeline = SpeechPipeline(load_settings(os.environ, None), no_engine)
     budgets = []
     for lang, text in texts.items():
         job = SpeechJob("plan", text, AudioFormat.WAV, SynthesisRequest(text="", language=lang))
