@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -30,7 +29,6 @@ from chatterbox_serve.audio import (
 )
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import (
-    SPEECH_TOKENS_PER_SECOND,
     SynthesisRequest,
     SynthesisResult,
     TTSEngine,
@@ -42,6 +40,7 @@ from chatterbox_serve.errors import (
     InvalidRequestError,
     VoiceAudioMissingError,
 )
+from chatterbox_serve.text import speech_rates
 from chatterbox_serve.text.chunking import split_text
 
 logger = logging.getLogger(__name__)
@@ -146,9 +145,13 @@ class SpeechPipeline:
     def plan(self, job: SpeechJob) -> list[SynthesisRequest]:
         """Chunk the text; raises `InvalidRequestError` past the chunk limit."""
         c = self.settings.chunking
-        first = c.stream_first_chunk_length if job.streaming else None
+        # Per-script chunk length: CJK text costs more prompt and speech per character.
+        length = speech_rates.chunk_length(
+            job.text, job.template.language, c.max_chunk_length, self._budget_limits()
+        )
+        first = min(c.stream_first_chunk_length, length) if job.streaming else None
         _refuse_mostly_marks(job.text)
-        chunks = _merge_letterless(split_text(job.text, c.max_chunk_length, first))
+        chunks = _merge_letterless(split_text(job.text, length, first))
         if not chunks:
             raise InvalidRequestError("Input has no speakable text.", param="input")
         if len(chunks) > c.max_chunks_per_request:
@@ -162,21 +165,29 @@ class SpeechPipeline:
                 job.template,
                 text=t,
                 chunk_index=i,
-                max_new_tokens=self._token_budget(t, job.template.max_new_tokens),
+                max_new_tokens=self._token_budget(t, job.template),
             )
             for i, t in enumerate(chunks)
         ]
 
-    def audio_cap_s(self, text: str) -> float:
+    def audio_cap_s(self, text: str, language: str) -> float:
         """Most seconds of audio (before speed) that `text` may become."""
-        return max(MIN_AUDIO_CAP_S, len(text) * self.settings.chunking.max_audio_s_per_char)
+        cap = self.settings.chunking.max_audio_s_per_char
+        return speech_rates.audio_cap_s(text, language, cap)
 
-    def _token_budget(self, chunk: str, asked: int | None) -> int:
-        # The engine stops the chunk where the request's audio cap would cut it
-        # (25 speech tokens a second), so a model that never says stop costs seconds,
-        # not the minutes of its own token limit.
-        budget = math.floor(self.audio_cap_s(chunk) * SPEECH_TOKENS_PER_SECOND)
+    def _token_budget(self, chunk: str, template: SynthesisRequest) -> int:
+        # The engine stops the chunk where its audio cap would cut it, within what the
+        # engine allows (text/speech_rates.py), so a model that never says stop costs
+        # seconds, not the minutes of its own token limit.
+        budget = speech_rates.speech_budget(chunk, template.language, self._budget_limits())
+        asked = template.max_new_tokens
         return budget if asked is None else min(asked, budget)
+
+    def _budget_limits(self) -> speech_rates.BudgetLimits:
+        e = self.settings.engine
+        return speech_rates.BudgetLimits(
+            self.settings.chunking.max_audio_s_per_char, e.max_new_tokens, e.max_model_len
+        )
 
     async def stream(self, job: SpeechJob) -> AsyncGenerator[AudioPiece, None]:
         """Yield encoded pieces; chunk k goes out once it and every chunk before it are done.
@@ -209,7 +220,7 @@ class SpeechPipeline:
         results: list[_Settled] = []
         # A runaway engine (or text that tricks it) must not make hours of audio: the
         # output is bounded by the text's length, whatever the engine does.
-        audio_cap_s = self.audio_cap_s(job.text)
+        audio_cap_s = self.audio_cap_s(job.text, job.template.language)
         encode_s, first_audio_s, streamed_s = 0.0, 0.0, 0.0
         first_pieces: AsyncGenerator[SynthesisResult, None] | None = None
         try:
@@ -303,9 +314,6 @@ class SpeechPipeline:
         assert final.usage is not None and final.timings is not None
         return RenderedSpeech(data, job.format, final.usage, final.audio_s, final.timings)
 
-
-# The audio cap of a short text: enough for a few words said slowly.
-MIN_AUDIO_CAP_S = 5.0
 
 # Input whose non-space characters are more than this share of combining marks and
 # other letterless symbols is refused: it is not speech, and it splits into many

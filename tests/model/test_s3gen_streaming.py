@@ -182,3 +182,38 @@ def test_tokens_that_shrink_are_refused(streamer: Any, workload: Any) -> None:
     assert streamer.step([(stream, tokens[0][:16], False)], STEPS)[0].numel() > 0
     with pytest.raises(ValueError, match="only grow"):
         streamer.step([(stream, tokens[0][:8], False)], STEPS)
+
+
+def test_a_failed_batched_render_leaves_no_phase_jump(s3gen: Any, workload: Any) -> None:
+    """A pass that fails on one item (here a malformed mel) is retried item by item, as
+    the vLLM engine does; the other stream's audio is then as if nothing had failed."""
+    import torch
+
+    from chatterbox_serve.model.s3gen.batch import BatchedS3GenRunner
+    from chatterbox_serve.model.s3gen.streaming import StreamingS3Gen
+
+    tokens, refs = workload
+    runner = BatchedS3GenRunner(s3gen)
+    mels = [runner.flow_mels([tokens[0][:n]], [refs[0]], STEPS)[0] for n, _ in SCHEDULE_A[:2]]
+    work = [(mels[0], False), (mels[1], False), (mels[1], True)]
+    streamer = StreamingS3Gen(s3gen)
+    # Random weights predict f0 below the voicing threshold, where the sine source (and
+    # so its phase) is silent: raise f0 to a voice's ~150 Hz while this test runs.
+    bias = s3gen.mel2wav.f0_predictor.classifier.bias
+    saved = bias.detach().clone()
+    with torch.no_grad():
+        bias.add_(147.3)
+    try:
+        clean = streamer.open(refs[0], SEED_A)
+        expected = [streamer.emit([(clean, mel, final)])[0] for mel, final in work]
+        stream, other = streamer.open(refs[0], SEED_A), streamer.open(refs[1], SEED_B)
+        got = [streamer.emit([(stream, mels[0], False)])[0]]
+        with pytest.raises(RuntimeError):
+            streamer.emit([(stream, mels[1], False), (other, torch.zeros(79, 40), False)])
+        got += [streamer.emit([(stream, mel, final)])[0] for mel, final in work[1:]]
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
+    assert [p.numel() for p in got] == [p.numel() for p in expected]
+    for p, q in zip(got, expected, strict=True):
+        assert torch.equal(p, q)

@@ -11,7 +11,10 @@ What it reproduces, each read in vllm 0.26.0's `v1/engine/async_llm.py` and
   the input processor rejects raises `ValueError` before the request enters;
 - when the engine core dies, `propagate_error` puts `EngineDeadError` into the queue
   of every request it knows, running or still waiting;
-- cancelling the task iterating `generate` aborts the request (`abort(..., internal=True)`);
+- cancelling the task iterating `generate` aborts the request (`abort(..., internal=True)`),
+  except while `add_request` is still awaiting the engine core: the request is then
+  registered (and on its way to the engine core) but `generate` holds no queue for it,
+  so it aborts nothing (`q is None`); `abort(request_id)` by the caller's id still finds it;
 - a stop token ends a request with `finish_reason="stop"` and that token as
   `stop_reason` (`v1/core/sched/utils.py` `check_stop`), `max_tokens` with "length".
 """
@@ -60,6 +63,8 @@ class _Request:
     params: SamplingParams
     queue: asyncio.Queue[RequestOutput | Exception] = field(default_factory=asyncio.Queue)
     produced: list[int] = field(default_factory=list)
+    # `generate` holds the request's output queue (`add_request` has returned).
+    queued: bool = False
 
 
 class FakeAsyncLLM:
@@ -76,9 +81,12 @@ class FakeAsyncLLM:
         die_at_step: int | None = None,
         script_for: Any = None,
         step_s: float = 0.0,
+        add_s: float = 0.0,
     ) -> None:
         # A real engine step takes milliseconds; tests that act mid-decode set it.
         self.step_s = step_s
+        # How long `add_request` awaits the engine core after registering the request.
+        self.add_s = add_s
         # `script_for(prompt, params)` scripts a request given in our engine's real
         # prompt format; it may raise ValueError, as vLLM's input processor does.
         self.script_for = script_for
@@ -96,8 +104,11 @@ class FakeAsyncLLM:
     async def generate(
         self, prompt: Any, sampling_params: SamplingParams, request_id: str
     ) -> AsyncIterator[RequestOutput]:
-        request = self._add_request(prompt, sampling_params, request_id)
+        request: _Request | None = None
         try:
+            request = self._add_request(prompt, sampling_params, request_id)
+            await asyncio.sleep(self.add_s)  # engine_core.add_request_async
+            request.queued = True
             while True:
                 out = await request.queue.get()
                 if isinstance(out, Exception):
@@ -106,12 +117,16 @@ class FakeAsyncLLM:
                 if out.finished:
                     return
         except (asyncio.CancelledError, GeneratorExit):
-            await self.abort(request_id, internal=True)
+            if request is not None and request.queued:
+                await self.abort(request_id, internal=True)
             raise
         except EngineDeadError:
             raise
+        except ValueError:
+            raise
         except Exception as exc:
-            await self.abort(request_id, internal=True)
+            if request is not None and request.queued:
+                await self.abort(request_id, internal=True)
             raise EngineGenerateError() from exc
 
     async def abort(self, request_id: str | Sequence[str], internal: bool = False) -> None:

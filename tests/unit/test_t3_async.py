@@ -100,6 +100,21 @@ async def test_cancelled_call_aborts_its_requests_inside_vllm() -> None:
     assert llm.unfinished == 0
 
 
+async def test_a_request_cancelled_while_vllm_adds_it_is_aborted() -> None:
+    # AsyncLLM.generate aborts only once add_request has returned its queue; cancelled
+    # while the request is on its way to the engine core, it would decode to its end.
+    llm = FakeAsyncLLM(add_s=0.05, step_s=0.001)
+    runner = T3AsyncRunner(llm)
+    task = asyncio.create_task(runner.run_one(job("x", [1] * 1000, 2000)))
+    await asyncio.sleep(0.01)
+    assert llm.unfinished == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert llm.aborted == ["x"]
+    assert llm.unfinished == 0
+
+
 async def test_first_token_time_is_reported() -> None:
     runner = T3AsyncRunner(FakeAsyncLLM())
     (out,) = await runner.run_all([job("a", [1, 2, STOP])])

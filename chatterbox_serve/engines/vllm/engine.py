@@ -46,6 +46,7 @@ from chatterbox_serve.engines.torch_engine import (
     to_audio,
 )
 from chatterbox_serve.engines.vllm.model_dir import MODALITY
+from chatterbox_serve.engines.vllm.render_schedule import RenderSchedule
 from chatterbox_serve.engines.vllm.s3gen_stage import S3GenStage
 from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
@@ -163,9 +164,10 @@ class VLLMEngine(TorchEngine):
     async def synthesize_stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
         """First audio after `CHATTERBOX_STREAM_FIRST_TOKENS` tokens, the rest as T3 goes on.
 
-        Each render re-runs S3Gen over every token so far (`StreamingS3Gen`), so renders
-        come at doubling token counts: the work stays within about twice one whole
-        render, while the audio of each render lasts longer than T3 takes for the next.
+        Each render re-runs S3Gen over every token so far (`StreamingS3Gen`); renders
+        come when the audio sent runs less than `CHATTERBOX_STREAM_MARGIN_S` ahead of
+        the listener (`render_schedule.RenderSchedule`), so playback has no gaps while
+        T3 keeps ahead of real time, and renders stay few when it is far ahead.
         """
         loaded = self._live()
         runner, stage = self._runner, self._stage
@@ -177,7 +179,9 @@ class VLLMEngine(TorchEngine):
             raise failed
         p, t3_request = prepared[0], t3_requests[0]
         stream = self._streamer_for(loaded).open(p.s3gen_ref, seed_of(p))
-        threshold = self.settings.engine.stream_first_tokens
+        schedule = RenderSchedule(
+            self.settings.engine.stream_first_tokens, self.settings.engine.stream_margin_s
+        )
         prepared_at = time.monotonic()
         timings: dict[str, float] | None = None
         # `aclosing`: a listener who leaves closes this generator at a `yield`; the T3
@@ -187,7 +191,7 @@ class VLLMEngine(TorchEngine):
             async for progress in t3_stream:
                 final = isinstance(progress, T3Tokens)
                 tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
-                if not final and len(tokens) < threshold:
+                if not final and not schedule.due(len(tokens), time.monotonic()):
                     continue
                 rendering = time.monotonic()
                 audio = await stage.step((stream, tokens, final))
@@ -215,7 +219,7 @@ class VLLMEngine(TorchEngine):
                         audio, SAMPLE_RATE, p.input_tokens, 0, partial=True, extra=timings
                     )
                     timings = {}
-                threshold = 2 * len(tokens)
+                schedule.sent(len(tokens), audio.size / SAMPLE_RATE, time.monotonic())
 
     async def check_health(self) -> None:
         await super().check_health()
@@ -242,6 +246,7 @@ class VLLMEngine(TorchEngine):
             "gpu_memory_utilization": e.gpu_memory_utilization,
             "s3gen_stage": self._stage.stats() if self._stage is not None else None,
             "stream_first_tokens": e.stream_first_tokens,
+            "stream_margin_s": e.stream_margin_s,
         }
 
     async def _on_prep(self, fn: Callable[..., T], *args: Any) -> T:

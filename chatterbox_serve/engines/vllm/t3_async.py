@@ -15,7 +15,11 @@ read in `vllm/v1/engine/async_llm.py` and `output_processor.py`, and what we do:
   later `add_request` calls raise `EngineDeadError` at once. We mark the runner dead
   (the replica's health check then fails and Serve replaces it) and fail every item.
 - **A cancelled item** (the client went away): `generate` catches the cancellation and
-  aborts the request inside vLLM, freeing its KV blocks.
+  aborts the request inside vLLM, freeing its KV blocks, but only once `add_request`
+  has returned (`if q is not None`). Cancelled while `add_request` still awaits the
+  engine core, the request is registered and on its way, and nothing aborts it: it
+  would decode to `max_tokens` for no one. So the runner aborts it too, by its id
+  (a no-op where vLLM already did).
 - **`finish_reason == "length"`**: T3 hit `max_tokens` before its stop token, so the
   speech would be cut mid-word. The item fails instead of returning truncated audio.
 - **`finish_reason == "stop"` for anything but the stop-of-speech token**: vLLM also
@@ -124,7 +128,8 @@ class T3AsyncRunner:
                     first = first if first is not None else loop.time() - began
                     yield tokens
         except asyncio.CancelledError:
-            raise  # AsyncLLM.generate has aborted the request inside vLLM
+            await self._abort(request.request_id)
+            raise
         except Exception as exc:
             if type(exc).__name__ == "EngineDeadError":
                 self._mark_dead(f"{type(exc).__name__}: {exc}")
@@ -138,6 +143,12 @@ class T3AsyncRunner:
         if isinstance(outcome, ChatterboxError):
             raise outcome
         yield outcome
+
+    async def _abort(self, request_id: str) -> None:
+        try:
+            await self.llm.abort(request_id)
+        except Exception as exc:  # a dead engine has nothing left to abort
+            logger.warning("aborting T3 request %s failed: %r", request_id, exc)
 
     def _mark_dead(self, reason: str) -> None:
         if self.dead is None:

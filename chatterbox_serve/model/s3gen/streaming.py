@@ -178,7 +178,7 @@ class StreamingS3Gen:
         Public so that the joins can be checked on mels that only grow (no flow drift).
         """
         hift = self.s3gen.mel2wav
-        windows, sources, plans = [], [], []
+        windows, sources, plans, phases = [], [], [], []
         for stream, mel, final in work:
             frames = int(mel.shape[-1])
             end = frames if final else max(stream.committed, frames - self.joins.hold_frames)
@@ -187,12 +187,19 @@ class StreamingS3Gen:
             if end <= stream.committed:
                 continue
             windows.append(mel[:, start:frames])
-            sources.append(self._source(hift, stream, mel[:, start:frames], start, end))
+            source, cycles = self._source(hift, stream, mel[:, start:frames], start, end)
+            sources.append(source)
+            phases.append((stream, cycles))
         wavs = iter(
             vocode(hift, windows, precision=self.policy.vocoder_precision, sources=sources)
             if windows
             else []
         )
+        # Only now that every window is rendered does any stream's phase move on: a
+        # failed pass (one bad item) leaves every stream as it was, so a retry of the
+        # others, alone, continues their sources without a phase jump.
+        for stream, cycles in phases:
+            stream.cycles = cycles
         pieces = []
         for (stream, _mel, final), (start, end) in zip(work, plans, strict=True):
             if end > stream.committed:
@@ -235,8 +242,9 @@ class StreamingS3Gen:
 
     def _source(
         self, hift: Any, stream: S3GenStream, mel: torch.Tensor, start: int, end: int
-    ) -> torch.Tensor:
-        """The merged excitation of a window, phase continued from the stream's state.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The merged excitation of a window, phase continued from the stream's state,
+        and the stream's `cycles` at the next window's start (for the caller to keep).
 
         Same arithmetic as `SineGen` and `SourceModuleHnNSF` (chatterbox-vllm), with the
         running phase sum started at the stream's `cycles` and the noise drawn per block.
@@ -268,8 +276,7 @@ class StreamingS3Gen:
         # The next window starts `left_frames` before this step's commit point.
         nxt = max(start, end - self.joins.left_frames) - start
         advance = f_mat[:, : nxt * SAMPLES_PER_FRAME].double().sum(dim=-1)
-        stream.cycles = (stream.cycles + advance) % 1
-        return merged[:, 0]
+        return merged[:, 0], (stream.cycles + advance) % 1
 
     def _frames(self, tokens: torch.Tensor) -> int:
         return 2 * int(tokens.numel())

@@ -1,0 +1,71 @@
+"""When a streamed item's audio is rendered again: on a buffer margin, not on a token count.
+
+Each render re-runs S3Gen over every token so far and sends the audio they newly
+commit. The listener starts playing at the first audio and plays in real time, so
+what matters is how far the audio sent runs ahead of the audio played: the buffer.
+
+- **First render** once T3 has made `first_tokens` tokens (`CHATTERBOX_STREAM_FIRST_TOKENS`).
+- **Then** render whenever the buffer has fallen below `margin_s`
+  (`CHATTERBOX_STREAM_MARGIN_S`) and T3 has made at least `MIN_NEW_TOKENS` tokens since
+  the last render. The margin must cover one render's latency under load.
+- **The last render** comes with T3's stop token, whatever the buffer.
+
+Rendering when the token count doubles (the rule this replaces) keeps playback going
+only while T3 makes more than twice real time (50 tokens/s per stream): each render's
+audio then outlasts the wait for the next doubling. At 64 streams on the H200, T3 gives
+each about 28 tokens/s (1.1x real time) and the listener heard gaps of 0.2-1.6 s. On a
+margin, a render starts when it is needed and takes every token there is; each render's
+step grows by T3's speed over real time (about 1.1x under load, several times when
+idle), so the renders stay few when T3 is fast and are as many as the buffer needs when
+it is not.
+
+The buffer is modelled as a player that starts at the first audio and stalls when it
+runs out (then resumes where it was), by the wall clock of the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The fewest new tokens worth a render: each re-runs S3Gen over the whole prefix, and
+# the last 4 tokens' frames are held back (`streaming.JoinPolicy.hold_frames`).
+MIN_NEW_TOKENS = 8
+
+
+@dataclass
+class RenderSchedule:
+    """One streamed item's render decisions; `due` asks, `sent` tells what went out."""
+
+    first_tokens: int
+    margin_s: float
+    rendered_tokens: int = 0
+    sent_s: float = 0.0
+    played_s: float = 0.0
+    # Wall-clock time of the last playback update; None until the first audio.
+    clock: float | None = None
+
+    def due(self, tokens: int, now: float) -> bool:
+        """Whether to render now that T3 has made `tokens` (not the final render)."""
+        if self.rendered_tokens and tokens - self.rendered_tokens < MIN_NEW_TOKENS:
+            return False
+        if self.clock is None:
+            return tokens >= self.first_tokens
+        return self.buffered_s(now) < self.margin_s
+
+    def sent(self, tokens: int, audio_s: float, now: float) -> None:
+        """A render of `tokens` sent `audio_s` seconds of new audio at time `now`."""
+        self._play(now)
+        if self.clock is None and audio_s > 0:
+            self.clock = now
+        self.rendered_tokens = tokens
+        self.sent_s += audio_s
+
+    def buffered_s(self, now: float) -> float:
+        """Seconds of audio sent and not yet played at `now`."""
+        self._play(now)
+        return self.sent_s - self.played_s
+
+    def _play(self, now: float) -> None:
+        if self.clock is not None:
+            self.played_s = min(self.sent_s, self.played_s + max(0.0, now - self.clock))
+            self.clock = max(self.clock, now)
