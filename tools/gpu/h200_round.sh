@@ -1,7 +1,7 @@
 #!/bin/bash
 # One stage of this round's H200 measurements per call (a device call runs at most 10 min).
 # Run from the repository root after the vLLM carry is installed (shared/device/prepare-vllm.sh):
-#   bash tools/gpu/h200_round.sh equivalence|engine|serve        (issue 14)
+#   bash tools/gpu/h200_round.sh engine|serve                    (issue 14)
 #   bash tools/gpu/h200_round.sh s3gen|engine15|serve15          (issue 15: tools/gpu/gpu_serving.py,
 #     one part per call; the parts come back under $OUT/parts and `gpu_serving report` joins them)
 #   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-http   (the served T3 proof,
@@ -56,11 +56,6 @@ case ${1:?stage} in
     timeout 300 python -m tools.gpu.t3_vllm_proof cjk --parts "$OUT/t3-served" --texts "$TEXTS" \
       --forced "$forced" 2>&1 | quiet 8
     stop_server "$forced"
-    ;;
-  equivalence)
-    ensure_checkpoint
-    timeout 420 python -m tools.gpu.t3_vllm_proof equivalence --checkpoint $CKPT \
-      --out "$OUT/t3-equivalence-h200.json" 2>&1 | tee "$OUT/equivalence.log" | grep -v "^INFO\|^(EngineCore" | tail -40
     ;;
   engine)
     ensure_checkpoint
