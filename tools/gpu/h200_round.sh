@@ -32,8 +32,23 @@ start_server() {
 stop_server() {
   serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
   grep -i "traceback\|error" "$OUT/serve-$1.log" | head -5
+  # The next server's vLLM refuses to start until the last one's memory is back
+  # (seen on an H100: 35.7 of 79 GiB free right after `ray stop`).
+  for i in $(seq 1 60); do
+    used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    [[ ${used:-0} -lt 2000 ]] && break
+    sleep 2
+  done
 }
 quiet() { grep -v "^INFO\|^(EngineCore\|^DEBUG\|^WARNING\|^(pid=" | tail -${1:-40}; }
+# vLLM finds our model through the package's entry point; a checkout that is not
+# pip-installed has none, so declare it beside the carried packages.
+plugin=/tmp/site/chatterbox_serve-0.1.0.dist-info
+if [[ -d /tmp/site && ! -d $plugin ]]; then
+  mkdir -p $plugin && printf 'Metadata-Version: 2.1\nName: chatterbox-serve\nVersion: 0.1.0\n' >$plugin/METADATA
+  printf '[vllm.general_plugins]\nchatterbox_t3 = chatterbox_serve.engines.vllm.plugin:register\n' \
+    >$plugin/entry_points.txt
+fi
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 case ${1:?stage} in
   proof-exact)

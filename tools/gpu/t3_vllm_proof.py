@@ -675,6 +675,7 @@ def report(parts: Path) -> dict[str, Any]:
     return {
         "passed": all(checks.values()),
         "checks": checks,
+        "parts_missing": [n for n in ("exact", "served", "stream", "cjk") if not part(n)],
         "vllm": ex.get("vllm") or sv.get("vllm"),
         "torch": ex.get("torch") or sv.get("torch"),
         "device": ex.get("device") or sv.get("device"),
