@@ -46,7 +46,22 @@ from chatterbox_serve.errors import (
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
+SAMPLES_PER_TOKEN = SAMPLE_RATE // 25  # S3Gen renders 2 mel frames of 480 samples a token
 T = TypeVar("T")
+
+
+def end_of_speech(samples: int, tokens: int, multilingual: bool) -> int:
+    """How many of an utterance's samples to keep: on the multilingual model, all but the
+    last speech token's.
+
+    Upstream main (resemble-ai/chatterbox#516, which also removed the alignment
+    analyzer) drops that token's audio: T3 emits it just before stop-of-speech with
+    degraded attention, and it decodes to about 40 ms of noise. Both engines, whole and
+    streamed, end an item here, so one request gives one audio whichever engine runs it.
+    """
+    if not multilingual:
+        return samples
+    return min(samples, max(1, tokens - 1) * SAMPLES_PER_TOKEN)
 
 
 def pick_device(setting: str) -> str:
@@ -325,6 +340,7 @@ class TorchEngine(TTSEngine):
         if not prepared:
             return []
         try:
+            # No alignment analyzer, as upstream main (`end_of_speech`).
             results = generate(loaded.t3, [p.item for p in prepared])
         except Exception as exc:
             self._raise_if_fatal(exc)
@@ -356,7 +372,11 @@ class TorchEngine(TTSEngine):
                 )
             if len(wavs) != len(tokens):
                 raise EngineError(f"S3Gen returned {len(wavs)} waveforms for {len(tokens)} items")
-            return list(wavs)
+            multilingual = loaded.t3.config.is_multilingual
+            return [
+                w[..., : end_of_speech(w.shape[-1], len(t), multilingual)]
+                for w, t in zip(wavs, tokens, strict=True)
+            ]
         except Exception as exc:
             self._raise_if_fatal(exc)
             if len(generated) == 1:

@@ -94,8 +94,8 @@ def test_multilingual_batch_matches_single_runs(multilingual_t3: T3) -> None:
         GenerationItem(_prefix(multilingual_t3, 6, 0.9), _text(6, 8, 2454), cfg_weight=0.0,
                        temperature=0.0, repetition_penalty=2.0, max_new_tokens=12),
     ]  # fmt: skip
-    batched = generate(multilingual_t3, items)
-    alone = [generate(multilingual_t3, [item])[0] for item in items]
+    batched = generate(multilingual_t3, items, use_alignment=True)
+    alone = [generate(multilingual_t3, [item], use_alignment=True)[0] for item in items]
     assert [r.tokens for r in batched] == [r.tokens for r in alone]
 
 

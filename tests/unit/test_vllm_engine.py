@@ -336,7 +336,7 @@ def test_a_streamed_item_plays_before_t3_is_done_and_adds_up_to_the_whole(
     # may finish it after T3 is done; on a GPU it comes first): a small part of the item.
     assert first.audio.size < whole.audio.size / 3
     *partials, (last, _) = pieces
-    assert len(partials) >= 2  # renders at 6, 12 tokens (then the stop token)
+    assert len(partials) >= 2  # at 6 tokens, then while the buffer is under the margin
     assert all(p.partial for p, _ in partials) and not last.partial
     assert last.output_tokens == 23 and last.input_tokens == whole.input_tokens
     joined = np.concatenate([p.audio for p, _ in pieces])

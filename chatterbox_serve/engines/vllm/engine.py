@@ -42,6 +42,7 @@ from chatterbox_serve.engines.torch_engine import (
     TorchEngine,
     _Loaded,
     _Prepared,
+    end_of_speech,
     seed_of,
     to_audio,
 )
@@ -184,6 +185,7 @@ class VLLMEngine(TorchEngine):
         )
         prepared_at = time.monotonic()
         timings: dict[str, float] | None = None
+        sent, multilingual = 0, loaded.t3.config.is_multilingual
         # `aclosing`: a listener who leaves closes this generator at a `yield`; the T3
         # stream is then closed at once (aborting the request inside vLLM), not
         # whenever the garbage collector gets to it.
@@ -206,8 +208,10 @@ class VLLMEngine(TorchEngine):
                         "first_render_tokens": float(len(tokens)),
                     }
                 if final:
+                    # The item ends where a whole render of it would (`end_of_speech`).
+                    keep = end_of_speech(sent + audio.size, len(tokens), multilingual) - sent
                     yield SynthesisResult(
-                        audio=audio,
+                        audio=audio[: max(0, keep)],
                         sample_rate=SAMPLE_RATE,
                         input_tokens=p.input_tokens,
                         output_tokens=len(tokens),
@@ -219,6 +223,7 @@ class VLLMEngine(TorchEngine):
                         audio, SAMPLE_RATE, p.input_tokens, 0, partial=True, extra=timings
                     )
                     timings = {}
+                sent += audio.size
                 schedule.sent(len(tokens), audio.size / SAMPLE_RATE, time.monotonic())
 
     async def check_health(self) -> None:

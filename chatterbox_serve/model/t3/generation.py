@@ -9,9 +9,11 @@ row is skipped. Each item stops at its stop-of-speech token or its token budget,
 its rows leave the batch (the cache is compacted). Each item samples from its own
 `torch.Generator`, so its tokens are the same whether it runs alone or in a batch.
 
-On multilingual checkpoints the alignment analyzer (`alignment.py`) adjusts each
-item's logits after CFG, as upstream does. Upstream also sets its analyzer up on
-every multilingual call; we do the same unless `use_alignment=False`.
+`use_alignment=True` runs upstream 0.1.7's multilingual alignment analyzer
+(`alignment.py`) on each item's logits after CFG, as 0.1.7 does on every multilingual
+call; `tests/model` prove our loop equal to 0.1.7 with it. Upstream main removed the
+analyzer (resemble-ai/chatterbox#516) and crops the last token's audio instead; the
+engines follow main (`engines.torch_engine.end_of_speech`), so it is off by default.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class _Item:
 
 @torch.inference_mode()
 def generate(
-    model: T3, items: Sequence[GenerationItem], *, use_alignment: bool | None = None
+    model: T3, items: Sequence[GenerationItem], *, use_alignment: bool = False
 ) -> list[GenerationResult]:
     """Generate speech tokens for every item; one result per item, in input order."""
     if not items:
@@ -84,7 +86,7 @@ def generate(
     started = time.perf_counter()
     config = model.config
     device = model.device
-    align = config.is_multilingual if use_alignment is None else use_alignment
+    align = use_alignment
     plan = capture_plan(config.backbone.num_layers) if align else {}
     if align and not plan:
         raise ValueError(
