@@ -1,26 +1,76 @@
 #!/bin/bash
 # One stage of this round's H200 measurements per call (a device call runs at most 10 min).
 # Run from the repository root once vLLM 0.26.0, Ray 2.60 and this project's wheels are installed:
-#   bash tools/gpu/h200_round.sh equivalence|engine|serve        (T3 proof, engine, serve)
+#   bash tools/gpu/h200_round.sh engine|serve                    (engine, serve)
 #   bash tools/gpu/h200_round.sh s3gen|engine15|serve15          (tools/gpu/gpu_serving.py,
 #     one part per call; the parts come back under $OUT/parts and `gpu_serving report` joins them)
+#   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-http   (the served T3 proof,
+#     tools/gpu/t3_vllm_proof.py; parts under $OUT/t3-served, joined by its `report`)
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 CKPT=/tmp/ckpt
+TEXTS=${TEXTS:-.device/data/multilingual.json}  # shared/data/texts, carried
 ensure_checkpoint() {
   if [[ ! -f $CKPT/.done ]]; then
     python -m tools.write_checkpoint "$CKPT" --multilingual >"$OUT/checkpoint.log" 2>&1 && touch "$CKPT/.done"
     tail -2 "$OUT/checkpoint.log"
   fi
 }
+# `serve run` with the vllm engine as served, forcing every item to $1 tokens.
+start_server() {
+  CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true \
+    CHATTERBOX_BENCH_FORCED_TOKENS=$1 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 \
+    setsid serve run serve_config.yaml >"$OUT/serve-$1.log" 2>&1 &
+  for i in $(seq 1 100); do
+    sleep 3
+    curl -sf localhost:8000/health >/dev/null && break
+  done
+  curl -s localhost:8000/health | head -c 300; echo
+}
+stop_server() {
+  serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
+  grep -i "traceback\|error" "$OUT/serve-$1.log" | head -5
+  # The next server's vLLM refuses to start until the last one's memory is back
+  # (seen on an H100: 35.7 of 79 GiB free right after `ray stop`).
+  for i in $(seq 1 60); do
+    used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    [[ ${used:-0} -lt 2000 ]] && break
+    sleep 2
+  done
+}
+quiet() { grep -v "^INFO\|^(EngineCore\|^DEBUG\|^WARNING\|^(pid=" | tail -${1:-40}; }
+# vLLM finds our model through the package's entry point; a checkout that is not
+# pip-installed has none, so declare it beside the carried packages.
+plugin=/tmp/site/chatterbox_serve-0.1.0.dist-info
+if [[ -d /tmp/site && ! -d $plugin ]]; then
+  mkdir -p $plugin && printf 'Metadata-Version: 2.1\nName: chatterbox-serve\nVersion: 0.1.0\n' >$plugin/METADATA
+  printf '[vllm.general_plugins]\nchatterbox_t3 = chatterbox_serve.engines.vllm.plugin:register\n' \
+    >$plugin/entry_points.txt
+fi
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 case ${1:?stage} in
-  equivalence)
+  proof-exact)
     ensure_checkpoint
-    timeout 420 python -m tools.gpu.t3_vllm_proof equivalence --checkpoint $CKPT \
-      --out "$OUT/t3-equivalence-h200.json" 2>&1 | tee "$OUT/equivalence.log" | grep -v "^INFO\|^(EngineCore" | tail -40
+    timeout 480 python -m tools.gpu.t3_vllm_proof exact --checkpoint $CKPT --parts "$OUT/t3-served" \
+      2>&1 | tee "$OUT/proof-exact.log" | quiet
+    ;;
+  proof-served)
+    ensure_checkpoint
+    VLLM_COMPILE=true VLLM_MAX_BATCH_SIZE=16 timeout 540 python -m tools.gpu.t3_vllm_proof served \
+      --checkpoint $CKPT --parts "$OUT/t3-served" 2>&1 | tee "$OUT/proof-served.log" | quiet
+    ;;
+  proof-http)
+    ensure_checkpoint
+    start_server ${STREAM_TOKENS:-300}
+    timeout 200 python -m tools.gpu.t3_vllm_proof stream --parts "$OUT/t3-served" 2>&1 | quiet 8
+    stop_server ${STREAM_TOKENS:-300}
+    forced=$(python -m tools.gpu.t3_vllm_proof budget --texts "$TEXTS" | tail -1)
+    start_server "$forced"
+    timeout 300 python -m tools.gpu.t3_vllm_proof cjk --parts "$OUT/t3-served" --texts "$TEXTS" \
+      --forced "$forced" 2>&1 | quiet 8
+    stop_server "$forced"
     ;;
   engine)
     ensure_checkpoint

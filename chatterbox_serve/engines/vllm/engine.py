@@ -449,25 +449,33 @@ def t3_shape(t3: Any) -> Any:
     )
 
 
+def engine_kwargs(settings: Settings, model_dir: Path) -> dict[str, Any]:
+    """vLLM's engine arguments for our T3, sized from the one engine batch setting.
+
+    The served configuration: the GPU proof (`tools/gpu/t3_vllm_proof.py`) builds its
+    bf16 engine from these too.
+    """
+    e = settings.engine
+    return {
+        "model": str(model_dir),
+        "skip_tokenizer_init": True,
+        "dtype": "bfloat16",
+        "max_model_len": e.max_model_len,
+        # Every call the model deployment lets run at once decodes together.
+        "max_num_seqs": e.max_batch_size * VLLMEngine.max_concurrent_calls,
+        "gpu_memory_utilization": e.gpu_memory_utilization,
+        "enforce_eager": not e.compile,
+        # A prefix never repeats across requests: caching it or its processing would
+        # only hold memory (issue 14: ~4 GiB per replica in the old engine).
+        "enable_prefix_caching": False,
+        "mm_processor_cache_gb": 0,
+        "limit_mm_per_prompt": {MODALITY: 1},
+    }
+
+
 def _build_async_llm(settings: Settings, model_dir: Path) -> Any:
-    """vLLM's `AsyncLLM` for our T3, sized from the one engine batch setting."""
+    """vLLM's `AsyncLLM` for our T3 (`engine_kwargs`)."""
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    e = settings.engine
-    args = AsyncEngineArgs(
-        model=str(model_dir),
-        skip_tokenizer_init=True,
-        dtype="bfloat16",
-        max_model_len=e.max_model_len,
-        # Every call the model deployment lets run at once decodes together.
-        max_num_seqs=e.max_batch_size * VLLMEngine.max_concurrent_calls,
-        gpu_memory_utilization=e.gpu_memory_utilization,
-        enforce_eager=not e.compile,
-        # A prefix never repeats across requests: caching it or its processing would
-        # only hold memory (issue 14: ~4 GiB per replica in the old engine).
-        enable_prefix_caching=False,
-        mm_processor_cache_gb=0,
-        limit_mm_per_prompt={MODALITY: 1},
-    )
-    return AsyncLLM.from_engine_args(args)
+    return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(settings, model_dir)))
