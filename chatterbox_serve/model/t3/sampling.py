@@ -47,7 +47,9 @@ def apply_top_p(logits: Tensor, top_p: Tensor) -> Tensor:
     """Nucleus filter: drop the least likely tokens whose total mass is at most 1 - top_p."""
     sorted_logits, order = torch.sort(logits, descending=False)
     cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    remove_sorted = cumulative <= (1 - top_p[:, None].to(cumulative.dtype))
+    # Hugging Face's warper takes `1 - top_p` in double precision (a Python float), then
+    # compares in the logits' dtype; `1 - top_p` in float32 is a different threshold.
+    remove_sorted = cumulative <= (1 - top_p[:, None].double()).to(cumulative.dtype)
     remove_sorted[..., -1:] = False
     remove = remove_sorted.scatter(1, order, remove_sorted)
     return logits.masked_fill(remove, float("-inf"))
