@@ -166,7 +166,7 @@ def write_turbo_tokenizer(directory: Path, vocab_size: int = 400) -> int:
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
     bpe.model.save(str(directory))  # vocab.json, merges.txt
-    size = bpe.get_vocab_size()
+    size: int = bpe.get_vocab_size()
     tags = turbo_tokenizer.PARALINGUISTIC_TAGS
     added = {tag: size + i for i, tag in enumerate(tags)}
     (directory / turbo_tokenizer.ADDED_TOKENS_FILE).write_text(json.dumps(added, indent=2))
@@ -205,14 +205,14 @@ def meanflow_s3gen_state_dict(seed: int) -> dict[str, Any]:
     """Upstream's `S3Gen(meanflow=True)` at its random initialisation, seeded.
 
     Its time mixer starts as [I | 0], which ignores the step's end time `r`; random
-    weights go into the `r` half so that a solver that drops `r` is caught.
+    weights go into the `r` half, so that `r` counts as in a trained decoder.
     """
     import torch
 
     from chatterbox_serve.model.turbo.checkpoint import build_s3gen
 
     torch.manual_seed(seed)
-    state = build_s3gen().state_dict()
+    state: dict[str, Any] = build_s3gen().state_dict()
     mixer = state["flow.decoder.estimator.time_embed_mixer.weight"]
     dims = mixer.shape[0]
     mixer[:, dims:] = torch.randn(dims, dims) * 0.02

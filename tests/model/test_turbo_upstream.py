@@ -10,7 +10,8 @@ before its flow stage and its vocoder (a subclass of upstream's S3Gen, a test do
 of third-party code), which is the contract of our seeded runner.
 
 Waveforms are compared within `WAVE_TOLERANCE` (relative L2): our S3Gen runs the
-batched path (padding masks, the estimator's bias made once), upstream its own.
+batched path (both texts padded into one batch, the estimator's bias made once),
+upstream its own, one item at a time.
 
 Planted bugs, each a subclass of ours, must fail the comparison.
 """
@@ -27,6 +28,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from chatterbox_serve.model.s3gen.batch import S3GenBatchPolicy
 from chatterbox_serve.model.turbo import checkpoint
 from chatterbox_serve.model.turbo.model import TurboT3
 from chatterbox_serve.model.turbo.reference import TurboModel
@@ -48,7 +50,8 @@ def turbo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ours(turbo_dir: Path) -> TurboModel:
-    return TurboModel.load(turbo_dir)
+    # One S3Gen batch whatever the lengths, so padding is part of what is compared.
+    return TurboModel.load(turbo_dir, policy=S3GenBatchPolicy(max_length_ratio=float("inf")))
 
 
 class _NoWatermark:
@@ -111,9 +114,7 @@ def upstream(ours: TurboModel, turbo_dir: Path) -> Any:
     conds = tts.Conditionals.load(turbo_dir / "conds.pt")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tts.perth, "PerthImplicitWatermarker", _NoWatermark)
-        model = tts.ChatterboxTurboTTS(
-            t3.eval(), s3gen.eval(), ve.eval(), tokenizer, "cpu", conds
-        )
+        model = tts.ChatterboxTurboTTS(t3.eval(), s3gen.eval(), ve.eval(), tokenizer, "cpu", conds)
     model.test_seed = seed
     return model
 
@@ -225,9 +226,7 @@ def _with_t3(model: TurboModel, cls: type[TurboT3]) -> TurboModel:
         pytest.param(lambda m: _with_t3(m, _StartTwice), id="start-twice"),
         pytest.param(lambda m: _with_t3(m, _NoPositions), id="no-positions"),
         pytest.param(
-            lambda m: TurboModel(
-                m.t3, m.s3gen, m.tokenizer, m.builtin_voice, _PenaltyFirst(6561)
-            ),
+            lambda m: TurboModel(m.t3, m.s3gen, m.tokenizer, m.builtin_voice, _PenaltyFirst(6561)),
             id="penalty-first",
         ),
     ],

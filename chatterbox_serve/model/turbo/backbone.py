@@ -136,9 +136,7 @@ class GPT2Backbone(nn.Module):
         h = embeds + self.wpe(positions)
         for index, module in enumerate(self.h):
             block = cast(GPT2Block, module)
-            h = h + block.attn(
-                block.ln_1(h), cache.keys[index], cache.values[index], start, mask
-            )
+            h = h + block.attn(block.ln_1(h), cache.keys[index], cache.values[index], start, mask)
             h = h + block.mlp(block.ln_2(h))
         cache.length = start + n
         out: Tensor = self.ln_f(h)

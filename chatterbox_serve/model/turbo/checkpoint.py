@@ -78,8 +78,10 @@ def upstream_module(name: str) -> types.ModuleType:
     """A module of resemble-ai's chatterbox-tts, imported without its package `__init__`.
 
     That `__init__` imports every TTS class and their dependencies (the watermarker,
-    loudness meters); the model subpackages need only torch and their own imports.
+    loudness meters); the model subpackages need only torch and their own imports, and
+    torchaudio at import time (`ensure_torchaudio` stands in where it is missing).
     """
+    ensure_torchaudio()
     if "chatterbox" not in sys.modules:
         spec = importlib.util.find_spec("chatterbox")
         if spec is None or not spec.submodule_search_locations:
@@ -92,7 +94,6 @@ def upstream_module(name: str) -> types.ModuleType:
 
 def build_s3gen() -> Any:
     """Upstream's `S3Gen(meanflow=True)` with its initial (random) weights."""
-    ensure_torchaudio()
     return upstream_module("chatterbox.models.s3gen").S3Gen(meanflow=True)
 
 

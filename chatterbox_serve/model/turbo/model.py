@@ -31,7 +31,7 @@ class TurboCondEncoder(nn.Module):
         self.spkr_enc = nn.Linear(config.speaker_embed_size, config.hidden_size)
 
     def forward(self, speaker_emb: Tensor, prompt_emb: Tensor | None) -> Tensor:
-        speaker = self.spkr_enc(speaker_emb.reshape(-1, self.speaker_embed_size))[:, None]
+        speaker: Tensor = self.spkr_enc(speaker_emb.reshape(-1, self.speaker_embed_size))[:, None]
         if prompt_emb is None:
             return speaker
         return torch.cat((speaker, prompt_emb), dim=1)

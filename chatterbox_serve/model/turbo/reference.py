@@ -136,9 +136,7 @@ class TurboModel:
     ) -> list[torch.Tensor]:
         """24 kHz waveforms (1, n), one per text; `seeds` fix T3's and S3Gen's noise."""
         voices = voices or [self.builtin_voice] * len(texts)
-        results = self.speech_tokens(
-            texts, voices, seeds or [None] * len(texts), sampling
-        )
+        results = self.speech_tokens(texts, voices, seeds or [None] * len(texts), sampling)
         device = self.t3.device
         return self.s3gen.run(
             [s3gen_tokens(r, device) for r in results],

@@ -39,6 +39,7 @@ from chatterbox_serve.model.s3gen.flow import (
     flow_inputs,
 )
 
+
 def meanflow_noise(
     inputs: FlowInputs, speech_lens: Sequence[int], seeds: Sequence[int] | None
 ) -> torch.Tensor:
