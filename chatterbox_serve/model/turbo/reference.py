@@ -55,7 +55,9 @@ class TurboSampling:
     repetition_penalty: float = 1.2
     max_new_tokens: int = MAX_NEW_TOKENS
 
-    def item(self, prefix: torch.Tensor, text_ids: Sequence[int], seed: int | None) -> Any:
+    def item(
+        self, prefix: torch.Tensor, text_ids: Sequence[int], seed: int | None
+    ) -> GenerationItem:
         """The generation loop's item: no CFG row, min_p off."""
         return GenerationItem(
             prefix=prefix,
