@@ -247,9 +247,8 @@ def generate(
 
 
 def item_values(items: Sequence[GenerationItem], name: str, device: torch.device) -> Tensor:
-    """One setting of every item as a float64 tensor (N,), exact as the Python value."""
-    values = [float(getattr(item, name)) for item in items]
-    return torch.tensor(values, dtype=torch.float64, device=device)
+    """One setting of every item as a float tensor (N,)."""
+    return torch.tensor([float(getattr(item, name)) for item in items], device=device)
 
 
 def _align(

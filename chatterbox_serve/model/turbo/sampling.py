@@ -18,9 +18,9 @@ from torch import Tensor
 
 from chatterbox_serve.model.t3.generation import GenerationItem, item_values
 from chatterbox_serve.model.t3.sampling import (
+    apply_nucleus,
     apply_repetition_penalty,
     apply_temperature,
-    apply_top_p,
 )
 
 
@@ -44,7 +44,9 @@ class TurboChain:
         device = logits.device
         logits = apply_temperature(logits, item_values(items, "temperature", device))
         logits = apply_top_k(logits, item_values(items, "top_k", device))
-        logits = apply_top_p(logits, item_values(items, "top_p", device))
+        # `1 - top_p` in double precision, then float32: Hugging Face's exact boundary.
+        tail = torch.tensor([1.0 - float(item.top_p) for item in items], device=device)
+        logits = apply_nucleus(logits, tail)
         if step == 0:
             seen = torch.zeros_like(produced)
             seen[:, self.start_token] = True
