@@ -9,6 +9,9 @@ row is skipped. Each item stops at its stop-of-speech token or its token budget,
 its rows leave the batch (the cache is compacted). Each item samples from its own
 `torch.Generator`, so its tokens are the same whether it runs alone or in a batch.
 
+The sampling chain is the family's (`SamplingChain`): `OriginalChain` here, Turbo's in
+`model.turbo.sampling`; any model with `SpeechTokenModel`'s interface runs in the loop.
+
 On multilingual checkpoints the alignment analyzer (`alignment.py`) adjusts each
 item's logits after CFG, as upstream does. Upstream also sets its analyzer up on
 every multilingual call; we do the same unless `use_alignment=False`.
