@@ -94,17 +94,30 @@ def decode_reference(audio: bytes) -> np.ndarray:
 
 
 def clone_voice_inputs(
-    audio: bytes, *, s3gen: Any, voice_encoder: Any, prompt_len: int, device: Any
+    audio: bytes,
+    *,
+    s3gen: Any,
+    voice_encoder: Any,
+    prompt_len: int,
+    device: Any,
+    prompt_reference_s: int = PROMPT_REFERENCE_S,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> VoiceInputs:
-    """Speaker embedding, prompt tokens and S3Gen reference of a reference recording."""
+    """Speaker embedding, prompt tokens and S3Gen reference of a reference recording.
+
+    `prepare` checks or transforms the decoded 24 kHz samples first (Turbo: its length
+    and loudness); the prompt tokens come from the first `prompt_reference_s` seconds.
+    """
     import librosa
     import torch
 
     wav24 = decode_reference(audio)
+    if prepare is not None:
+        wav24 = prepare(wav24)
     wav16 = librosa.resample(wav24, orig_sr=S3GEN_RATE, target_sr=S3_TOKENIZER_RATE)
     ref = s3gen.embed_ref(wav24[: S3GEN_REFERENCE_S * S3GEN_RATE], S3GEN_RATE, device=device)
     tokens, _lens = s3gen.tokenizer.forward(
-        [wav16[: PROMPT_REFERENCE_S * S3_TOKENIZER_RATE]], max_len=prompt_len
+        [wav16[: prompt_reference_s * S3_TOKENIZER_RATE]], max_len=prompt_len
     )
     speaker = torch.from_numpy(
         voice_encoder.embeds_from_wavs([wav16], sample_rate=S3_TOKENIZER_RATE)

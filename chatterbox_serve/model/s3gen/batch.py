@@ -166,9 +166,18 @@ class BatchedS3GenRunner:
         return out
 
     def flow_mels(
-        self, speech_tokens: Sequence[Any], ref_dicts: Sequence[dict[str, Any]], n_timesteps: int
+        self,
+        speech_tokens: Sequence[Any],
+        ref_dicts: Sequence[dict[str, Any]],
+        n_timesteps: int,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[Any]:
-        """The flow stage alone, all items as one batch: mels (80, n_i), for quality checks."""
+        """The flow stage alone, all items as one batch: mels (80, n_i), for quality checks.
+
+        The original's solver starts from fixed noise (`decoder.rand_noise`), so `seeds`
+        is unused here; Turbo's meanflow runner draws its noise from them.
+        """
         import torch
 
         from chatterbox_serve.model.s3gen.flow import flow_mels
@@ -195,7 +204,7 @@ class BatchedS3GenRunner:
     ) -> list[Any]:
         from chatterbox_serve.model.s3gen.vocoder import vocode
 
-        mels = self.flow_mels(speech_tokens, ref_dicts, n_timesteps)
+        mels = self.flow_mels(speech_tokens, ref_dicts, n_timesteps, seeds=seeds)
         wavs = vocode(self.s3gen.mel2wav, mels, seeds, self.policy.vocoder_precision)
         fade = self.s3gen.trim_fade
         for wav in wavs:

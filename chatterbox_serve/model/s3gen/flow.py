@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import torch
@@ -79,6 +80,62 @@ def flow_mels(
     compiled one; `pad_frames` maps the batch's frame count to a larger one (a length
     bucket), and the extra frames are masked like any padding.
     """
+    inputs = flow_inputs(flow, speech_tokens, ref_dicts, precision, pad_frames)
+    device = inputs.mu.device
+    noise = torch.zeros_like(inputs.cond)
+    rand_noise = flow.decoder.rand_noise
+    for i, n in enumerate(inputs.mel_lens):
+        noise[i, :, :n] = rand_noise[0, :, :n].to(device)
+    feat = solve_euler(
+        flow.decoder,
+        noise,
+        mu=inputs.mu,
+        mask=inputs.mask,
+        spks=inputs.spks,
+        cond=inputs.cond,
+        n_timesteps=n_timesteps,
+        precision=precision,
+        attention=resolve_attention(attention, precision, device),
+        lengths=torch.tensor(inputs.mel_lens, device=device),
+        velocity=velocity,
+    )
+    return inputs.generated(feat)
+
+
+@dataclass(frozen=True)
+class FlowInputs:
+    """The CFM solver's inputs for a right-padded batch: encoder output, masks, conditions.
+
+    `mu` (B, 80, T), `mask` (B, 1, T), `spks` (B, 80), `cond` (B, 80, T) with each
+    item's prompt mel in its first `prompt_lens[i]` frames; `mel_lens[i]` counts the
+    item's frames, prompt included.
+    """
+
+    mu: torch.Tensor
+    mask: torch.Tensor
+    spks: torch.Tensor
+    cond: torch.Tensor
+    mel_lens: list[int]
+    prompt_lens: list[int]
+
+    def generated(self, feat: torch.Tensor) -> list[torch.Tensor]:
+        """Each item's solved mel (80, n_i) without its prompt frames."""
+        return [
+            feat[i, :, self.prompt_lens[i] : self.mel_lens[i]] for i in range(len(self.mel_lens))
+        ]
+
+
+def flow_inputs(
+    flow: Any,
+    speech_tokens: Sequence[torch.Tensor],
+    ref_dicts: Sequence[dict[str, Any]],
+    precision: Precision = "fp32",
+    pad_frames: Callable[[int], int] | None = None,
+) -> FlowInputs:
+    """Embed, encode and lay out a batch as `CausalMaskedDiffWithXvec.inference` does.
+
+    Shared by the original model's solver (`flow_mels`) and Turbo's meanflow one.
+    """
     device = flow.input_embedding.weight.device
     refs = [_ref_on(ref, device) for ref in ref_dicts]
     seqs = [
@@ -115,28 +172,12 @@ def flow_mels(
     prompt_lens = [int(ref["prompt_feat"].shape[1]) for ref in refs]
     batch, frames = h.shape[0], h.shape[1]
     cond = torch.zeros(batch, flow.output_size, frames, device=device, dtype=h.dtype)
-    noise = torch.zeros_like(cond)
-    rand_noise = flow.decoder.rand_noise
     for i, ref in enumerate(refs):
         cond[i, :, : prompt_lens[i]] = ref["prompt_feat"][0].transpose(0, 1)
-        noise[i, :, : mel_lens[i]] = rand_noise[0, :, : mel_lens[i]].to(device)
     mel_len_t = torch.tensor(mel_lens, device=device)
     mel_mask = (~make_pad_mask(mel_len_t, frames)).unsqueeze(1).to(h)
-
-    feat = solve_euler(
-        flow.decoder,
-        noise,
-        mu=h.transpose(1, 2).contiguous(),
-        mask=mel_mask,
-        spks=spks,
-        cond=cond,
-        n_timesteps=n_timesteps,
-        precision=precision,
-        attention=resolve_attention(attention, precision, device),
-        lengths=mel_len_t,
-        velocity=velocity,
-    )
-    return [feat[i, :, prompt_lens[i] : mel_lens[i]] for i in range(batch)]
+    mu = h.transpose(1, 2).contiguous()
+    return FlowInputs(mu, mel_mask, spks, cond, mel_lens, prompt_lens)
 
 
 def encode(encoder: Any, xs: torch.Tensor, xs_lens: torch.Tensor) -> torch.Tensor:
@@ -259,8 +300,12 @@ def estimate(
     t: torch.Tensor,
     spks: torch.Tensor,
     cond: torch.Tensor,
+    r: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`ConditionalDecoder.forward` (the CFM estimator) with its attention bias made once.
+
+    `r`, the end time of the step, is for meanflow estimators (Turbo's S3Gen): their
+    time embedding mixes the embeddings of `t` and `r` (`time_embed_mixer`).
 
     The original rebuilds the bias in each of its 14 block groups through
     `add_optional_chunk_mask`, whose check for all-false rows (`.item()`) waits for the
@@ -274,9 +319,13 @@ def estimate(
     """
     levels = getattr(estimator, "down_blocks", None)
     if levels is None or len(levels) != 1 or len(estimator.up_blocks) != 1:
-        out: torch.Tensor = estimator(x, mask, mu, t, spks, cond)
+        extra = {} if r is None else {"r": r}
+        out: torch.Tensor = estimator(x, mask, mu, t, spks, cond, **extra)
         return out
     t = estimator.time_mlp(estimator.time_embeddings(t).to(t.dtype))
+    if r is not None:
+        r = estimator.time_mlp(estimator.time_embeddings(r).to(t.dtype))
+        t = estimator.time_embed_mixer(torch.cat([t, r], dim=1))
     x = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.shape[-1]), cond], dim=1)
     bias = (1.0 - mask.bool().to(x.dtype)) * -1.0e10  # chatterbox-vllm's mask_to_bias
 

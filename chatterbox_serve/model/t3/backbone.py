@@ -202,7 +202,7 @@ class LlamaBackbone(nn.Module):
         if start + n > cache.capacity:
             raise ValueError(f"KV cache of {cache.capacity} slots cannot take {start + n}")
         cache.valid[:, start : start + n] = valid
-        mask = self._mask(cache.valid[:, : start + n], start, n)
+        mask = self.attention_mask(cache.valid[:, : start + n], start, n)
         inv_freq = self._inv_freq.get(positions.device)
         if inv_freq is None:
             inv_freq = llama3_inverse_frequencies(self.config).to(positions.device)
@@ -234,7 +234,7 @@ class LlamaBackbone(nn.Module):
         return out
 
     @staticmethod
-    def _mask(valid_keys: Tensor, start: int, n: int) -> Tensor:
+    def attention_mask(valid_keys: Tensor, start: int, n: int) -> Tensor:
         """(R, N, keys) bool: causal, real keys only; a padding query sees itself (no NaN)."""
         total = valid_keys.shape[1]
         device = valid_keys.device

@@ -9,6 +9,9 @@ row is skipped. Each item stops at its stop-of-speech token or its token budget,
 its rows leave the batch (the cache is compacted). Each item samples from its own
 `torch.Generator`, so its tokens are the same whether it runs alone or in a batch.
 
+The sampling chain is the family's (`SamplingChain`): `OriginalChain` here, Turbo's in
+`model.turbo.sampling`; any model with `SpeechTokenModel`'s interface runs in the loop.
+
 `use_alignment=True` runs upstream 0.1.7's multilingual alignment analyzer
 (`alignment.py`) on each item's logits after CFG, as 0.1.7 does on every multilingual
 call; `tests/model` prove our loop equal to 0.1.7 with it. Upstream main removed the
@@ -21,13 +24,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from chatterbox_serve.generation import GenerationParameters
 from chatterbox_serve.model.t3.alignment import ALIGNED_HEADS, AlignmentAnalyzer, capture_plan
-from chatterbox_serve.model.t3.model import T3
 from chatterbox_serve.model.t3.sampling import combine_cfg, process_logits, sample
 
 
@@ -50,6 +53,7 @@ class GenerationItem:
     repetition_penalty: float = GenerationParameters.repetition_penalty
     seed: int | None = GenerationParameters.seed
     max_new_tokens: int = 1000
+    top_k: int = 0  # 0: off; only the Turbo chain reads it
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,57 @@ class GenerationResult:
     def speech_tokens(self, speech_vocab: int = 6561) -> list[int]:
         """The tokens S3Gen takes: start/stop-of-speech and anything above dropped."""
         return [t for t in self.tokens if 0 <= t < speech_vocab]
+
+
+class SpeechTokenModel(Protocol):
+    """What the loop needs of a T3: `T3`, and Turbo's GPT-2 T3 (`model.turbo`)."""
+
+    config: Any
+    tfmr: Any
+    speech_head: Any
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def prefill_embeds(
+        self, prefix: Tensor, text_tokens: Sequence[int], uncond: bool
+    ) -> Tensor: ...
+
+    def embed_speech(self, tokens: Tensor, positions: Tensor) -> Tensor: ...
+
+
+class SamplingChain(Protocol):
+    """A family's logits processing, after CFG: (N, V) logits of the running items in.
+
+    `produced` (N, V) marks the tokens each item has generated so far (start-of-speech
+    not included: each chain marks it as its upstream does); `step` counts from 0.
+    """
+
+    def __call__(
+        self, logits: Tensor, produced: Tensor, items: Sequence[GenerationItem], step: int
+    ) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class OriginalChain:
+    """Upstream `T3.inference`'s chain; the start-of-speech token counts as seen throughout."""
+
+    start_token: int
+
+    def __call__(
+        self, logits: Tensor, produced: Tensor, items: Sequence[GenerationItem], step: int
+    ) -> Tensor:
+        seen = produced.clone()
+        seen[:, self.start_token] = True
+        device = logits.device
+        return process_logits(
+            logits,
+            seen,
+            repetition_penalty=item_values(items, "repetition_penalty", device),
+            temperature=item_values(items, "temperature", device),
+            min_p=item_values(items, "min_p", device),
+            top_p=item_values(items, "top_p", device),
+        )
 
 
 @dataclass
@@ -80,14 +135,22 @@ class _Item:
 
 @torch.inference_mode()
 def generate(
-    model: T3, items: Sequence[GenerationItem], *, use_alignment: bool = False
+    model: SpeechTokenModel,
+    items: Sequence[GenerationItem],
+    *,
+    use_alignment: bool = False,
+    chain: SamplingChain | None = None,
 ) -> list[GenerationResult]:
-    """Generate speech tokens for every item; one result per item, in input order."""
+    """Generate speech tokens for every item; one result per item, in input order.
+
+    `chain` is the family's sampling chain (default: the original model's).
+    """
     if not items:
         return []
     started = time.perf_counter()
     config = model.config
     device = model.device
+    chain = chain or OriginalChain(config.start_speech_token)
     align = use_alignment
     plan = capture_plan(config.backbone.num_layers) if align else {}
     if align and not plan:
@@ -134,8 +197,7 @@ def generate(
     captured: dict[tuple[int, int], Tensor] = {}
     hidden = model.tfmr(embeds, positions, cache, valid, plan, captured)
     logits = model.speech_head(hidden[:, -1]).float()
-    seen = torch.zeros(len(states), config.speech_vocab_size, dtype=torch.bool, device=device)
-    seen[:, config.start_speech_token] = True
+    produced = torch.zeros(len(states), config.speech_vocab_size, dtype=torch.bool, device=device)
     active = states
     results: dict[int, GenerationResult] = {}
     step = 0
@@ -146,23 +208,17 @@ def generate(
         mixed = combine_cfg(cond, uncond, weight)
         if align:
             mixed = _align(mixed, active, captured, step, config.start_speech_token)
-        processed = process_logits(
-            mixed,
-            seen[[s.index for s in active]],
-            repetition_penalty=_values(active, "repetition_penalty", device),
-            temperature=_values(active, "temperature", device),
-            min_p=_values(active, "min_p", device),
-            top_p=_values(active, "top_p", device),
-        )
+        specs = [s.spec for s in active]
+        processed = chain(mixed, produced[[s.index for s in active]], specs, step)
         next_tokens = sample(
-            processed, _values(active, "temperature", device), [s.generator for s in active]
+            processed, item_values(specs, "temperature", device), [s.generator for s in active]
         ).tolist()
         still: list[_Item] = []
         for state, token in zip(active, next_tokens, strict=True):
             if not state.tokens:
                 state.first_token_s = time.perf_counter() - started
             state.tokens.append(token)
-            seen[state.index, token] = True
+            produced[state.index, token] = True
             stopped = token == config.stop_speech_token
             if stopped or len(state.tokens) >= state.spec.max_new_tokens:
                 results[state.index] = GenerationResult(
@@ -197,8 +253,9 @@ def generate(
     return [results[i] for i in range(len(items))]
 
 
-def _values(active: Sequence[_Item], name: str, device: torch.device) -> Tensor:
-    return torch.tensor([float(getattr(s.spec, name)) for s in active], device=device)
+def item_values(items: Sequence[GenerationItem], name: str, device: torch.device) -> Tensor:
+    """One setting of every item as a float tensor (N,)."""
+    return torch.tensor([float(getattr(item, name)) for item in items], device=device)
 
 
 def _align(

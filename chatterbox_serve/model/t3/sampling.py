@@ -45,9 +45,19 @@ def apply_min_p(logits: Tensor, min_p: Tensor) -> Tensor:
 
 def apply_top_p(logits: Tensor, top_p: Tensor) -> Tensor:
     """Nucleus filter: drop the least likely tokens whose total mass is at most 1 - top_p."""
+    return apply_nucleus(logits, 1 - top_p.to(logits.dtype))
+
+
+def apply_nucleus(logits: Tensor, tail: Tensor) -> Tensor:
+    """Drop each row's least likely tokens whose total mass is at most `tail` (N,).
+
+    The most likely token always stays. Hugging Face's warper compares with `1 - top_p`
+    taken in double precision (a Python float) and rounded to the logits' dtype; a
+    caller that needs that exact boundary passes `tail` computed so (Turbo's chain).
+    """
     sorted_logits, order = torch.sort(logits, descending=False)
     cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    remove_sorted = cumulative <= (1 - top_p[:, None].to(cumulative.dtype))
+    remove_sorted = cumulative <= tail[:, None].to(cumulative.dtype)
     remove_sorted[..., -1:] = False
     remove = remove_sorted.scatter(1, order, remove_sorted)
     return logits.masked_fill(remove, float("-inf"))
