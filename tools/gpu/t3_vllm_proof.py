@@ -574,19 +574,15 @@ def cjk_texts(path: Path, chars: int = 2000) -> dict[str, str]:
 
 def largest_budget(texts: dict[str, str]) -> int:
     """The largest speech-token budget the server's chunk plan gives any chunk of `texts`."""
-    from chatterbox_serve.audio import AudioFormat
     from chatterbox_serve.config import load_settings
-    from chatterbox_serve.engines.base import SynthesisRequest
-    from chatterbox_serve.pipeline import SpeechJob, SpeechPipeline
+    from chatterbox_serve.speech.plan import plan_chunks, token_budget
 
-    def no_engine(item: Any) -> Any:
-        raise AssertionError("planning only")
-
-    pipeline = SpeechPipeline(load_settings(os.environ, None), no_engine)
-    budgets = []
-    for lang, text in texts.items():
-        job = SpeechJob("plan", text, AudioFormat.WAV, SynthesisRequest(text="", language=lang))
-        budgets += [int(item.max_new_tokens or 0) for item in pipeline.plan(job)]
+    settings = load_settings(os.environ, None)
+    budgets = [
+        token_budget(chunk, lang, settings)
+        for lang, text in texts.items()
+        for chunk in plan_chunks(text, lang, settings)
+    ]
     return max(budgets)
 
 
