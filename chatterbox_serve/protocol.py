@@ -227,3 +227,8 @@ def sse_event(payload: dict[str, Any]) -> bytes:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)
 }
+# Routes where some callers need an operator key (ADMIN_API_KEYS) also answer 403.
+OPERATOR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    403: {"model": ErrorResponse},
+}

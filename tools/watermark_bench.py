@@ -38,6 +38,7 @@ from chatterbox_serve.engines.base import (
     TTSEngine,
 )
 from chatterbox_serve.engines.simulated import render_tone_speech
+from chatterbox_serve.generation import GenerationParameters
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SPEEDS = (0.5, 1.0, 1.5, 2.0)
@@ -149,9 +150,7 @@ async def measure_detection() -> dict[str, Any]:
             key = "marked" if watermark == "on" else "unmarked"
             formats.setdefault(fmt.value, {})[key] = _rates(scores)
     tones = [
-        marker.confidence(render_tone_speech(SynthesisRequest(text=t, language="en", seed=s), 15.0))
-        for t in TEXTS
-        for s in range(5)
+        marker.confidence(render_tone_speech(_seeded(t, s), 15.0)) for t in TEXTS for s in range(5)
     ]
     return {
         "threshold": DETECTION_THRESHOLD,
@@ -260,3 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _seeded(text: str, seed: int) -> SynthesisRequest:
+    return SynthesisRequest(text=text, language="en", generation=GenerationParameters(seed=seed))

@@ -25,13 +25,13 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatterbox_serve.errors import InvalidRequestError
-from chatterbox_serve.protocol import ERROR_RESPONSES
+from chatterbox_serve.protocol import OPERATOR_RESPONSES
 from deployments.auth import OWNER_STATE, is_operator, request_owner, require_operator
 from deployments.cluster_status import host_memory
 from deployments.routes import State
 
 VERSION = "0.1.0"
-router = APIRouter(tags=["Status"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["Status"], responses=OPERATOR_RESPONSES)
 
 
 @dataclass

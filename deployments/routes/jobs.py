@@ -31,14 +31,14 @@ from chatterbox_serve.jobs import OPEN_OWNER, HistoryQuery, JobRecord, JobState
 from chatterbox_serve.jobs import protocol as wire
 from chatterbox_serve.jobs.events import job_events
 from chatterbox_serve.jobs.service import HistorySort, JobService
-from chatterbox_serve.protocol import ERROR_RESPONSES
+from chatterbox_serve.protocol import OPERATOR_RESPONSES
 from chatterbox_serve.voices import resolve_voice
 from deployments.auth import Owner, presented_admin_key
 from deployments.routes import State
 from deployments.routes.access import caller_voices
 from deployments.streams import DOWNLOADS, SSE_STREAMS
 
-router = APIRouter(tags=["Long Text TTS"], responses={**ERROR_RESPONSES, 429: {}})
+router = APIRouter(tags=["Long Text TTS"], responses={**OPERATOR_RESPONSES, 429: {}})
 F = TypeVar("F", bound=Callable[..., Any])
 
 
