@@ -183,6 +183,20 @@ class EngineConfig(_Section):
         "inside the waveform bound with little margin on random weights.",
         json_schema_extra=_env("CHATTERBOX_S3GEN_VOCODER_PRECISION"),
     )
+    s3gen_fp8: bool = Field(
+        False,
+        description="Run the S3Gen estimator's transformer-block linear layers in float8 "
+        "(rowwise scales) on GPUs of compute capability 8.9+ (Hopper) when the flow runs in "
+        "bf16; no effect elsewhere.",
+        json_schema_extra=_env("CHATTERBOX_S3GEN_FP8"),
+    )
+    s3gen_compile_cache_dir: str | None = Field(
+        None,
+        description="Directory where torch.compile modes of S3Gen keep their compiled "
+        "kernels across restarts (a volume shared by replicas); unset keeps torch's own "
+        "per-machine cache only.",
+        json_schema_extra=_env("CHATTERBOX_S3GEN_COMPILE_CACHE_DIR"),
+    )
     model_dir: str | None = Field(
         None,
         description="Local checkpoint directory; unset means download from the hub.",

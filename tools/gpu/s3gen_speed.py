@@ -68,6 +68,7 @@ class Variant:
     compile: str = "off"
     vocoder: str = "fp32"
     attention: str = "auto"
+    fp8: bool = False  # the estimator's transformer-block linear layers in float8
 
 
 VARIANTS = {
@@ -91,6 +92,12 @@ VARIANTS = {
         Variant("bf16-regional", "bf16", "regional", attention="bias"),
         Variant("bf16-graphs", "bf16", "graphs", attention="bias"),
         Variant("bf16-graphs-vocfp16", "bf16", "graphs", "fp16", "bias"),
+        # Float8 linear layers (Hopper): eager, where the per-call quantisation is extra
+        # kernels, and compiled, where it fuses into the kernel before it.
+        Variant("bf16-fp8", "bf16", attention="varlen", fp8=True),
+        Variant("bf16-fp8-bias", "bf16", attention="bias", fp8=True),
+        Variant("bf16-fp8-regional", "bf16", "regional", attention="varlen", fp8=True),
+        Variant("bf16-fp8-compile", "bf16", "default", attention="bias", fp8=True),
     )
 }
 # The baseline rows first, then the new modes, then the rest of the fp32 grid: if the
@@ -121,6 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--length-ratio", type=float, default=1.5, help="policy bucketing")
     parser.add_argument("--budget-s", type=float, default=None, help="default 300 (smoke 900)")
     parser.add_argument("--device", default=None, help="default cuda, cpu with --smoke")
+    parser.add_argument(
+        "--compile-cache",
+        default=None,
+        help="CHATTERBOX_S3GEN_COMPILE_CACHE_DIR for compiled variants: a second run with "
+        "the same directory measures a restart's compilation from the cache",
+    )
     args = parser.parse_args(argv)
     Run(args).execute()
 
@@ -266,6 +279,8 @@ class Run:
             compile=variant.compile,  # type: ignore[arg-type]
             vocoder_precision=variant.vocoder,  # type: ignore[arg-type]
             attention=variant.attention,  # type: ignore[arg-type]
+            fp8_linear=variant.fp8,
+            compile_cache_dir=self.args.compile_cache,
         )
         return BatchedS3GenRunner(self.s3gen, policy)
 
@@ -308,6 +323,8 @@ class Run:
             "vocoder": variant.vocoder,
             "attention": self._attention(variant, runner),
             "compile_active": runner._compiled_velocity() is not None,
+            "fp8_active": runner.fp8_active(),
+            "compile_cache_loaded": _cache_loaded(runner),
             "steps": steps,
             "batch": batch,
             "items": len(work),
@@ -362,7 +379,7 @@ class Run:
         tokens, refs = zip(*work, strict=True)
         lengths = [int(t.numel()) + int(r["prompt_token"].shape[-1]) for t, r in work]
         flow_s = vocoder_s = 0.0
-        with torch.inference_mode():
+        with torch.inference_mode(), runner._linears():
             for group in plan_batches(lengths, runner.policy):
                 self._sync()
                 t0 = time.monotonic()
@@ -559,6 +576,12 @@ def _alarm(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _cache_loaded(runner: Any) -> bool | None:
+    """Whether the variant's compiled velocity started from a compile cache file."""
+    cache = getattr(runner._compiled_velocity(), "cache", None)
+    return None if cache is None else bool(cache.loaded)
 
 
 def _errors(fast: list[Any], reference: list[Any]) -> list[float]:

@@ -66,6 +66,12 @@ class S3GenBatchPolicy:
         vocoder_precision: the vocoder's convolutions: "fp32", "fp16" autocast (inside
             the waveform bound with little margin; opt-in), or "bf16" (over the bound;
             for measurement only). See `vocoder`.
+        fp8_linear: the estimator's transformer-block linear layers in float8 (rowwise
+            scales, `torch._scaled_mm`) on GPUs of compute capability 8.9 or more, when
+            the flow runs in bf16; elsewhere it has no effect. See `fp8`.
+        compile_cache_dir: where compiled modes keep torch's compile artifacts across
+            restarts (one file per mode, precision, torch version and GPU), or None.
+            See `compiled.CompileCache`.
     """
 
     max_batch_size: int = 64
@@ -75,6 +81,8 @@ class S3GenBatchPolicy:
     compile: CompileMode = "off"
     frame_bucket: float = 1.25
     vocoder_precision: VocoderPrecision = "fp32"
+    fp8_linear: bool = False
+    compile_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -91,6 +99,10 @@ class S3GenBatchPolicy:
                 raise ValueError(f"compile {self.compile!r} needs attention in {allowed}")
             if self.precision == "tf32":
                 raise ValueError("compile needs precision fp32, bf16 or fp16, not tf32")
+        if self.fp8_linear and self.precision not in ("auto", "bf16"):
+            # Rowwise-scaled float8 products write bfloat16; other precisions have no
+            # place for them.
+            raise ValueError("fp8_linear needs precision bf16 or auto")
 
 
 def resolve_precision(
@@ -183,7 +195,7 @@ class BatchedS3GenRunner:
         from chatterbox_serve.model.s3gen.flow import flow_mels
 
         velocity = self._compiled_velocity()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._linears():
             return flow_mels(
                 self.s3gen.flow,
                 list(speech_tokens),
@@ -233,10 +245,33 @@ class BatchedS3GenRunner:
 
             p = self.policy
             self._velocity = build_velocity(
-                self.s3gen, self._precision(), p.compile, p.frame_bucket
+                self.s3gen,
+                self._precision(),
+                p.compile,
+                p.frame_bucket,
+                fp8=self.fp8_active(),
+                cache_dir=p.compile_cache_dir,
             )
             self._velocity_built = True
         return self._velocity
+
+    def fp8_active(self) -> bool:
+        """Whether solves run the estimator's linear layers in float8 (policy, GPU, bf16)."""
+        if not self.policy.fp8_linear or self._precision() != "bf16":
+            return False
+        from chatterbox_serve.model.s3gen.fp8 import fp8_supported
+
+        return fp8_supported(self.s3gen.flow.input_embedding.weight.device)
+
+    def _linears(self) -> Any:
+        """The float8 linear layers installed for one solve, where they are active."""
+        import contextlib
+
+        if not self.fp8_active():
+            return contextlib.nullcontext()
+        from chatterbox_serve.model.s3gen.fp8 import fp8_linears
+
+        return fp8_linears(self.s3gen.flow.decoder.estimator)
 
 
 def run_sequential(

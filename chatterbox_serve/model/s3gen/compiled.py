@@ -31,6 +31,13 @@ Modes (`S3GenBatchPolicy.compile`):
   first time a bucket is met, instead of minutes of compilation. A bucket that cannot
   be captured runs eagerly from then on, with a warning.
 
+Compiled modes can keep their compilation across restarts (`S3GenBatchPolicy.
+compile_cache_dir`, `CompileCache`): after a call that compiled something, torch's
+compile artifacts (Inductor's kernels and graphs, AOTAutograd's) are saved to one file
+there (`torch.compiler.save_cache_artifacts`), and a later process loads them before
+its first call, so its compilation hits the caches instead of generating and building
+kernels again; only Dynamo's tracing is repeated.
+
 Only on CUDA: on other devices the eager module runs (compiling there buys little and
 costs minutes). Imported lazily by `batch`: this module needs torch and chatterbox-vllm.
 """
@@ -40,7 +47,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -86,11 +95,53 @@ def _round16(size: float) -> int:
     return 16 * math.ceil(size / 16)
 
 
+class CompileCache:
+    """torch's compile artifacts for one compiled velocity, in one file that outlives the process.
+
+    `load` before the first compiled call; `save` after a call that compiled. Entries are
+    keyed inside torch by graph, versions and device, so a file from another torch or GPU
+    only misses, and a miss costs what no cache costs.
+    """
+
+    def __init__(self, directory: str | Path, name: str) -> None:
+        self.path = Path(directory) / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".bin")
+        self.loaded = False
+
+    def load(self) -> bool:
+        """Hand the file's artifacts to torch's caches; False if there is none."""
+        if not self.path.is_file():
+            return False
+        torch.compiler.load_cache_artifacts(self.path.read_bytes())
+        self.loaded = True
+        logger.info("S3Gen compile cache loaded from %s", self.path)
+        return True
+
+    def save(self) -> bool:
+        """Write what torch compiled in this process so far; False if it has nothing."""
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is None:
+            return False
+        data, _info = saved
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".tmp")
+        partial.write_bytes(data)
+        partial.replace(self.path)  # whole or absent: another replica may be reading it
+        logger.info("S3Gen compile cache saved to %s (%d bytes)", self.path, len(data))
+        return True
+
+
+def _graphs_compiled() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 class CompiledVelocity:
     """A compiled `GuidedVelocity`; called like it (a `flow.Velocity`).
 
     Build once per estimator and keep it: the compiled code and the CUDA graphs live in
-    this object. Not thread-safe (CUDA graph replays share static buffers).
+    this object. Not thread-safe (CUDA graph replays share static buffers). With `cache`,
+    its artifacts are loaded now and saved after each call that compiled a graph.
     """
 
     def __init__(
@@ -101,6 +152,7 @@ class CompiledVelocity:
         mode: CompileMode,
         frame_ratio: float = 1.25,
         backend: str = "inductor",
+        cache: CompileCache | None = None,
     ) -> None:
         if mode == "off":
             raise ValueError("mode 'off' has nothing to compile")
@@ -109,6 +161,12 @@ class CompiledVelocity:
         self.mode = mode
         self.frame_ratio = frame_ratio
         self.module = GuidedVelocity(estimator, cfg_rate, precision)
+        self.cache = cache
+        if cache is not None:
+            try:
+                cache.load()
+            except Exception as exc:  # a damaged file must not stop a replica: compile afresh
+                logger.warning("S3Gen compile cache %s not loaded (%r)", cache.path, exc)
         self._regions: list[tuple[torch.nn.Module, Any]] = []
         if mode == "regional":
             self._regions = [
@@ -128,6 +186,26 @@ class CompiledVelocity:
         return frame_bucket(frames, self.frame_ratio) if self.cuda_graphs else frames
 
     def __call__(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        mu: torch.Tensor,
+        t: torch.Tensor,
+        spks: torch.Tensor,
+        cond: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.cache is None:
+            return self._call(x, mask, mu, t, spks, cond)
+        before = _graphs_compiled()
+        out = self._call(x, mask, mu, t, spks, cond)
+        if _graphs_compiled() != before:
+            try:
+                self.cache.save()
+            except Exception as exc:  # the next start compiles again; this one goes on
+                logger.warning("S3Gen compile cache %s not saved (%r)", self.cache.path, exc)
+        return out
+
+    def _call(
         self,
         x: torch.Tensor,
         mask: torch.Tensor,
@@ -224,21 +302,25 @@ class GraphedVelocity:
         return graph, static_in, static_out
 
 
-def repeated_blocks(estimator: torch.nn.Module) -> list[torch.nn.Module]:
-    """The estimator's transformer blocks and resnet blocks, the regions compiled one by one.
+def block_levels(estimator: torch.nn.Module) -> list[tuple[torch.nn.Module, list[torch.nn.Module]]]:
+    """Each level's resnet block and transformer blocks, down, mid then up.
 
     Found by structure (`down_blocks`, `mid_blocks`, `up_blocks` of (resnet, transformer
     blocks, ...)), as `flow.estimate` walks them.
     """
-    found: list[torch.nn.Module] = []
-    for group in ("down_blocks", "mid_blocks", "up_blocks"):
-        for level in getattr(estimator, group, []):
-            resnet, blocks = level[0], level[1]
-            found.append(resnet)
-            found.extend(blocks)
-    if not found:
+    levels = [
+        (level[0], list(level[1]))
+        for group in ("down_blocks", "mid_blocks", "up_blocks")
+        for level in getattr(estimator, group, [])
+    ]
+    if not levels:
         raise ValueError("no down/mid/up blocks: not a CFM estimator")
-    return found
+    return levels
+
+
+def repeated_blocks(estimator: torch.nn.Module) -> list[torch.nn.Module]:
+    """The estimator's transformer blocks and resnet blocks, the regions compiled one by one."""
+    return [m for resnet, blocks in block_levels(estimator) for m in (resnet, *blocks)]
 
 
 @contextlib.contextmanager
@@ -257,13 +339,24 @@ def _installed(regions: list[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
 # One compiled velocity per estimator and setting, shared by every runner over it:
 # compiling the estimator takes tens of seconds, and the engine may build runners
 # per batch size. Entries keep their estimator alive, so an id is never reused.
-_built: dict[tuple[int, str, str, float], CompiledVelocity] = {}
+_built: dict[tuple[int, str, str, float, bool], CompiledVelocity] = {}
 
 
 def build_velocity(
-    s3gen: Any, precision: Precision, mode: CompileMode, frame_ratio: float
+    s3gen: Any,
+    precision: Precision,
+    mode: CompileMode,
+    frame_ratio: float,
+    *,
+    fp8: bool = False,
+    cache_dir: str | None = None,
 ) -> CompiledVelocity | GraphedVelocity | None:
-    """The compiled velocity the policy asks for, or None for the eager path (off, not CUDA)."""
+    """The compiled velocity the policy asks for, or None for the eager path (off, not CUDA).
+
+    `fp8`: the runner calls it with the float8 linear layers installed (`fp8`), which
+    a compiled graph bakes in, so those get their own compiled velocity. `cache_dir`:
+    where compile artifacts are kept across restarts (`CompileCache`), if anywhere.
+    """
     if mode == "off":
         return None
     decoder = s3gen.flow.decoder
@@ -271,14 +364,24 @@ def build_velocity(
     if device.type != "cuda":
         logger.info("S3Gen compile %r skipped: the estimator is on %s, not CUDA", mode, device)
         return None
-    key = (id(decoder.estimator), precision, mode, frame_ratio)
+    key = (id(decoder.estimator), precision, mode, frame_ratio, fp8)
     if mode == "graphs":
         # Graphs hold static buffers: one set per runner, not shared across threads.
         return GraphedVelocity(
             decoder.estimator, decoder.inference_cfg_rate, precision, frame_ratio
         )
     if key not in _built:
+        cache = None
+        if cache_dir is not None:
+            sm = "sm{}{}".format(*torch.cuda.get_device_capability(device))
+            name = f"s3gen-{mode}-{precision}{'-fp8' if fp8 else ''}-torch{torch.__version__}-{sm}"
+            cache = CompileCache(cache_dir, name)
         _built[key] = CompiledVelocity(
-            decoder.estimator, decoder.inference_cfg_rate, precision, mode, frame_ratio
+            decoder.estimator,
+            decoder.inference_cfg_rate,
+            precision,
+            mode,
+            frame_ratio,
+            cache=cache,
         )
     return _built[key]

@@ -92,4 +92,6 @@ def s3gen_policy(settings: Settings) -> Any:
         precision=e.s3gen_precision,
         compile=e.s3gen_compile,
         vocoder_precision=e.s3gen_vocoder_precision,
+        fp8_linear=e.s3gen_fp8,
+        compile_cache_dir=e.s3gen_compile_cache_dir,
     )
