@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,8 +74,12 @@ def test_a_part_that_did_not_run_leaves_its_goals_unjudged(tmp_path: Path) -> No
 
 def test_compilation_at_first_start_and_from_the_cache_side_by_side(tmp_path: Path) -> None:
     run = {"variant": "bf16-compile", "compile": "default", "warmup_s": 150.0}
-    eager = {"variant": "bf16-bias", "compile": "off", "warmup_s": 0.5}
-    _write(tmp_path, "s3gen", {"runs": [run, eager]})
+    run["compile_active"] = True
+    eager = {"variant": "bf16-bias", "compile": "off", "warmup_s": 0.5, "compile_active": False}
+    # A compile mode that ran eagerly (a CPU) compiled nothing: not a compilation time.
+    cpu = {"variant": "bf16-fp8-compile", "compile": "default", "warmup_s": 3.0}
+    cpu["compile_active"] = False
+    _write(tmp_path, "s3gen", {"runs": [run, eager, cpu]})
     _write(tmp_path, "s3gen-restart", {"runs": [dict(run, warmup_s=20.0)]})
     out = report(tmp_path, "H200 test")
     assert out["s3gen_compile_start_s"] == {"bf16-compile": {"cold": 150.0, "cached": 20.0}}
@@ -99,3 +104,31 @@ async def test_windows_credit_items_in_flight_by_their_share_of_the_window() -> 
     for rate in result["window_rates"]:
         assert rate == pytest.approx(2 / 0.3, rel=0.15)
     assert result["items"] >= 6
+
+
+def test_the_engine_takes_the_whole_compile_only_where_it_won_inside_the_bounds() -> None:
+    from tools.gpu.gpu_serving import pick_s3gen_compile
+
+    def row(variant: str, compile_mode: str, rate: float, fp8: bool = False) -> dict[str, Any]:
+        return {
+            "variant": variant,
+            "compile": compile_mode,
+            "precision": "bf16",
+            "steps": 10,
+            "audio_s_per_s": rate,
+            "fp8_active": fp8,
+        }
+
+    def good(variant: str, ok: bool = True) -> dict[str, Any]:
+        return {"variant": variant, "mel_ok": ok, "wav_ok": True}
+
+    runs = [row("bf16-graphs", "graphs", 160.0), row("bf16-compile", "default", 200.0)]
+    faster = {"runs": runs, "quality": [good("bf16-graphs"), good("bf16-compile")]}
+    assert pick_s3gen_compile(faster) == "default"
+    outside = {"runs": runs, "quality": [good("bf16-graphs"), good("bf16-compile", ok=False)]}
+    assert pick_s3gen_compile(outside) == "graphs"
+    slower = dict(faster, runs=[runs[0], row("bf16-compile", "default", 150.0)])
+    assert pick_s3gen_compile(slower) == "graphs"
+    fp8 = dict(faster, runs=[runs[0], row("bf16-compile", "default", 300.0, fp8=True)])
+    assert pick_s3gen_compile(fp8) == "graphs"
+    assert pick_s3gen_compile({}) == "graphs"  # the s3gen part did not run

@@ -18,10 +18,14 @@ token budget, as the stop token almost never comes; budgets vary from 75 to 300 
 - **s3gen**: `BatchedS3GenRunner` alone over 64 utterances, per precision and attention
   variant, at 10 and 5 steps, with its quality bounds (`tools/gpu/s3gen_speed.py`).
 - **engine**: the vLLM engine in this process. T3 alone (every item through vLLM,
-  closed loop of 64), S3Gen alone (the same tokens through the engine's S3Gen pass), and
-  the whole engine at 64 concurrent items (closed loop of 64 single-item calls, as the
-  model deployment makes them), with the GPU's busy fraction sampled from NVML during
-  that window. Then first audio of streamed items inside the engine, at 1 and 32.
+  closed loop of 64), S3Gen alone (the tokens T3 made, through the engine's own S3Gen
+  pass, 64 items a pass, back to back), and the whole engine at 64 concurrent items
+  (closed loop of 64 single-item calls, as the model deployment makes them), with the
+  GPU's busy fraction sampled from NVML. Each of the three is measured the same way
+  (`windowed`): the load runs through a warm-up, then fixed windows, and each window
+  credits the items in flight at its edges by their share of it (`credited`), so the
+  ratio engine / min(T3 alone, S3Gen alone) compares like with like. Then (unless
+  `--no-ttfa`) first audio of streamed items inside the engine, at 1 and 32.
 - **serve**: over HTTP against `serve run serve_config.yaml`: first audio byte of
   streamed PCM (`stream_format: audio`) at 1 and 32 concurrent clients, and whole-file
   throughput at 64.
@@ -194,15 +198,11 @@ async def windowed(
 # ---- engine ---------------------------------------------------------------------------
 
 
-async def engine_part(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
+def engine_settings(args: argparse.Namespace) -> Any:
+    """The engine as measured: 64 calls in flight, S3Gen's settings from the arguments."""
     from chatterbox_serve.config import EngineConfig, Settings
-    from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
-    from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
-    from chatterbox_serve.generation import GenerationParameters
 
-    settings = Settings(
+    return Settings(
         engine=EngineConfig(
             engine="vllm",
             model_dir=str(args.checkpoint),
@@ -216,7 +216,20 @@ async def engine_part(args: argparse.Namespace) -> dict[str, Any]:
             s3gen_compile_cache_dir=args.s3gen_compile_cache_dir,
         )
     )
-    engine = VLLMEngine(settings, forced_length=ForcedLength(MAX_TOKENS))
+
+
+async def engine_part(args: argparse.Namespace, engine: Any = None) -> dict[str, Any]:
+    """The engine part; `engine` replaces the vLLM engine built from `engine_settings`
+    (the CPU smoke passes one over a double of vLLM)."""
+    import torch
+
+    from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
+    from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
+    from chatterbox_serve.generation import GenerationParameters
+
+    if engine is None:
+        engine = VLLMEngine(engine_settings(args), forced_length=ForcedLength(MAX_TOKENS))
+    settings = engine.settings
     began = time.perf_counter()
     await engine.start()
     startup_s = time.perf_counter() - began
@@ -237,7 +250,7 @@ async def engine_part(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "vllm": vllm.__version__,
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "startup_s": round(startup_s, 1),
         "workers": args.workers,
         "s3gen_compile": args.s3gen_compile,
@@ -431,8 +444,11 @@ def s3gen_part(args: argparse.Namespace) -> dict[str, Any]:
     out = args.parts / "s3gen-speed.json"
     command = [sys.executable, "-m", "tools.gpu.s3gen_speed", "--checkpoint", str(args.checkpoint)]
     command += ["--out", str(out), "--batch-sizes", "64", "--budget-s", str(args.budget_s)]
+    command += ["--steps", args.s3gen_steps]
     if args.variants:
         command += ["--variants", args.variants]
+    if args.s3gen_compile_cache_dir:
+        command += ["--compile-cache", args.s3gen_compile_cache_dir]
     subprocess.run(command, check=False)
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     return result
@@ -498,6 +514,72 @@ def report(parts: Path, machine: str, previous: dict[str, Any] | None = None) ->
     return out
 
 
+def summary(result: dict[str, Any]) -> list[str]:
+    """The lines to read first in a round's JSON: the figures, each variant's quality, goals."""
+    keys = (
+        "machine",
+        "s3gen_audio_s_per_s",
+        "t3_alone_audio_s_per_s",
+        "s3gen_alone_in_engine_audio_s_per_s",
+        "engine_audio_s_per_s",
+        "engine_over_min_stages",
+        "gpu_busy_fraction",
+        "s3gen_compile_start_s",
+    )
+    lines = [f"{key}: {result.get(key)}" for key in keys]
+    parts = result.get("parts", {})
+    engine = parts.get("engine", {})
+    for name in ("t3_alone", "s3gen_alone"):
+        if name in engine:
+            lines.append(f"{name} windows: {engine[name].get('window_rates')}")
+    best = engine.get("engine", {}).get("best")
+    if best:
+        lines.append(
+            f"engine windows: {best.get('window_rates')} (mean batch "
+            f"{best.get('s3gen_mean_batch')}, busy {best.get('gpu_busy_fraction')})"
+        )
+    lines.append(
+        f"engine S3Gen compile {engine.get('s3gen_compile')}, first call "
+        f"{engine.get('first_call_s')} s, start {engine.get('startup_s')} s"
+    )
+    for row in parts.get("s3gen", {}).get("runs", []):
+        lines.append(
+            f"s3gen {row['variant']} steps {row['steps']}: {row['audio_s_per_s']} audio-s/s, "
+            f"warm-up {row['warmup_s']} s, fp8 {row.get('fp8_active')}"
+        )
+    for q in parts.get("s3gen", {}).get("quality", []):
+        lines.append(
+            f"quality {q['variant']}: mel {q['max_rel_l2_mel']:.1e} (ok {q['mel_ok']}), "
+            f"wav {q['max_rel_l2_wav']:.1e} (ok {q['wav_ok']})"
+        )
+    for failure in parts.get("s3gen", {}).get("failures", []):
+        lines.append(f"s3gen not measured: {failure['what']}: {failure['error'][:160]}")
+    lines += [f"goal {name}: {goal}" for name, goal in result.get("goals", {}).items()]
+    return lines
+
+
+def pick_s3gen_compile(s3: dict[str, Any], served: str = "graphs") -> str:
+    """The engine's S3Gen compile mode after an s3gen part: the whole-estimator compile
+    ("default") if it ran faster than the served mode at 10 steps with both quality
+    bounds held, else the served mode."""
+    quality = {q["variant"]: q for q in s3.get("quality", [])}
+
+    def rate(compile_mode: str) -> float:
+        rows = [
+            r["audio_s_per_s"]
+            for r in s3.get("runs", [])
+            if r["compile"] == compile_mode
+            and r["steps"] == 10
+            and r["precision"] == "bf16"
+            and not r.get("fp8_active")
+            and quality.get(r["variant"], {}).get("mel_ok")
+            and quality.get(r["variant"], {}).get("wav_ok")
+        ]
+        return max(rows, default=0.0)
+
+    return "default" if rate("default") > rate(served) > 0 else served
+
+
 def _least(*values: float | None) -> float | None:
     return None if any(v is None for v in values) else min(v for v in values if v is not None)
 
@@ -513,7 +595,7 @@ def _compile_start(s3: dict[str, Any], restart: dict[str, Any]) -> dict[str, Any
         return {
             r["variant"]: r["warmup_s"]
             for r in result.get("runs", [])
-            if r.get("compile") not in (None, "off", "graphs")
+            if r.get("compile") not in (None, "off", "graphs") and r.get("compile_active")
         }
 
     cold, cached = warmups(s3), warmups(restart)
@@ -529,9 +611,12 @@ def _goal(measured: float | None, target: float | None, lower: bool = False) -> 
     return {"met": met, "measured": measured, "target": round(target, 1)}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("part", choices=["s3gen", "engine", "serve", "report", "all"])
+    parser.add_argument(
+        "part",
+        choices=["s3gen", "engine", "serve", "report", "all", "pick-compile", "summary"],
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/ckpt"))
     parser.add_argument("--parts", type=Path, default=Path("/tmp/gpu-serving"))
     parser.add_argument(
@@ -555,11 +640,23 @@ def main() -> None:
     parser.add_argument("--no-ttfa", action="store_true", help="skip first audio in the engine")
     parser.add_argument("--previous", type=Path, default=None, help="report: last round's JSON")
     parser.add_argument("--variants", default=None, help="tools.gpu.s3gen_speed variants")
+    parser.add_argument("--s3gen-steps", default="10,5", help="s3gen part: step counts")
     parser.add_argument("--budget-s", type=float, default=300.0)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     parser.add_argument("--machine", default=None, help="recorded as is; default from torch")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     args.parts.mkdir(parents=True, exist_ok=True)
+    if args.part == "summary":
+        print("\n".join(summary(json.loads(args.out.read_text()))))
+        return
+    if args.part == "pick-compile":
+        path = args.parts / "s3gen.json"
+        print(pick_s3gen_compile(json.loads(path.read_text()) if path.exists() else {}))
+        return
     parts = ["s3gen", "engine", "serve"] if args.part == "all" else [args.part]
     for name in parts:
         if name == "s3gen":

@@ -6,6 +6,11 @@
 #     one part per call; the parts come back under $OUT/parts and `gpu_serving report` joins them)
 #   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-http   (the served T3 proof,
 #     tools/gpu/t3_vllm_proof.py; parts under $OUT/t3-served, joined by its `report`)
+#   bash tools/gpu/h200_round.sh checkpoint        (only writes the random checkpoint, ~40 s:
+#     chain it after the install so the measuring call does not pay for it)
+#   bash tools/gpu/h200_round.sh perf28            (S3Gen levers, then T3 alone / S3Gen alone /
+#     engine c=64 over windows; ~8.5 min with the checkpoint written; or in two calls on the
+#     same warm machine: perf28-s3gen ~4.5 min, then perf28-engine ~4.5 min)
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1
@@ -92,6 +97,43 @@ case ${1:?stage} in
     timeout 240 python -m tools.gpu.serve_bench --out "$OUT/serve-h200.json" --levels 1,64 --per-worker 2 2>&1 | tail -5
     serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
     tail -5 "$OUT/serve.log"
+    ;;
+  checkpoint)
+    ensure_checkpoint
+    ;;
+  perf28|perf28-s3gen|perf28-engine)
+    # Parts and the compile cache live in /tmp, which outlives a call while the machine
+    # stays warm ($OUT does not), so the two halves may run as two calls.
+    ensure_checkpoint
+    PARTS=/tmp/perf28-parts CACHE=/tmp/s3gen-compile-cache
+    mkdir -p $PARTS "$OUT/parts"
+    if [[ $1 != perf28-engine ]]; then
+      # S3Gen alone, 10 steps, batch 64, quality beside each: eager bf16, the served CUDA
+      # graphs, float8 linear layers, the whole-estimator compile (cold; its artifacts go
+      # to $CACHE), float8 under regional compilation. A variant the budget cuts is listed.
+      timeout ${S3GEN_TIMEOUT:-270} python -m tools.gpu.gpu_serving s3gen --checkpoint $CKPT \
+        --parts $PARTS --budget-s ${BUDGET_S:-230} --s3gen-steps 10 --s3gen-compile-cache-dir $CACHE \
+        --variants ${S3GEN_VARIANTS:-bf16-bias,bf16-graphs,bf16-fp8-bias,bf16-compile,bf16-fp8-regional} \
+        >"$OUT/perf28-s3gen.log" 2>&1
+      grep "^|\|^profile\|^FAILED\|^best" "$OUT/perf28-s3gen.log"
+      ls -l $CACHE 2>/dev/null | tail -2
+    fi
+    if [[ $1 != perf28-s3gen ]]; then
+      # The engine takes the whole-estimator compile if it won inside the bounds above
+      # (its start then compiles from $CACHE, as a restarted replica would: first_call_s),
+      # else the served graphs. Warm-up 4 s, then two 8 s windows for each figure.
+      mode=${S3GEN_COMPILE:-$(python -m tools.gpu.gpu_serving pick-compile --parts $PARTS)}
+      echo "engine S3Gen compile: $mode"
+      timeout ${ENGINE_TIMEOUT:-300} python -m tools.gpu.gpu_serving engine --checkpoint $CKPT \
+        --parts $PARTS --s3gen-compile "$mode" --s3gen-compile-cache-dir $CACHE \
+        --warmup-s 4 --window-s 8 --windows 2 $([[ -n ${TTFA:-} ]] || echo --no-ttfa) \
+        >"$OUT/perf28-engine.log" 2>&1
+      grep "^t3 alone\|^s3gen alone\|^engine\|Traceback\|Error" "$OUT/perf28-engine.log" | tail -12
+    fi
+    cp $PARTS/s3gen.json $PARTS/engine.json "$OUT/parts/" 2>/dev/null
+    python -m tools.gpu.gpu_serving report --parts $PARTS --out "$OUT/gpu-serving-h200.json" \
+      --previous benchmarks/results/gpu-serving-h200.json >/dev/null
+    python -m tools.gpu.gpu_serving summary --out "$OUT/gpu-serving-h200.json"
     ;;
   s3gen)
     ensure_checkpoint
