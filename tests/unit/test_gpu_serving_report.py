@@ -132,3 +132,7 @@ def test_the_engine_takes_the_whole_compile_only_where_it_won_inside_the_bounds(
     fp8 = dict(faster, runs=[runs[0], row("bf16-compile", "default", 300.0, fp8=True)])
     assert pick_s3gen_compile(fp8) == "graphs"
     assert pick_s3gen_compile({}) == "graphs"  # the s3gen part did not run
+    # Eager bf16 counts as a baseline too (graphs may have been cut by the budget).
+    eager = {"runs": [row("bf16-bias", "off", 210.0), runs[1]], "quality": faster["quality"]}
+    eager["quality"] = [*faster["quality"], good("bf16-bias")]
+    assert pick_s3gen_compile(eager) == "graphs"

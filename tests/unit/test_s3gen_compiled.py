@@ -17,17 +17,6 @@ torch = pytest.importorskip("torch")
 from chatterbox_serve.model.s3gen.batch import S3GenBatchPolicy  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def s3gen() -> Any:
-    from chatterbox_serve.model.checkpoint import ensure_torchaudio
-
-    ensure_torchaudio()
-    from chatterbox_vllm.models.s3gen import S3Gen
-
-    torch.manual_seed(0)
-    return S3Gen().eval()
-
-
 def _solve(s3gen: Any, lens: list[int], velocity: Any) -> Any:
     from chatterbox_serve.model.s3gen.flow import solve_euler
 

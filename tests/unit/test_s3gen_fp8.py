@@ -18,17 +18,6 @@ torch = pytest.importorskip("torch")
 from chatterbox_serve.model.s3gen.batch import S3GenBatchPolicy  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def s3gen() -> Any:
-    from chatterbox_serve.model.checkpoint import ensure_torchaudio
-
-    ensure_torchaudio()
-    from chatterbox_vllm.models.s3gen import S3Gen
-
-    torch.manual_seed(0)
-    return S3Gen().eval()
-
-
 def test_rows_quantise_to_e4m3_within_its_rounding_whatever_their_scale() -> None:
     from chatterbox_serve.model.s3gen.fp8 import FP8, FP8_MAX, quantize_rows
 

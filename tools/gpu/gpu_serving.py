@@ -560,8 +560,8 @@ def summary(result: dict[str, Any]) -> list[str]:
 
 def pick_s3gen_compile(s3: dict[str, Any], served: str = "graphs") -> str:
     """The engine's S3Gen compile mode after an s3gen part: the whole-estimator compile
-    ("default") if it ran faster than the served mode at 10 steps with both quality
-    bounds held, else the served mode."""
+    ("default") if it ran faster than the served mode and eager bf16 at 10 steps with
+    both quality bounds held, else the served mode."""
     quality = {q["variant"]: q for q in s3.get("quality", [])}
 
     def rate(compile_mode: str) -> float:
@@ -577,7 +577,8 @@ def pick_s3gen_compile(s3: dict[str, Any], served: str = "graphs") -> str:
         ]
         return max(rows, default=0.0)
 
-    return "default" if rate("default") > rate(served) > 0 else served
+    baseline = max(rate(served), rate("off"))
+    return "default" if rate("default") > baseline > 0 else served
 
 
 def _least(*values: float | None) -> float | None:
