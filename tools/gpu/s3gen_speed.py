@@ -8,8 +8,10 @@ Writes a full-size random checkpoint into DIR when DIR is empty or missing
 of `BatchedS3GenRunner` over 64 utterances of 3.2 to 12 s (four voices with 150 to 250
 prompt tokens; `max(64, batch)` utterances at batch 128), at 10 and 5 diffusion steps,
 for each variant (precision, attention, compile mode, vocoder precision; `--variants`
-names them, e.g. bf16-varlen, bf16-varlen-vocfp16, bf16-bias) and each batch size
-(16, 32, 64, 128).
+names them, e.g. bf16-varlen, bf16-varlen-vocfp16, bf16-bias, bf16-fp8-bias) and each
+batch size (16, 32, 64, 128). `--compile-cache DIR` gives compiled variants a compile
+cache (`CHATTERBOX_S3GEN_COMPILE_CACHE_DIR`): a second run with the same DIR measures a
+restart's compilation (`warmup_s`, `compile_cache_loaded`).
 Each measurement is a warm-up (for compiled variants, once per batch size, a 2-step run
 over the same items, which compiles and records every shape bucket the timed run meets;
 eager variants one small call), then one timed run ending in a copy to the host.
