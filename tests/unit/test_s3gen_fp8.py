@@ -148,33 +148,40 @@ def test_settings_reach_the_policy(tmp_path: Path) -> None:
 def test_compile_cache_file_lets_a_fresh_inductor_cache_hit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Saved after one compilation, loaded into an empty Inductor cache: the next one hits.
-
-    The empty cache directory stands in for a new machine or container.
+    """Saved after the call that compiled, loaded into an empty Inductor cache: the next
+    compilation hits. The empty cache directory stands in for a new machine or container.
     """
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from chatterbox_serve.model.s3gen.compiled import CompileCache
+    from chatterbox_serve.model.checkpoint import ensure_torchaudio
 
-    def compile_once() -> None:
+    ensure_torchaudio()  # `compiled` imports chatterbox-vllm's S3Gen package
+    from chatterbox_serve.model.s3gen.compiled import CompileCache, _saving
+
+    def compiled(cache: CompileCache) -> Any:
         fn = torch.compile(lambda x: torch.nn.functional.gelu(x * 2 + 1).sum(-1), dynamic=True)
-        fn(torch.randn(4, 8))
+        return _saving(fn, cache)
 
+    name = "s3gen-default-bf16-torch2.x+cu/sm90"
     torch._dynamo.reset()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "first"))
-    cache = CompileCache(tmp_path / "volume", "s3gen-default-bf16-torch2.x+cu/sm90")
+    cache = CompileCache(tmp_path / "volume", name)
     assert cache.load() is False and cache.loaded is False
-    compile_once()
-    assert cache.save() is True
+    call = compiled(cache)
+    assert not cache.path.exists()
+    call(torch.randn(4, 8))  # compiles, then saves
     assert cache.path.parent == tmp_path / "volume" and "/" not in cache.path.name
+    saved = cache.path.stat().st_mtime_ns
+    call(torch.randn(5, 8))  # dynamic: no new graph, so no new save
+    assert cache.path.stat().st_mtime_ns == saved
 
     torch._dynamo.reset()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "second"))
     counters.clear()
-    restarted = CompileCache(tmp_path / "volume", "s3gen-default-bf16-torch2.x+cu/sm90")
+    restarted = CompileCache(tmp_path / "volume", name)
     assert restarted.load() is True and restarted.loaded is True
-    compile_once()
+    compiled(restarted)(torch.randn(4, 8))
     assert counters["inductor"]["fxgraph_cache_hit"] >= 1, dict(counters["inductor"])
     assert counters["inductor"]["fxgraph_cache_miss"] == 0
     torch._dynamo.reset()

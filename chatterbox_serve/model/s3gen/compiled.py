@@ -136,6 +136,22 @@ def _graphs_compiled() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+def _saving(call: Any, cache: CompileCache) -> Any:
+    """`call`, followed by `cache.save()` whenever it compiled a new graph."""
+
+    def saving(*inputs: torch.Tensor) -> torch.Tensor:
+        before = _graphs_compiled()
+        out: torch.Tensor = call(*inputs)
+        if _graphs_compiled() != before:
+            try:
+                cache.save()
+            except Exception as exc:  # the next start compiles again; this one goes on
+                logger.warning("S3Gen compile cache %s not saved (%r)", cache.path, exc)
+        return out
+
+    return saving
+
+
 class CompiledVelocity:
     """A compiled `GuidedVelocity`; called like it (a `flow.Velocity`).
 
@@ -176,6 +192,8 @@ class CompiledVelocity:
             self._compiled: Any = self.module
         else:
             self._compiled = torch.compile(self.module, mode=mode, dynamic=True, backend=backend)
+        if cache is not None:
+            self._compiled = _saving(self._compiled, cache)
 
     @property
     def cuda_graphs(self) -> bool:
@@ -186,26 +204,6 @@ class CompiledVelocity:
         return frame_bucket(frames, self.frame_ratio) if self.cuda_graphs else frames
 
     def __call__(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        mu: torch.Tensor,
-        t: torch.Tensor,
-        spks: torch.Tensor,
-        cond: torch.Tensor,
-    ) -> torch.Tensor:
-        if self.cache is None:
-            return self._call(x, mask, mu, t, spks, cond)
-        before = _graphs_compiled()
-        out = self._call(x, mask, mu, t, spks, cond)
-        if _graphs_compiled() != before:
-            try:
-                self.cache.save()
-            except Exception as exc:  # the next start compiles again; this one goes on
-                logger.warning("S3Gen compile cache %s not saved (%r)", self.cache.path, exc)
-        return out
-
-    def _call(
         self,
         x: torch.Tensor,
         mask: torch.Tensor,
