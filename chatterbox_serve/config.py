@@ -155,6 +155,24 @@ class EngineConfig(_Section):
         "(played by wall clock since the first audio); cover one render's latency under load.",
         json_schema_extra=_env("CHATTERBOX_STREAM_MARGIN_S"),
     )
+    stream_max_starting: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="vllm engine, streamed requests: most streams of a replica still waiting "
+        "for their first audio; another starts only below it, and only while every playing "
+        "stream has CHATTERBOX_STREAM_MARGIN_S buffered (a stream waits for its start rather "
+        "than stalling everyone's playback).",
+        json_schema_extra=_env("CHATTERBOX_STREAM_MAX_STARTING"),
+    )
+    stream_admit_wait_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=600.0,
+        description="vllm engine, streamed requests: longest a stream waits for its start "
+        "(CHATTERBOX_STREAM_MAX_STARTING); past it, it starts even on an overloaded replica.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_ADMIT_WAIT_S"),
+    )
     s3gen_max_length_ratio: float = Field(
         1.5,
         ge=1.0,

@@ -4,7 +4,8 @@
 #   bash tools/gpu/h200_round.sh engine|serve                    (engine, serve)
 #   bash tools/gpu/h200_round.sh s3gen|engine15|serve15          (tools/gpu/gpu_serving.py,
 #     one part per call; the parts come back under $OUT/parts and `gpu_serving report` joins them)
-#   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-http   (the served T3 proof,
+#   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-stream|proof-cjk (the served T3 proof,
+#     proof-http runs both HTTP parts;
 #     tools/gpu/t3_vllm_proof.py; parts under $OUT/t3-served, joined by its `report`)
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail
@@ -61,11 +62,15 @@ case ${1:?stage} in
     VLLM_COMPILE=true VLLM_MAX_BATCH_SIZE=16 timeout 540 python -m tools.gpu.t3_vllm_proof served \
       --checkpoint $CKPT --parts "$OUT/t3-served" 2>&1 | tee "$OUT/proof-served.log" | quiet
     ;;
-  proof-http)
+  proof-http|proof-stream)
     ensure_checkpoint
     start_server ${STREAM_TOKENS:-300}
     timeout 200 python -m tools.gpu.t3_vllm_proof stream --parts "$OUT/t3-served" 2>&1 | quiet 8
+    curl -s localhost:8000/info >"$OUT/stream-info.json"
     stop_server ${STREAM_TOKENS:-300}
+    ;;&
+  proof-http|proof-cjk)
+    ensure_checkpoint
     forced=$(python -m tools.gpu.t3_vllm_proof budget --texts "$TEXTS" | tail -1)
     start_server "$forced"
     timeout 300 python -m tools.gpu.t3_vllm_proof cjk --parts "$OUT/t3-served" --texts "$TEXTS" \

@@ -49,6 +49,7 @@ from chatterbox_serve.engines.torch_engine import (
 from chatterbox_serve.engines.vllm.model_dir import MODALITY
 from chatterbox_serve.engines.vllm.render_schedule import RenderSchedule
 from chatterbox_serve.engines.vllm.s3gen_stage import S3GenStage
+from chatterbox_serve.engines.vllm.stream_admission import StreamAdmission
 from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
 from chatterbox_serve.model.s3gen.runner import s3gen_policy
@@ -103,6 +104,13 @@ class VLLMEngine(TorchEngine):
         # without new items while S3Gen runs, which is the overlap this engine is for.
         self._prep = concurrent.futures.ThreadPoolExecutor(1, "chatterbox-prep")
         self._prep_stream: Any = None
+        e = settings.engine
+        self._admission = StreamAdmission(
+            max_live=e.max_batch_size * self.max_concurrent_calls,
+            max_starting=e.stream_max_starting,
+            healthy_s=e.stream_margin_s,
+            max_wait_s=e.stream_admit_wait_s,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
@@ -170,19 +178,32 @@ class VLLMEngine(TorchEngine):
         the listener (`render_schedule.RenderSchedule`), so playback has no gaps while
         T3 keeps ahead of real time, and renders stay few when it is far ahead.
         """
+        self._live()
+        began = time.monotonic()
+        schedule = RenderSchedule(
+            self.settings.engine.stream_first_tokens, self.settings.engine.stream_margin_s
+        )
+        # A stream starts when the replica can keep it (and the others) ahead of their
+        # listeners (`stream_admission`); until then it waits, silent, before any work.
+        waited = await self._admission.enter(schedule)
+        try:
+            async for piece in self._stream_admitted(request, schedule, began, waited):
+                yield piece
+        finally:
+            self._admission.leave(schedule)
+
+    async def _stream_admitted(
+        self, request: SynthesisRequest, schedule: RenderSchedule, began: float, waited: float
+    ) -> AsyncIterator[SynthesisResult]:
         loaded = self._live()
         runner, stage = self._runner, self._stage
         assert runner is not None and stage is not None
-        began = time.monotonic()
         outcomes, prepared, t3_requests = await self._on_prep(self._prepare_jobs, loaded, [request])
         failed = outcomes.get(0)
         if isinstance(failed, ChatterboxError):
             raise failed
         p, t3_request = prepared[0], t3_requests[0]
         stream = self._streamer_for(loaded).open(p.s3gen_ref, seed_of(p))
-        schedule = RenderSchedule(
-            self.settings.engine.stream_first_tokens, self.settings.engine.stream_margin_s
-        )
         prepared_at = time.monotonic()
         timings: dict[str, float] | None = None
         sent, multilingual = 0, loaded.t3.config.is_multilingual
@@ -202,7 +223,8 @@ class VLLMEngine(TorchEngine):
                 if timings is None:
                     # Where the first audio's time goes (tools/gpu/gpu_serving.py reports it).
                     timings = {
-                        "prepare_s": prepared_at - began,
+                        "admission_wait_s": waited,
+                        "prepare_s": prepared_at - began - waited,
                         "t3_first_tokens_s": rendering - prepared_at,
                         "first_render_s": time.monotonic() - rendering,
                         "first_render_tokens": float(len(tokens)),
@@ -224,7 +246,8 @@ class VLLMEngine(TorchEngine):
                     )
                     timings = {}
                 sent += audio.size
-                schedule.sent(len(tokens), audio.size / SAMPLE_RATE, time.monotonic())
+                now = time.monotonic()
+                schedule.sent(len(tokens), audio.size / SAMPLE_RATE, now, now - rendering)
 
     async def check_health(self) -> None:
         await super().check_health()
@@ -252,6 +275,7 @@ class VLLMEngine(TorchEngine):
             "s3gen_stage": self._stage.stats() if self._stage is not None else None,
             "stream_first_tokens": e.stream_first_tokens,
             "stream_margin_s": e.stream_margin_s,
+            "streams": self._admission.stats(),
         }
 
     async def _on_prep(self, fn: Callable[..., T], *args: Any) -> T:
