@@ -19,6 +19,7 @@ import pytest
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.vllm.render_schedule import RenderSchedule
 from chatterbox_serve.engines.vllm.stream_admission import StreamAdmission
+from tools.gpu.t3_reference import percentile, stall_s  # the GPU proof's own measure
 
 TOKENS_PER_S = 25
 HOLD_TOKENS = 4
@@ -51,16 +52,6 @@ class Stream:
 
 def _committed_s(tokens: int, final: bool) -> float:
     return tokens / TOKENS_PER_S if final else max(0.0, (tokens - HOLD_TOKENS) / TOKENS_PER_S)
-
-
-def stall_s(arrivals: list[tuple[float, float]]) -> float:
-    playing_until, stall = arrivals[0][0], 0.0
-    for at, length in arrivals:
-        if at > playing_until:
-            stall += at - playing_until
-            playing_until = at
-        playing_until += length
-    return stall
 
 
 def run(n: int, total: int, admission: StreamAdmission | None, gpu: Gpu = Gpu()) -> list[Stream]:
@@ -129,11 +120,6 @@ def _admission() -> StreamAdmission:
     )
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-
-
 @pytest.fixture(scope="module")
 def c64() -> dict[str, list[Stream]]:
     return {"all at once": run(64, 300, None), "admitted": run(64, 300, _admission())}
@@ -141,13 +127,13 @@ def c64() -> dict[str, list[Stream]]:
 
 def test_64_streams_started_together_all_stall_as_on_the_gpu(c64: dict[str, list[Stream]]) -> None:
     stalls = [stall_s(s.arrivals) for s in c64["all at once"]]
-    assert _p95(stalls) > 2.0  # the H100 run: 4.98 s p95
+    assert percentile(stalls, 95) > 2.0  # the H100 run: 4.98 s p95
 
 
 def test_admitted_streams_do_not_stall(c64: dict[str, list[Stream]]) -> None:
     admitted = c64["admitted"]
     stalls = [stall_s(s.arrivals) for s in admitted]
-    assert _p95(stalls) < 0.3
+    assert percentile(stalls, 95) < 0.3
     # Everyone is served: the last stream waited, it did not fail.
     assert all(math.isclose(sum(a for _, a in s.arrivals), 300 / TOKENS_PER_S) for s in admitted)
 
@@ -171,7 +157,7 @@ def test_without_the_health_rule_streams_stall_again() -> None:
     e = Settings().engine
     planted = StreamAdmission(64, e.stream_max_starting, healthy_s=-1.0, max_wait_s=60)
     stalls = [stall_s(s.arrivals) for s in run(64, 300, planted)]
-    assert _p95(stalls) > 1.0
+    assert percentile(stalls, 95) > 1.0
 
 
 @pytest.mark.asyncio
