@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.responses import ContentStream, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatterbox_serve.errors import TooManyStreamsError
@@ -47,6 +48,25 @@ class Slot:
             self.slots.held[self.key] -= 1
             if self.slots.held[self.key] <= 0:
                 del self.slots.held[self.key]
+
+
+class HeldResponse(StreamingResponse):
+    """A streaming response that holds a slot until it ends, however it ends.
+
+    The release is here, not in the body's generator: a client that leaves cancels
+    the response mid-`send`, and a generator left suspended is only closed when it is
+    garbage-collected, which kept the slot taken long after the client was gone.
+    """
+
+    def __init__(self, content: ContentStream, slot: Slot, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
 
 
 @dataclass

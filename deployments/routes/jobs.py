@@ -12,14 +12,13 @@ job `history`"), and `GET /status` is the status route, not `/health` (in ops).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.errors import (
@@ -36,7 +35,7 @@ from chatterbox_serve.voices import resolve_voice
 from deployments.auth import Owner, presented_admin_key
 from deployments.routes import State
 from deployments.routes.access import caller_voices
-from deployments.streams import DOWNLOADS, SSE_STREAMS
+from deployments.streams import DOWNLOADS, SSE_STREAMS, HeldResponse
 
 router = APIRouter(tags=["Long Text TTS"], responses={**OPERATOR_RESPONSES, 429: {}})
 F = TypeVar("F", bound=Callable[..., Any])
@@ -264,19 +263,11 @@ async def job_progress(job_id: str, state: State, owner: Owner) -> StreamingResp
     events = job_events(service, owner, job_id, state.jobs.sse_poll_s, idle_s)
 
     async def body() -> AsyncIterator[bytes]:
-        try:
-            async for kind, data in events:
-                yield wire.sse_message(kind, {"job_id": job_id, **data})
-        finally:
-            slot.release()
+        async for kind, data in events:
+            yield wire.sse_message(kind, {"job_id": job_id, **data})
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers=headers,
-        background=BackgroundTask(slot.release),  # also when the body never started
-    )
+    return HeldResponse(body(), slot, media_type="text/event-stream", headers=headers)
 
 
 @_route("GET", "/audio/speech/long/{job_id}/chunks/{chunk_index}", response_class=Response)
@@ -315,20 +306,9 @@ def download(
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     slot = state.streams.acquire(DOWNLOADS, owner or OPEN_OWNER)
-    blocks: Iterator[bytes] = service.store.blobs.read_range(key, start, end)
-
-    def body() -> Iterator[bytes]:
-        try:
-            yield from blocks
-        finally:
-            slot.release()
-
-    return StreamingResponse(
-        body(),
-        status_code=status,
-        media_type=fmt.media_type,
-        headers=headers,
-        background=BackgroundTask(slot.release),
+    blocks = service.store.blobs.read_range(key, start, end)
+    return HeldResponse(
+        blocks, slot, status_code=status, media_type=fmt.media_type, headers=headers
     )
 
 
