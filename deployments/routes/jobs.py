@@ -78,11 +78,13 @@ def list_jobs(
     status: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     session_id: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """The caller's jobs, newest first; `status` filters, `session_id` is accepted and unused."""
-    service = _service(state)
-    everything = service.jobs(owner, status, 10_000)
-    return wire.job_list([_item(state, r) for r in everything[:limit]], everything)
+    """The caller's jobs, newest first, a page at a time (`limit`, `offset`); `status`
+    filters, `session_id` is accepted and unused. Counts are over every match."""
+    found = _service(state).listing(owner, status, limit, offset)
+    listing = wire.job_list([_item(r) for r in found.page], found.matched)
+    return {**listing, **wire.paging(limit, offset, found.has_more)}
 
 
 @_route("GET", "/audio/speech/long-history")
@@ -110,9 +112,9 @@ def list_history(
         limit=limit,
         offset=offset,
     )
-    page, total = _service(state).history(owner, query)
-    listing = wire.job_list([_item(state, r) for r in page], page)
-    return {**listing, "total_jobs": total}
+    found = _service(state).history_listing(owner, query)
+    listing = wire.job_list([_item(r) for r in found.page], found.page)
+    return {**listing, "total_jobs": found.total, **wire.paging(limit, offset, found.has_more)}
 
 
 @_route("GET", "/audio/speech/long-history/stats")
@@ -349,8 +351,8 @@ def _notify(state: State, job_id: str) -> None:
     state.jobs.notify(job_id)
 
 
-def _item(state: State, record: JobRecord) -> dict[str, Any]:
-    return wire.list_item(record, _service(state).preview(record))
+def _item(record: JobRecord) -> dict[str, Any]:
+    return wire.list_item(record, record.preview)
 
 
 def _date(value: str | None, param: str) -> float | None:
