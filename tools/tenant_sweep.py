@@ -182,6 +182,12 @@ def stalled_downloads(s: Sweep) -> tuple[int, str | None, list[str]]:
     finally:
         for sock in sockets:
             sock.close()
+    print(
+        f"      {cap} stalled downloads of {size} bytes each: ingress sent "
+        f"{later.get('sent_bytes')}"
+        f" bytes, {later.get('unacknowledged_bytes')} not yet delivered (window {window})",
+        file=sys.stderr,
+    )
     if streams.get("waiting_for_client", 0) < cap:
         problems.append(f"only {streams.get('waiting_for_client')} of {cap} downloads paced")
     if later.get("sent_bytes") != streams.get("sent_bytes"):
