@@ -456,11 +456,20 @@ class _IndexEntry:
     job_id: str
 
     def put(self, summary: JobSummary) -> None:
-        """Write the summary; withdrawn if the job was deleted meanwhile (a write racing
-        a delete must not bring its index entry back)."""
-        self.store.blobs.put(self.key, summary.to_json())
-        if self.store.get(self.job_id) is None:
-            self.store.blobs.delete(self.key)
+        """Write the summary, then check it against the record: two writers' puts may
+        land out of order, so each writes again until what it wrote is the record's
+        summary (the last put is always followed by such a check). Withdrawn if the job
+        was deleted meanwhile: a write racing a delete must not bring its entry back."""
+        while True:
+            self.store.blobs.put(self.key, summary.to_json())
+            record = self.store.get(self.job_id)
+            if record is None:
+                self.store.blobs.delete(self.key)
+                return
+            current = JobSummary.of(record)
+            if current == summary:
+                return
+            summary = current
 
     def parse(self, raw: bytes | None) -> JobSummary | None:
         """The summary in `raw`; None for a missing entry or one from before summaries."""

@@ -163,3 +163,14 @@ def test_summaries_follow_record_changes_and_deletes(service: JobService) -> Non
     service.delete(A, ids[1])
     assert service.history(A, HistoryQuery(is_archived=True)) == ([], 0)
     assert service.listing(A, None, 100).total == JOBS - 1
+
+
+def test_a_summary_written_out_of_order_is_put_right(service: JobService) -> None:
+    job_id = service.create(A, "Late news. " + SENTENCE * 3, params()).job_id
+    store = service.store
+    stale = store.summaries(A)[0]
+    service.edit(A, job_id, display_name="Fresh")
+    # A slower writer's put of the summary it computed before the edit lands last.
+    store._index(A, job_id).put(stale)
+    (summary,) = store.summaries(A)
+    assert summary.display_name == "Fresh"
