@@ -579,6 +579,15 @@ class TenancyConfig(_Section):
         "more get 429.",
         json_schema_extra=_env("CHATTERBOX_MAX_DOWNLOADS_PER_KEY"),
     )
+    stream_window_bytes: int = Field(
+        4 * 1024**2,
+        ge=64 * 1024,
+        le=1024**3,
+        description="Bytes of one streamed response (a job download, streamed speech) the "
+        "ingress sends ahead of what Ray's proxy has delivered to the client; past it the "
+        "response waits for the client to read.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_WINDOW_BYTES"),
+    )
     sse_idle_timeout_s: float = Field(
         300.0,
         ge=1.0,

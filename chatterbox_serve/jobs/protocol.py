@@ -7,7 +7,7 @@ as ISO 8601 in UTC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.generation import GenerationOptions, Speed
-from chatterbox_serve.jobs.records import ChunkCommit, JobParameters, JobPlan, JobRecord, JobState
+from chatterbox_serve.jobs.records import (
+    ChunkCommit,
+    JobParameters,
+    JobPlan,
+    JobRecord,
+    JobState,
+    JobSummary,
+)
 from chatterbox_serve.protocol import SpeechRequest
 from chatterbox_serve.voices import ResolvedVoice
 
@@ -236,14 +243,22 @@ def list_item(record: JobRecord, preview: str) -> dict[str, Any]:
     }
 
 
-def job_list(items: list[dict[str, Any]], records: list[JobRecord]) -> dict[str, Any]:
-    """The original's `LongTextJobList`; counts are over `records` (all matches)."""
+def job_list(
+    items: list[dict[str, Any]], records: Sequence[JobRecord] | Sequence[JobSummary]
+) -> dict[str, Any]:
+    """The original's `LongTextJobList`; counts are over `records`."""
     return {
         "jobs": items,
         "total_jobs": len(records),
         "active_jobs": sum(1 for r in records if r.state.runnable),
         "completed_jobs": sum(1 for r in records if r.state is JobState.COMPLETED),
     }
+
+
+def paging(limit: int, offset: int, has_more: bool) -> dict[str, Any]:
+    """Our extension of a job list: where this page is, and whether another follows
+    (ask again with `offset` + `limit`)."""
+    return {"limit": limit, "offset": offset, "has_more": has_more}
 
 
 def action(record: JobRecord, message: str) -> dict[str, Any]:

@@ -206,6 +206,68 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class JobSummary:
+    """What listings filter, sort, count and search by: a few hundred bytes per job.
+
+    Kept in the job's index entry (`jobs-index/<owner>/<id>`), rewritten by the store
+    whenever a record change alters it, so a listing reads these and then only its
+    page's records, and a search reads no input text.
+    """
+
+    job_id: str
+    created_at: float
+    state: JobState
+    completed_at: float | None = None
+    duration_s: float | None = None
+    size_bytes: int | None = None
+    display_name: str | None = None
+    is_archived: bool = False
+    tags: tuple[str, ...] = ()
+    voice: str | None = None
+    session_id: str | None = None
+    preview: str = ""
+    search_prefix: str = ""
+
+    @classmethod
+    def of(cls, r: JobRecord, preview: str = "", search_prefix: str = "") -> JobSummary:
+        """The record's summary; `preview` and `search_prefix` stand in for a record
+        written before it kept them (read once from its input)."""
+        return cls(
+            job_id=r.job_id,
+            created_at=r.created_at,
+            state=r.state,
+            completed_at=r.processing_completed_at,
+            duration_s=r.output_duration_s,
+            size_bytes=r.output_size_bytes,
+            display_name=r.display_name,
+            is_archived=r.is_archived,
+            tags=r.tags,
+            voice=r.parameters.voice,
+            session_id=r.session_id,
+            preview=r.preview or preview,
+            search_prefix=r.search_prefix or search_prefix,
+        )
+
+    @property
+    def searchable(self) -> str:
+        """What `search=` looks in: name, tags, voice and the start of the input."""
+        parts = [self.display_name or "", " ".join(self.tags), self.voice or ""]
+        return " ".join([*parts, self.search_prefix]).casefold()
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> JobSummary:
+        data = json.loads(raw)
+        data["state"] = JobState(data["state"])
+        data["tags"] = tuple(data.get("tags", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class JobPlan:
     """The chunk texts, in order; written once when the job is created."""
 
