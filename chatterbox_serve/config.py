@@ -341,6 +341,14 @@ class ChunkingConfig(_Section):
         description="Longest first chunk when streaming, so the first audio comes fast.",
         json_schema_extra=_env("CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH"),
     )
+    stream_chunks_ahead: int = Field(
+        2,
+        ge=1,
+        le=10000,
+        description="Chunks of a stream in flight past the one being heard, so each is "
+        "ready (or streaming) before the one before has played out.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_CHUNKS_AHEAD"),
+    )
     max_chunks_per_request: int = Field(
         128,
         ge=1,
