@@ -69,13 +69,12 @@ class ChunkFeed:
     async def results(self, index: int) -> AsyncGenerator[SynthesisResult, None]:
         """Chunk `index`'s results: pieces (`partial`), then its last; the chunk before ended."""
         flight = self._flights[index]
-        try:
-            async for result in flight.results():
-                if self._ahead is not None:
-                    self._open(index + 1 + self._ahead)
-                yield result
-        finally:
-            self._flights.pop(index, None)  # its audio goes once handed on
+        async for result in flight.results():
+            if self._ahead is not None:
+                self._open(index + 1 + self._ahead)
+            yield result
+        # Ended: forget it. A chunk left part-way stays for `aclose` to cancel.
+        self._flights.pop(index, None)
 
     async def aclose(self) -> None:
         """Cancel every chunk still in flight."""
