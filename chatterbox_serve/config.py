@@ -666,8 +666,9 @@ class SimulatedEngineConfig(_Section):
     )
     streaming: bool = Field(
         False,
-        description="Stream each item's audio in pieces as the vllm engine does, the first "
-        "after CHATTERBOX_STREAM_FIRST_TOKENS tokens' share of the item's cost.",
+        description="Stream each item's audio in pieces by the vllm engine's render rule "
+        "(CHATTERBOX_STREAM_FIRST_TOKENS, then CHATTERBOX_STREAM_MARGIN_S), its tokens "
+        "coming evenly over the item's cost.",
         json_schema_extra=_env("CHATTERBOX_SIM_STREAMING"),
     )
     failure_marker: str = Field(
