@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
@@ -34,8 +33,6 @@ from chatterbox_serve.speech.messages import (
 )
 from chatterbox_serve.speech.plan import audio_cap_s, chunk_request, plan_chunks
 from chatterbox_serve.speech.transfer import Submit, SubmitStream
-
-logger = logging.getLogger(__name__)
 
 
 class SpeechPipeline:
@@ -74,13 +71,6 @@ class SpeechPipeline:
         items = self.plan(order)
         chunked = time.monotonic()
         incremental = order.streaming and self._submit_stream is not None and order.speed == 1.0
-        feed = ChunkFeed(
-            items,
-            order.request_id,
-            self._submit,
-            self._submit_stream if incremental else None,
-            ahead=self.settings.chunking.stream_chunks_ahead if order.streaming else None,
-        )
         audio_cfg = self.settings.audio
         assembler = AudioAssembler(
             order.format,
@@ -94,6 +84,13 @@ class SpeechPipeline:
         # a long stream holds the chunks in flight, not everything it has sent.
         results: list[_Settled] = []
         encode_s, first_audio_s, streamed_s = 0.0, 0.0, 0.0
+        feed = ChunkFeed(
+            items,
+            order.request_id,
+            self._submit,
+            self._submit_stream if incremental else None,
+            ahead=self.settings.chunking.stream_chunks_ahead if order.streaming else None,
+        )
         try:
             for index in range(len(items)):
                 begun = False  # whether a piece of this chunk has been stitched
