@@ -10,6 +10,12 @@
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1
+# `serve run` refuses to start without the proxy middleware (deployments/proxy_errors.py).
+export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.proxy_errors:proxy_middlewares
+# The served configuration marks audio with Perth (the CPU deployment); the carry must
+# hold it (EXTRA_WHEELS="resemble-perth==1.0.1" ../shared/device/prepare-vllm.sh). Without
+# it the audio replicas fail to start, so say so and measure unmarked rather than lose a call.
+python -c "import perth" 2>/dev/null || { echo "resemble-perth missing: WATERMARK=off"; export WATERMARK=off; }
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 CKPT=/tmp/ckpt
 TEXTS=${TEXTS:-.device/data/multilingual.json}  # shared/data/texts, carried
@@ -19,8 +25,20 @@ ensure_checkpoint() {
     tail -2 "$OUT/checkpoint.log"
   fi
 }
+# Until the GPU's memory is back (a server of an earlier call may still hold it: seen on
+# an H200, 66 of 140 GiB free a minute after the last call's `ray stop`).
+gpu_free() {
+  (serve shutdown -y; ray stop --force) >/dev/null 2>&1
+  for i in $(seq 1 60); do
+    used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    [[ ${used:-0} -lt 2000 ]] && return 0
+    sleep 2
+  done
+  echo "GPU memory still in use: ${used} MiB"
+}
 # `serve run` with the vllm engine as served, forcing every item to $1 tokens.
 start_server() {
+  gpu_free
   CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true \
     CHATTERBOX_BENCH_FORCED_TOKENS=$1 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 \
     setsid serve run serve_config.yaml >"$OUT/serve-$1.log" 2>&1 &
@@ -88,6 +106,7 @@ case ${1:?stage} in
     ensure_checkpoint
     export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=64 VLLM_COMPILE=true \
       CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 CHATTERBOX_S3GEN_BATCH_SIZE=64
+    gpu_free
     setsid serve run serve_config.yaml >"$OUT/serve.log" 2>&1 &
     for i in $(seq 1 100); do
       sleep 3
@@ -113,6 +132,7 @@ case ${1:?stage} in
     export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true \
       CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 \
       CHATTERBOX_S3GEN_COMPILE=${S3GEN_COMPILE:-off} CHATTERBOX_S3GEN_MAX_WAIT_S=${S3GEN_MAX_WAIT_S:-0}
+    gpu_free
     setsid serve run serve_config.yaml >"$OUT/serve.log" 2>&1 &
     for i in $(seq 1 100); do
       sleep 3

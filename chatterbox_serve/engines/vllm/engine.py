@@ -185,7 +185,12 @@ class VLLMEngine(TorchEngine):
         )
         # A stream starts when the replica can keep it (and the others) ahead of their
         # listeners (`stream_admission`); until then it waits, silent, before any work.
-        waited = await self._admission.enter(schedule)
+        # A later chunk belongs to a stream already started: its listener is playing
+        # the chunks before it, so it never waits behind streams not yet started.
+        if request.chunk_index:
+            waited = self._admission.add(schedule)
+        else:
+            waited = await self._admission.enter(schedule)
         try:
             async for piece in self._stream_admitted(request, schedule, began, waited):
                 yield piece

@@ -13,7 +13,8 @@ middle, so a replica starts a new stream only when:
 - every stream that is playing has at least `healthy_s` buffered, i.e. the renders
   keep ahead of the listeners with what is running now.
 
-Waiting streams start in arrival order. A stream that has waited `max_wait_s` starts
+Waiting streams start in arrival order. A request's later chunks join its stream
+without waiting (`add`): their listener is already playing the chunks before them. A stream that has waited `max_wait_s` starts
 anyway, so a replica that stays overloaded serves everyone late rather than some never;
 the autoscaler sees the waiting requests as load and adds replicas.
 
@@ -90,6 +91,11 @@ class StreamAdmission:
     def start(self, ticket: int, schedule: RenderSchedule) -> None:
         self._queue.remove(ticket)
         self.live.append(schedule)
+
+    def add(self, schedule: RenderSchedule) -> float:
+        """Count a stream live without waiting (a later chunk of a started stream); 0 s."""
+        self.live.append(schedule)
+        return 0.0
 
     def leave(self, schedule: RenderSchedule) -> None:
         """`schedule`'s stream ended (finished, failed or cancelled)."""
