@@ -14,8 +14,8 @@ middle, so a replica starts a new stream only when:
   keep ahead of the listeners with what is running now.
 
 Waiting streams start in arrival order. A request's later chunks join its stream
-without waiting (`add`): their listener is already playing the chunks before them. A stream that has waited `max_wait_s` starts
-anyway, so a replica that stays overloaded serves everyone late rather than some never;
+without waiting (`add`): their listener is already playing the chunks before them.
+A stream that has waited `max_wait_s` starts anyway, so a replica that stays overloaded serves everyone late rather than some never;
 the autoscaler sees the waiting requests as load and adds replicas.
 
 The rule is tested against a model of one GPU's capacity in
