@@ -15,8 +15,9 @@ middle, so a replica starts a new stream only when:
 
 Waiting streams start in arrival order. A request's later chunks join its stream
 without waiting (`add`): their listener is already playing the chunks before them.
-A stream that has waited `max_wait_s` starts anyway, so a replica that stays overloaded serves everyone late rather than some never;
-the autoscaler sees the waiting requests as load and adds replicas.
+A stream that has waited `max_wait_s` starts anyway, so a replica that stays
+overloaded serves everyone late rather than some never; the autoscaler sees the waiting
+requests as load and adds replicas.
 
 The rule is tested against a model of one GPU's capacity in
 tests/unit/test_stream_admission.py, and measured on the GPU by the served T3 proof's
