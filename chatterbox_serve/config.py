@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,9 @@ from chatterbox_serve.generation import (
     MinP,
     RepetitionPenalty,
     Temperature,
+    TopK,
     TopP,
+    family_defaults,
 )
 
 logger = logging.getLogger(__name__)
@@ -355,9 +358,21 @@ class GenerationDefaults(_Section):
         json_schema_extra=_env("CHATTERBOX_REPETITION_PENALTY"),
     )
 
-    def parameters(self) -> GenerationParameters:
-        """These defaults as the engine's parameters (a seed is never a server default)."""
-        return GenerationParameters(**self.model_dump())
+    top_k: TopK = Field(
+        GenerationParameters.top_k,
+        description="Default top_k (Turbo; the original models ignore it).",
+        json_schema_extra=_env("CHATTERBOX_TOP_K"),
+    )
+
+    def parameters(self, family: ModelFamily | None = None) -> GenerationParameters:
+        """These defaults as the engine's parameters (a seed is never a server default).
+
+        For a `family`: upstream's defaults for it, with the values an operator set
+        (these variables) over them, so a setting applies to every family that uses it.
+        """
+        if family is None:
+            return GenerationParameters(**self.model_dump())
+        return replace(family_defaults(family), **self.model_dump(include=self.model_fields_set))
 
 
 class ChunkingConfig(_Section):

@@ -11,6 +11,13 @@ its `FamilySpec` here and nowhere else:
 | `chatterbox-multilingual` | the 23-language T3 | 23 | yes | 10 | no |
 | `chatterbox-turbo` | GPT-2 medium T3, meanflow S3Gen | English | no | 2 | yes |
 
+A request's `model` resolves to a loaded family (`resolve_model`): a family's own
+name, or one of OpenAI's names for the default family (CHATTERBOX_DEFAULT_MODEL).
+`chatterbox` also names the multilingual family when the English one is not loaded:
+that model speaks English too, and a client that always sends `chatterbox` (the
+field's default, as the original API had it) keeps working on the default
+configuration. Anything else is a 404 (`ModelNotFoundError`) before any work.
+
 An engine serves exactly one family: `Settings.family` (the builder hands each model
 deployment `Settings.for_family(family)`), so engines keep their `cls(settings)`
 construction. Generation defaults per family live in `generation.py`
@@ -20,13 +27,18 @@ construction. Generation defaults per family live in `generation.py`
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from chatterbox_serve.errors import ModelNotFoundError
 
 __all__ = [
     "OPENAI_MODEL_NAMES",
     "PARALINGUISTIC_TAGS",
     "FamilySpec",
     "ModelFamily",
+    "model_names",
+    "resolve_model",
     "spec_of",
 ]
 
@@ -126,3 +138,29 @@ _SPECS: dict[ModelFamily, FamilySpec] = {
 def spec_of(family: ModelFamily) -> FamilySpec:
     """The facts of `family`."""
     return _SPECS[family]
+
+
+def model_names(loaded: Sequence[ModelFamily]) -> list[str]:
+    """What `/v1/models` lists: the loaded families, then OpenAI's names."""
+    return [*(f.value for f in loaded), *OPENAI_MODEL_NAMES]
+
+
+def resolve_model(
+    name: str | None, loaded: Sequence[ModelFamily], default: ModelFamily
+) -> ModelFamily:
+    """The loaded family a request's `model` names; None (no model given) is the default.
+
+    Raises:
+        ModelNotFoundError: an unknown name, or a family this service does not load.
+    """
+    if name is None or name in OPENAI_MODEL_NAMES:
+        return default
+    family = ModelFamily(name) if name in ModelFamily else None
+    if family is not None and family in loaded:
+        return family
+    if family is ModelFamily.ORIGINAL and ModelFamily.MULTILINGUAL in loaded:
+        return ModelFamily.MULTILINGUAL
+    raise ModelNotFoundError(
+        f"The model {name[:64]!r} is not served here; models: {', '.join(model_names(loaded))}.",
+        param="model",
+    )

@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from chatterbox_serve.families import model_names
 from chatterbox_serve.protocol import AudioModel, AudioModelList, ModelCard, ModelList
-from chatterbox_serve.text.languages import languages_for
+from chatterbox_serve.text.languages import languages_of
 from deployments.auth import bearer_token, require_operator
 from deployments.routes import ApiState, State
 
@@ -24,14 +25,9 @@ cluster_router = APIRouter(dependencies=[Depends(require_operator)])
 
 
 def served_models(state: ApiState) -> list[str]:
-    """The model names the speech routes accept, as every model listing gives them."""
-    multilingual = state.settings.engine.use_multilingual_model
-    return [
-        "chatterbox-multilingual" if multilingual else "chatterbox",
-        "tts-1",
-        "tts-1-hd",
-        "gpt-4o-mini-tts",
-    ]
+    """The model names the speech routes accept, as every model listing gives them: the
+    loaded families, then OpenAI's names for the default family."""
+    return model_names(state.settings.families)
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -103,7 +99,7 @@ async def config(state: State) -> dict[str, Any]:
 @router.get("/languages")
 @router.get("/v1/languages", include_in_schema=False)
 async def languages(state: State) -> dict[str, Any]:
-    langs = languages_for(state.settings.engine.use_multilingual_model)
+    langs = languages_of(state.settings.families)
     return {
         "languages": [{"code": c, "name": n} for c, n in langs.items()],
         "count": len(langs),
