@@ -155,7 +155,7 @@ def resolve_model(
     """
     if name is None or name in OPENAI_MODEL_NAMES:
         return default
-    family = ModelFamily(name) if name in ModelFamily else None
+    family = next((f for f in ModelFamily if f.value == name), None)
     if family is not None and family in loaded:
         return family
     if family is ModelFamily.ORIGINAL and ModelFamily.MULTILINGUAL in loaded:
