@@ -214,6 +214,12 @@ class EngineConfig(_Section):
         description="Local checkpoint directory; unset means download from the hub.",
         json_schema_extra=_env("CHATTERBOX_MODEL_DIR"),
     )
+    turbo_model_dir: str | None = Field(
+        None,
+        description="Local Turbo checkpoint directory (upstream's chatterbox-turbo file "
+        "layout); required when chatterbox-turbo is loaded (its hub revision is not pinned).",
+        json_schema_extra=_env("CHATTERBOX_TURBO_MODEL_DIR"),
+    )
     gpu_memory_utilization: float = Field(
         0.6,
         gt=0.0,
@@ -297,6 +303,11 @@ class EngineConfig(_Section):
         if self.use_multilingual_model:
             return (ModelFamily.MULTILINGUAL,)
         return (ModelFamily.ORIGINAL,)
+
+    def model_dir_for(self, family: ModelFamily) -> str | None:
+        """The checkpoint directory setting of `family`: Turbo's own, else CHATTERBOX_MODEL_DIR
+        (which holds the English and the multilingual files alike)."""
+        return self.turbo_model_dir if family is ModelFamily.TURBO else self.model_dir
 
     @property
     def default_family(self) -> ModelFamily:
