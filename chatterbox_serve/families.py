@@ -63,11 +63,11 @@ OPENAI_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 # chatterbox-tts 0.1.7, the Turbo checkpoint's added_tokens.json).
 PARALINGUISTIC_TAGS = (
     "[laugh]",
-    "[chuckle]",
     "[sigh]",
+    "[cough]",
+    "[chuckle]",
     "[gasp]",
     "[groan]",
-    "[cough]",
     "[sniff]",
     "[shush]",
     "[clear throat]",

@@ -128,6 +128,7 @@ class TorchEngine(TTSEngine):
     needs_gpu = False
 
     def __init__(self, settings: Settings) -> None:
+        """Use `from_settings`, which builds the engine of the settings' family."""
         self.settings = settings
         self.multilingual = settings.engine.use_multilingual_model
         self._loaded: _Loaded | None = None
@@ -140,6 +141,17 @@ class TorchEngine(TTSEngine):
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "chatterbox-torch")
         self._dead: str | None = None
         self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TorchEngine:
+        """The torch engine of `settings.family`: Turbo's (`torch_turbo`) or the original's."""
+        from chatterbox_serve.families import ModelFamily
+
+        if settings.family is ModelFamily.TURBO:
+            from chatterbox_serve.engines.torch_turbo import TurboTorchEngine
+
+            return TurboTorchEngine(settings)
+        return cls(settings)
 
     async def start(self) -> None:
         self._loaded = await self._on_thread(self._load)
@@ -169,7 +181,7 @@ class TorchEngine(TTSEngine):
         loaded = self._loaded
         return {
             **super().info(),
-            "model": "multilingual" if self.multilingual else "english",
+            "model": self.settings.family.value,
             "started": loaded is not None,
             "alive": self._dead is None and not self._closed,
             "device": loaded.device if loaded else None,
@@ -177,7 +189,7 @@ class TorchEngine(TTSEngine):
             "t3_layers": loaded.t3.config.backbone.num_layers if loaded else None,
             "conditionals_cache": self._voices.stats(),
             "max_new_tokens": self.settings.engine.max_new_tokens,
-            "diffusion_steps": self.settings.engine.diffusion_steps,
+            "diffusion_steps": self._diffusion_steps(),
         }
 
     async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -336,13 +348,10 @@ class TorchEngine(TTSEngine):
         self, loaded: _Loaded, prepared: list[_Prepared]
     ) -> list[tuple[_Prepared, list[int] | ChatterboxError]]:
         """Speech tokens per item from one batched T3 run; on failure, each item alone."""
-        from chatterbox_serve.model.t3.generation import generate
-
         if not prepared:
             return []
         try:
-            # No alignment analyzer, as upstream main (`end_of_speech`).
-            results = generate(loaded.t3, [p.item for p in prepared])
+            results = self._run_t3(loaded, [p.item for p in prepared])
         except Exception as exc:
             self._raise_if_fatal(exc)
             if len(prepared) == 1:
@@ -351,9 +360,24 @@ class TorchEngine(TTSEngine):
             return [r for p in prepared for r in self._generate(loaded, [p])]
         out: list[tuple[_Prepared, list[int] | ChatterboxError]] = []
         for p, result in zip(prepared, results, strict=True):
-            tokens = result.speech_tokens()
+            tokens = self._s3gen_tokens(result)
             out.append((p, tokens or EngineError("T3 produced no speech tokens")))
         return out
+
+    def _run_t3(self, loaded: _Loaded, items: list[Any]) -> list[Any]:
+        """T3's `GenerationResult` of every `GenerationItem`, as one batch."""
+        from chatterbox_serve.model.t3.generation import generate
+
+        # No alignment analyzer, as upstream main (`end_of_speech`).
+        return generate(loaded.t3, items)
+
+    def _s3gen_tokens(self, result: Any) -> list[int]:
+        """The tokens of a `GenerationResult` that S3Gen renders (none: T3 said nothing)."""
+        tokens: list[int] = result.speech_tokens()
+        return tokens
+
+    def _diffusion_steps(self) -> int:
+        return self.settings.engine.diffusion_steps
 
     def _vocode(self, loaded: _Loaded, generated: list[tuple[_Prepared, list[int]]]) -> list[Any]:
         """Waveforms from the S3Gen runner; on failure, each item alone."""
@@ -368,9 +392,7 @@ class TorchEngine(TTSEngine):
         seeds = [seed_of(p) for p, _ in generated]
         try:
             with torch.inference_mode():
-                wavs = loaded.runner.run(
-                    tokens, refs, self.settings.engine.diffusion_steps, seeds=seeds
-                )
+                wavs = loaded.runner.run(tokens, refs, self._diffusion_steps(), seeds=seeds)
             if len(wavs) != len(tokens):
                 raise EngineError(f"S3Gen returned {len(wavs)} waveforms for {len(tokens)} items")
             multilingual = loaded.t3.config.is_multilingual
