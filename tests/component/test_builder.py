@@ -148,7 +148,8 @@ def test_serve_config_builds_and_has_no_serve_level_deployment_options(monkeypat
     worker = _job_worker(app)
     assert [d.name for d in (ingress, audio, model, worker)] == list(DEPLOYMENTS)
     # The job worker feeds the model deployment, on CPU, always at least one replica.
-    assert worker.init_args[0]._bound_deployment is model
+    assert worker.init_args[0]["chatterbox-multilingual"]._bound_deployment is model
+    assert audio.init_args[0]["chatterbox-multilingual"]._bound_deployment is model
     assert worker.ray_actor_options.get("num_gpus", 0) == 0
     assert worker._deployment_config.autoscaling_config.min_replicas >= 1
 
