@@ -149,7 +149,7 @@ class SimulatedEngine(TTSEngine):
         return {
             **super().info(),
             "simulated": True,
-            "model": self.family.value if self.family else None,
+            "family": self.family.value if self.family else None,
             "cost_model": self.config.model_dump(exclude={"failure_marker"}),
         }
 

@@ -181,7 +181,8 @@ class TorchEngine(TTSEngine):
         loaded = self._loaded
         return {
             **super().info(),
-            "model": self.settings.family.value,
+            "model": "multilingual" if self.multilingual else "english",
+            "family": self.settings.family.value,
             "started": loaded is not None,
             "alive": self._dead is None and not self._closed,
             "device": loaded.device if loaded else None,

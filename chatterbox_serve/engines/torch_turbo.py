@@ -46,6 +46,9 @@ class TurboTorchEngine(TorchEngine):
         super().__init__(settings)
         self._chain: Any = None
 
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "model": "turbo"}
+
     def _diffusion_steps(self) -> int:
         return ModelFamily.TURBO.spec.diffusion_steps
 
