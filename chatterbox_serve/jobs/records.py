@@ -87,7 +87,7 @@ class JobParameters:
             **self.generation.to_dict(),
             "speed": self.speed,
             "voice_id": self.voice_id,
-            "model": self.model,
+            "model": self.model.value if self.model else None,
         }
 
     def to_json_dict(self) -> dict[str, Any]:
