@@ -37,6 +37,7 @@ __all__ = [
     "PARALINGUISTIC_TAGS",
     "FamilySpec",
     "ModelFamily",
+    "model_families",
     "model_names",
     "resolve_model",
     "spec_of",
@@ -143,6 +144,13 @@ def spec_of(family: ModelFamily) -> FamilySpec:
 def model_names(loaded: Sequence[ModelFamily]) -> list[str]:
     """What `/v1/models` lists: the loaded families, then OpenAI's names."""
     return [*(f.value for f in loaded), *OPENAI_MODEL_NAMES]
+
+
+def model_families(
+    loaded: Sequence[ModelFamily], default: ModelFamily
+) -> list[tuple[str, ModelFamily]]:
+    """Every listed model name with the family a request naming it gets."""
+    return [(name, resolve_model(name, loaded, default)) for name in model_names(loaded)]
 
 
 def resolve_model(

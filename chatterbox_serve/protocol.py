@@ -217,6 +217,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "chatterbox-serve"
+    # Our extensions: the family this name speaks with, and the paralinguistic tags
+    # its text may carry (`[laugh]`, ...; empty where they would be read as words).
+    family: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 class ModelList(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from chatterbox_serve.families import model_names
+from chatterbox_serve.families import ModelFamily, model_families
 from chatterbox_serve.protocol import AudioModel, AudioModelList, ModelCard, ModelList
 from chatterbox_serve.text.languages import languages_of
 from deployments.auth import bearer_token, require_operator
@@ -27,14 +27,24 @@ cluster_router = APIRouter(dependencies=[Depends(require_operator)])
 def served_models(state: ApiState) -> list[str]:
     """The model names the speech routes accept, as every model listing gives them: the
     loaded families, then OpenAI's names for the default family."""
-    return model_names(state.settings.families)
+    return [name for name, _ in _families(state)]
+
+
+def _families(state: ApiState) -> list[tuple[str, ModelFamily]]:
+    settings = state.settings
+    return model_families(settings.families, settings.engine.default_family)
 
 
 @router.get("/v1/models", response_model=ModelList)
 @router.get("/models", response_model=ModelList, include_in_schema=False)
 async def list_models(state: State) -> ModelList:
-    """The model names the speech routes accept."""
-    return ModelList(data=[ModelCard(id=m) for m in served_models(state)])
+    """The model names the speech routes accept, each with its family and tags."""
+    return ModelList(
+        data=[
+            ModelCard(id=name, family=family.value, tags=list(family.spec.tags))
+            for name, family in _families(state)
+        ]
+    )
 
 
 @router.get("/v1/audio/models", response_model=AudioModelList)
