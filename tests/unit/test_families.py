@@ -216,3 +216,25 @@ def test_chunking_never_cuts_a_tag(limit: int) -> None:
 def test_every_tag_is_one_bracketed_word_group() -> None:
     assert len(set(PARALINGUISTIC_TAGS)) == len(PARALINGUISTIC_TAGS) == 9
     assert all(t.startswith("[") and t.endswith("]") for t in PARALINGUISTIC_TAGS)
+
+
+def test_auto_looks_for_the_default_familys_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from chatterbox_serve.engines.auto import _checkpoint_reason
+
+    turbo = _settings(CHATTERBOX_MODELS="chatterbox-turbo")
+    assert "CHATTERBOX_TURBO_MODEL_DIR is unset" in str(_checkpoint_reason(turbo))
+    empty = _settings(
+        CHATTERBOX_MODELS="chatterbox-turbo", CHATTERBOX_TURBO_MODEL_DIR=str(tmp_path)
+    )
+    assert "t3_turbo_v1.safetensors" in str(_checkpoint_reason(empty))
+    for name in (
+        "t3_turbo_v1.safetensors",
+        "s3gen_meanflow.safetensors",
+        "ve.safetensors",
+        "conds.pt",
+        "vocab.json",
+        "merges.txt",
+        "added_tokens.json",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    assert _checkpoint_reason(empty) is None
