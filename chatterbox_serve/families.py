@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chatterbox_serve.errors import ModelNotFoundError
 
@@ -98,28 +98,24 @@ class FamilySpec:
     ignored_fields: tuple[str, ...]
 
 
+_ORIGINAL = FamilySpec(
+    family=ModelFamily.ORIGINAL,
+    description="Chatterbox (English): Llama T3 with CFG, 10-step S3Gen",
+    multilingual=False,
+    cfg=True,
+    diffusion_steps=10,
+    tags=(),
+    max_new_tokens=None,
+    min_voice_s=0.0,
+    ignored_fields=("top_k",),
+)
 _SPECS: dict[ModelFamily, FamilySpec] = {
-    ModelFamily.ORIGINAL: FamilySpec(
-        family=ModelFamily.ORIGINAL,
-        description="Chatterbox (English): Llama T3 with CFG, 10-step S3Gen",
-        multilingual=False,
-        cfg=True,
-        diffusion_steps=10,
-        tags=(),
-        max_new_tokens=None,
-        min_voice_s=0.0,
-        ignored_fields=("top_k",),
-    ),
-    ModelFamily.MULTILINGUAL: FamilySpec(
+    ModelFamily.ORIGINAL: _ORIGINAL,
+    ModelFamily.MULTILINGUAL: replace(
+        _ORIGINAL,
         family=ModelFamily.MULTILINGUAL,
         description="Chatterbox Multilingual (23 languages): Llama T3 with CFG, 10-step S3Gen",
         multilingual=True,
-        cfg=True,
-        diffusion_steps=10,
-        tags=(),
-        max_new_tokens=None,
-        min_voice_s=0.0,
-        ignored_fields=("top_k",),
     ),
     ModelFamily.TURBO: FamilySpec(
         family=ModelFamily.TURBO,

@@ -35,6 +35,7 @@ from chatterbox_serve.engines.base import (
     SynthesisRequest,
     SynthesisResult,
     TTSEngine,
+    VoicePrompt,
 )
 from chatterbox_serve.errors import (
     ChatterboxError,
@@ -284,11 +285,6 @@ class TorchEngine(TTSEngine):
         import torch
 
         from chatterbox_serve.model.t3.generation import GenerationItem
-        from chatterbox_serve.model.voice import (
-            BUILTIN_KEY,
-            builtin_voice_inputs,
-            clone_voice_inputs,
-        )
 
         config = loaded.t3.config
         g = request.generation
@@ -298,27 +294,7 @@ class TorchEngine(TTSEngine):
                 f"Text chunk of {len(ids)} tokens is longer than T3's {config.max_text_tokens}",
                 param="input",
             )
-        voice = request.voice
-        if voice is None:
-            inputs = self._voices.get_or_compute(
-                BUILTIN_KEY, lambda: builtin_voice_inputs(loaded.builtin, loaded.device)
-            )
-        else:
-
-            def compute() -> Any:
-                # A voice sent by sha256 alone serves from the conditionals cache;
-                # without its audio it cannot be computed, and the chunk is resent.
-                if voice.detached:
-                    raise VoiceAudioMissingError(voice.sha256)
-                return clone_voice_inputs(
-                    voice.audio,
-                    s3gen=loaded.s3gen,
-                    voice_encoder=loaded.voice_encoder,
-                    prompt_len=config.speech_cond_prompt_len,
-                    device=loaded.device,
-                )
-
-            inputs = self._voices.get_or_compute(voice.sha256, compute)
+        inputs = self._voice_inputs(loaded, request.voice)
         with torch.inference_mode():
             exaggeration = torch.tensor([g.exaggeration], device=loaded.device)
             prefix = loaded.t3.conditioning(
@@ -344,6 +320,36 @@ class TorchEngine(TTSEngine):
             max_new_tokens=budget,
         )
         return _Prepared(index, item, len(ids), inputs.s3gen_ref)
+
+    def _voice_inputs(self, loaded: _Loaded, voice: VoicePrompt | None) -> Any:
+        """The `VoiceInputs` of a voice (None: the built-in one), from the cache if there."""
+        from chatterbox_serve.model.voice import BUILTIN_KEY, builtin_voice_inputs
+
+        if voice is None:
+            return self._voices.get_or_compute(
+                BUILTIN_KEY, lambda: builtin_voice_inputs(loaded.builtin, loaded.device)
+            )
+
+        def compute() -> Any:
+            # A voice sent by sha256 alone serves from the conditionals cache; without
+            # its audio it cannot be computed, and the chunk is resent.
+            if voice.detached:
+                raise VoiceAudioMissingError(voice.sha256)
+            return self._clone_voice(loaded, voice.audio)
+
+        return self._voices.get_or_compute(voice.sha256, compute)
+
+    def _clone_voice(self, loaded: _Loaded, audio: bytes) -> Any:
+        """A reference recording's `VoiceInputs`, as this family's model clones it."""
+        from chatterbox_serve.model.voice import clone_voice_inputs
+
+        return clone_voice_inputs(
+            audio,
+            s3gen=loaded.s3gen,
+            voice_encoder=loaded.voice_encoder,
+            prompt_len=loaded.t3.config.speech_cond_prompt_len,
+            device=loaded.device,
+        )
 
     def _generate(
         self, loaded: _Loaded, prepared: list[_Prepared]

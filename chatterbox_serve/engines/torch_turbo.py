@@ -31,7 +31,7 @@ from chatterbox_serve.engines.torch_engine import (
     pick_device,
     pick_dtype,
 )
-from chatterbox_serve.errors import ConfigError, InvalidRequestError, VoiceAudioMissingError
+from chatterbox_serve.errors import ConfigError, InvalidRequestError
 from chatterbox_serve.families import ModelFamily
 
 logger = logging.getLogger(__name__)
@@ -91,31 +91,11 @@ class TurboTorchEngine(TorchEngine):
         import torch
 
         from chatterbox_serve.model.turbo.reference import TurboSampling
-        from chatterbox_serve.model.turbo.voice import clone_turbo_voice
-        from chatterbox_serve.model.voice import BUILTIN_KEY, builtin_voice_inputs
 
         config = loaded.t3.config
         g = request.generation
         ids = loaded.tokenizer.encode(request.text, request.language)
-        voice = request.voice
-        if voice is None:
-            inputs = self._voices.get_or_compute(
-                BUILTIN_KEY, lambda: builtin_voice_inputs(loaded.builtin, loaded.device)
-            )
-        else:
-
-            def compute() -> Any:
-                if voice.detached:
-                    raise VoiceAudioMissingError(voice.sha256)
-                return clone_turbo_voice(
-                    voice.audio,
-                    s3gen=loaded.s3gen,
-                    voice_encoder=loaded.voice_encoder,
-                    prompt_len=config.speech_cond_prompt_len,
-                    device=loaded.device,
-                )
-
-            inputs = self._voices.get_or_compute(voice.sha256, compute)
+        inputs = self._voice_inputs(loaded, request.voice)
         spec_cap = ModelFamily.TURBO.spec.max_new_tokens
         assert spec_cap is not None
         budget = min(
@@ -144,6 +124,17 @@ class TurboTorchEngine(TorchEngine):
             max_new_tokens=min(budget, room),
         )
         return _Prepared(index, sampling.item(prefix, ids, g.seed), len(ids), inputs.s3gen_ref)
+
+    def _clone_voice(self, loaded: _Loaded, audio: bytes) -> Any:
+        from chatterbox_serve.model.turbo.voice import clone_turbo_voice
+
+        return clone_turbo_voice(
+            audio,
+            s3gen=loaded.s3gen,
+            voice_encoder=loaded.voice_encoder,
+            prompt_len=loaded.t3.config.speech_cond_prompt_len,
+            device=loaded.device,
+        )
 
     def _run_t3(self, loaded: _Loaded, items: list[Any]) -> list[Any]:
         from chatterbox_serve.model.t3.generation import generate
