@@ -3,10 +3,12 @@
 It implements the whole engine contract so the application runs end to end on a
 machine without a GPU, and so that tests and load benchmarks measure something real:
 
-- Output depends only on (text, voice audio, seed, language): about
+- Output depends only on (text, voice audio, seed, language, the engine's model
+  family): about
   `chars_per_second` characters per second of 24 kHz mono float32, with a
   syllable-like envelope and a pitch taken from the hash of the voice audio bytes,
-  so a test can tell which reference audio reached the engine. Like the real
+  so a test can tell which reference audio reached the engine, and which family's
+  engine spoke (each loaded family is its own engine, `Settings.family`). Like the real
   engines it stops at `max_new_tokens` speech tokens (25 a second), and an item
   whose voice arrives without its audio fails with `VoiceAudioMissingError`.
 - One call costs `base_s + per_item_s * n + per_char_s * total_chars` seconds of
@@ -46,6 +48,7 @@ from chatterbox_serve.engines.base import (
 from chatterbox_serve.engines.recorder import BatchRecorder
 from chatterbox_serve.engines.vllm.render_schedule import MIN_NEW_TOKENS, RenderSchedule
 from chatterbox_serve.errors import ChatterboxError, EngineError, VoiceAudioMissingError
+from chatterbox_serve.families import ModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +67,11 @@ class SimulatedEngine(TTSEngine):
         config: SimulatedEngineConfig | None = None,
         stream_first_tokens: int = 20,
         stream_margin_s: float = 1.0,
+        family: ModelFamily | None = None,
     ) -> None:
+        """`family`: the model family this engine stands in for (None: unnamed)."""
         self.config = config or SimulatedEngineConfig.model_validate({})
+        self.family = family
         self.recorder = BatchRecorder()
         self._device = asyncio.Lock()
         self.streams_audio = self.config.streaming
@@ -74,9 +80,10 @@ class SimulatedEngine(TTSEngine):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatedEngine:
-        """The engine the registry builds: the simulated section and the stream's renders."""
+        """The engine the registry builds: the simulated section, the stream's renders and
+        the settings' family."""
         e = settings.engine
-        return cls(settings.simulated, e.stream_first_tokens, e.stream_margin_s)
+        return cls(settings.simulated, e.stream_first_tokens, e.stream_margin_s, settings.family)
 
     @classmethod
     def streams_with(cls, settings: Settings) -> bool:
@@ -162,6 +169,7 @@ class SimulatedEngine(TTSEngine):
         return {
             **super().info(),
             "simulated": True,
+            "family": self.family.value if self.family else None,
             "cost_model": self.config.model_dump(exclude={"failure_marker"}),
         }
 
@@ -174,7 +182,7 @@ class SimulatedEngine(TTSEngine):
             if r.voice is not None and r.voice.detached:
                 outcomes.append(VoiceAudioMissingError(r.voice.sha256))
                 continue
-            audio = render_tone_speech(r, self.config.chars_per_second)
+            audio = render_tone_speech(r, self.config.chars_per_second, self.family)
             if r.max_new_tokens is not None:
                 audio = audio[: r.max_new_tokens * SAMPLE_RATE // SPEECH_TOKENS_PER_SECOND]
             outcomes.append(
@@ -208,8 +216,11 @@ async def _until(deadline: float) -> None:
         await asyncio.sleep(remaining)
 
 
-def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np.ndarray:
-    """Speech-like tones for one item: deterministic in text, voice bytes, seed and language."""
+def render_tone_speech(
+    request: SynthesisRequest, chars_per_second: float, family: ModelFamily | None = None
+) -> np.ndarray:
+    """Speech-like tones for one item: deterministic in text, voice bytes, seed, language
+    and the speaking engine's `family`."""
     voice_digest = (
         hashlib.sha256(request.voice.audio).digest() if request.voice else b"default-voice"
     )
@@ -220,6 +231,7 @@ def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np
                 voice_digest,
                 str(request.generation.seed).encode(),
                 request.language.encode(),
+                *([family.value.encode()] if family is not None else []),
             ]
         )
     ).digest()

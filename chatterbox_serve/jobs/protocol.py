@@ -38,15 +38,20 @@ class LongSpeechRequest(SpeechRequest):
         """The job's settings, each as a speech request of the same body gets it.
 
         Raises:
-            InvalidRequestError: a language the loaded model does not speak.
+            ModelNotFoundError: a model this service does not load.
+            InvalidRequestError: a language the model does not speak, or a voice too
+                short for it.
         """
+        family = self.family(settings)
+        self._voice_prompt(family, voice)
         return JobParameters(
             voice=self.voice_key,
             voice_by_id=self.voice_by_id,
-            language=self._language(settings, voice),
+            language=self._language(family, voice),
             response_format=self.audio_format(settings).value,
-            generation=self.resolve(settings.generation.parameters()),
+            generation=self.resolve(settings.generation.parameters(family)),
             speed=self.speed,
+            model=family,
         )
 
 

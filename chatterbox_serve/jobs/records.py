@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from chatterbox_serve.audio.formats import SAMPLE_RATE
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.generation import GenerationParameters
 
 
@@ -74,9 +75,11 @@ class JobParameters:
     # The stored voice's id at creation (None: the built-in voice): what the job runs
     # with, so a voice renamed or replaced under the same name later changes nothing.
     voice_id: str | None = None
+    # The model family that speaks it; None (records from before families): the default.
+    model: ModelFamily | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The original API's flat `parameters` object."""
+        """The original API's flat `parameters` object, and the model family."""
         return {
             "voice": self.voice,
             "language": self.language,
@@ -84,6 +87,7 @@ class JobParameters:
             **self.generation.to_dict(),
             "speed": self.speed,
             "voice_id": self.voice_id,
+            "model": self.model.value if self.model else None,
         }
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -103,6 +107,7 @@ class JobParameters:
             speed=data.get("speed", 1.0),
             voice_by_id=bool(data.get("voice_by_id", False)),
             voice_id=data.get("voice_id"),
+            model=ModelFamily(data["model"]) if data.get("model") else None,
         )
 
     def with_changes(self, changes: dict[str, Any]) -> JobParameters:

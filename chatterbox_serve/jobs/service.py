@@ -140,7 +140,7 @@ class JobService:
                 param="input",
                 code="input_too_long",
             )
-        chunks = plan_chunks(text, parameters.language, self.settings)
+        chunks = plan_chunks(text, parameters.language, self.settings, family=parameters.model)
         owner = owner or OPEN_OWNER
         self._check_storage_quota(owner, len(text))
         job_id = uuid.uuid4().hex

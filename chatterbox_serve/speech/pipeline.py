@@ -55,6 +55,7 @@ class SpeechPipeline:
             self.settings,
             first_chunk_length=c.stream_first_chunk_length if order.streaming else None,
             max_chunks=c.max_chunks_per_request,
+            family=order.template.family,
         )
         return [chunk_request(order.template, i, t, self.settings) for i, t in enumerate(chunks)]
 
