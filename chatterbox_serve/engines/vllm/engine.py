@@ -349,8 +349,12 @@ class VLLMEngine(TorchEngine):
         item = p.item
         with torch.inference_mode():
             rows_c = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=False)
-            rows_u = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=True)
-        packed = torch.cat((rows_c, rows_u), dim=-1).cpu()
+            # Turbo has no CFG: its rows go alone, and the weight is 0.
+            packed = rows_c
+            if not is_turbo(loaded.t3):
+                rows_u = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=True)
+                packed = torch.cat((rows_c, rows_u), dim=-1)
+        packed = packed.cpu()
         rows = packed.shape[0]
         budget = item.max_new_tokens
         if self._forced is not None:
@@ -381,11 +385,17 @@ def sampling_params_for(item: Any, budget: int, stop_token: int, *, forced: bool
     `stop_token_ids` names the stop-of-speech token; the model's `config.json` names it
     as eos too (`model_dir.hf_config`), so vLLM's request stops at it and nothing else.
     A forced length (benchmarks) decodes exactly `budget` tokens, stop ignored.
+
+    vLLM applies the repetition penalty first, then temperature, min_p, top_k and top_p;
+    upstream's original model does the same, upstream's Turbo applies the penalty last
+    and counts the start token only at the first step. docs/TURBO.md quantifies the
+    difference (it only moves which already-spoken tokens sit at the top_k/top_p edge).
     """
     from vllm import SamplingParams
 
     return SamplingParams(
         temperature=item.temperature,
+        top_k=item.top_k,
         top_p=item.top_p,
         min_p=item.min_p,
         repetition_penalty=item.repetition_penalty,
@@ -417,18 +427,40 @@ def prompt_for(packed: Any, cfg_weight: float, start_speech_token: int) -> dict[
     }
 
 
+def is_turbo(t3: Any) -> bool:
+    """Whether a loaded reference T3 is Turbo's (GPT-2, no CFG) rather than the original's."""
+    from chatterbox_serve.model.turbo.config import TurboConfig
+
+    return isinstance(t3.config, TurboConfig)
+
+
 def _t3_weights(loaded: _Loaded) -> Path:
     from chatterbox_serve.model import checkpoint
 
+    if is_turbo(loaded.t3):
+        from chatterbox_serve.model.turbo.checkpoint import T3_FILE
+
+        return loaded.checkpoint_dir / T3_FILE
     variant = checkpoint.variant(loaded.t3.config.is_multilingual)
     return loaded.checkpoint_dir / variant.t3_file
 
 
 def t3_shape(t3: Any) -> Any:
-    """What vLLM must know of a loaded reference T3 (`model_dir.T3Shape`)."""
-    from chatterbox_serve.engines.vllm.model_dir import T3Shape
+    """What vLLM must know of a loaded reference T3 (`model_dir.T3Shape` or `TurboShape`)."""
+    from chatterbox_serve.engines.vllm.model_dir import T3Shape, TurboShape
 
     c, b = t3.config, t3.config.backbone
+    if is_turbo(t3):
+        return TurboShape(
+            hidden_size=b.hidden_size,
+            num_layers=b.num_layers,
+            num_heads=b.num_heads,
+            max_positions=b.max_positions,
+            layer_norm_eps=b.layer_norm_eps,
+            speech_vocab_size=c.speech_vocab_size,
+            start_speech_token=c.start_speech_token,
+            stop_speech_token=c.stop_speech_token,
+        )
     return T3Shape(
         hidden_size=b.hidden_size,
         intermediate_size=b.intermediate_size,
