@@ -211,20 +211,19 @@ def test_turbo_class_forward_matches_the_reference_t3(
     assert _logits_gap(vllm_model, engine_config, reference) < TOLERANCE
 
 
-def test_a_head_without_its_bias_is_caught(
-    vllm_model: Any, engine_config: Any, reference: Any
+@pytest.mark.parametrize("bug", ["head_without_bias", "positions_shifted", "speech_rows_zeroed"])
+def test_the_gpu_proofs_planted_bugs_move_the_logits(
+    vllm_model: Any, engine_config: Any, reference: Any, bug: str
 ) -> None:
-    from chatterbox_serve.engines.vllm.turbo_vllm import ChatterboxTurboT3
+    from tools.gpu.turbo_proof import PLANTED_BUGS, plant
 
-    class NoBias(ChatterboxTurboT3):
-        def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-            return F.linear(hidden_states.float(), self.speech_head.weight.float())
-
-    vllm_model.__class__ = NoBias
+    assert bug in PLANTED_BUGS
+    plant(vllm_model, bug)
     try:
         assert _logits_gap(vllm_model, engine_config, reference) > 100 * TOLERANCE
     finally:
-        vllm_model.__class__ = ChatterboxTurboT3
+        plant(vllm_model, None)
+    assert _logits_gap(vllm_model, engine_config, reference) < TOLERANCE
 
 
 def test_the_plugin_entry_point_registers_turbo_too() -> None:
