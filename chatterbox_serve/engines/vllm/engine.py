@@ -51,6 +51,7 @@ from chatterbox_serve.engines.vllm.render_schedule import RenderSchedule
 from chatterbox_serve.engines.vllm.s3gen_stage import S3GenStage
 from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.model.s3gen.runner import s3gen_policy
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ class VLLMEngine(TorchEngine):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
+        """The vLLM engine of `settings.family`: Turbo's (`turbo_engine`) or the original's."""
+        if settings.family is ModelFamily.TURBO and cls is VLLMEngine:
+            from chatterbox_serve.engines.vllm.turbo_engine import TurboVLLMEngine
+
+            return TurboVLLMEngine.from_settings(settings)
         forced = settings.engine.bench_forced_tokens
         if forced is not None:
             logger.warning(
@@ -192,7 +198,9 @@ class VLLMEngine(TorchEngine):
         async with contextlib.aclosing(runner.stream(t3_request)) as t3_stream:
             async for progress in t3_stream:
                 final = isinstance(progress, T3Tokens)
-                tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
+                tokens = (
+                    self._vocoded(progress.tokens) if isinstance(progress, T3Tokens) else progress
+                )
                 if not final and not schedule.due(len(tokens), time.monotonic()):
                     continue
                 rendering = time.monotonic()
@@ -284,7 +292,7 @@ class VLLMEngine(TorchEngine):
             self._in_t3 -= 1
         if isinstance(t3, ChatterboxError):
             return t3
-        audio = await stage.vocode((p, t3.tokens))
+        audio = await stage.vocode((p, self._vocoded(t3.tokens)))
         if isinstance(audio, Exception):
             return self._item_error(audio, "S3Gen")
         return SynthesisResult(
@@ -293,6 +301,13 @@ class VLLMEngine(TorchEngine):
             input_tokens=p.input_tokens,
             output_tokens=len(t3.tokens),
         )
+
+    def _vocoded(self, tokens: list[int]) -> list[int]:
+        """What S3Gen renders of T3's finished tokens, as the torch engine's `_s3gen_tokens`
+        makes them (Turbo appends upstream's silence)."""
+        from chatterbox_serve.model.t3.generation import GenerationResult
+
+        return self._s3gen_tokens(GenerationResult(tuple(tokens), True, 0.0))
 
     # On the engine thread ------------------------------------------------------------
 
@@ -312,9 +327,7 @@ class VLLMEngine(TorchEngine):
         ]
         try:
             with torch.inference_mode():
-                pieces = self._streamer_for(loaded).step(
-                    steps, self.settings.engine.diffusion_steps
-                )
+                pieces = self._streamer_for(loaded).step(steps, self._diffusion_steps())
         except Exception as exc:
             self._raise_if_fatal(exc)
             if len(work) == 1:
@@ -349,9 +362,9 @@ class VLLMEngine(TorchEngine):
         item = p.item
         with torch.inference_mode():
             rows_c = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=False)
-            # Turbo has no CFG: its rows go alone, and the weight is 0.
+            # A family without CFG (Turbo): its rows go alone, and the weight is 0.
             packed = rows_c
-            if not is_turbo(loaded.t3):
+            if self.settings.family.spec.cfg:
                 rows_u = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=True)
                 packed = torch.cat((rows_c, rows_u), dim=-1)
         packed = packed.cpu()
