@@ -2,7 +2,7 @@
 
     python -m tools.gpu.turbo_proof exact  --checkpoint DIR --parts P   # float32, eager
     python -m tools.gpu.turbo_proof served --checkpoint DIR --parts P   # bf16, CUDA graphs
-    python -m tools.gpu.turbo_proof report --parts P --out benchmarks/results/turbo-equivalence-h200.json
+    python -m tools.gpu.turbo_proof report --parts P --out FILE    # the judged report
     python -m tools.gpu.turbo_proof dry                                 # CPU smoke, no vLLM engine
 
 The reference is our `TurboT3` (float32, on the same GPU, token-identical to upstream
@@ -201,12 +201,12 @@ def _summary(per_item: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
     """Turbo's defaults, seeded; processed log-probs against the reference in vLLM's order."""
+    from vllm import SamplingParams
+
     from chatterbox_serve.engines.vllm.engine import sampling_params_for
     from chatterbox_serve.model.turbo.reference import TurboSampling
     from tools.gpu.t3_reference import max_logprob_diff
     from tools.gpu.turbo_reference import Chain, total_variation, upstream_order, vllm_order
-
-    from vllm import SamplingParams
 
     params = []
     for i, item in enumerate(setup.items):

@@ -73,14 +73,18 @@ def upstream_turbo_t3(ours: Any, directory: Path) -> Any:
     return t3.eval()
 
 
-def upstream_rows(up: Any, speaker: Tensor, prompt_tokens: Tensor, text_ids: Sequence[int]) -> Tensor:
+def upstream_rows(
+    up: Any, speaker: Tensor, prompt_tokens: Tensor, text_ids: Sequence[int]
+) -> Tensor:
     """Upstream's prompt rows of one item (P, D): `prepare_input_embeds` with the start token."""
     from tools.upstream_t3 import import_upstream_t3
 
     device = up.speech_head.weight.device
-    cond = import_upstream_t3().T3Cond(
-        speaker_emb=speaker.to(device), cond_prompt_speech_tokens=prompt_tokens.to(device)
-    ).to(device=device)
+    cond = (
+        import_upstream_t3()
+        .T3Cond(speaker_emb=speaker.to(device), cond_prompt_speech_tokens=prompt_tokens.to(device))
+        .to(device=device)
+    )
     text = torch.tensor([list(text_ids)], device=device)
     start = torch.full((1, 1), up.hp.start_speech_token, device=device)
     with torch.inference_mode():
