@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from chatterbox_serve.families import ModelFamily
 
 from chatterbox_serve.config import EngineConfig, Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
 from chatterbox_serve.engines.vllm.engine import VLLMEngine
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.generation import family_defaults
 from tests.unit.asyncllm_double import FakeAsyncLLM
 

@@ -274,7 +274,9 @@ def _rows_check(setup: Setup) -> dict[str, Any]:
     return {"upstream_prompt_rows": rows, "upstream_backbone_logits": logits}
 
 
-def exact(checkpoint: Path, save: Any, llm_factory: Any = None, device: str = "cuda") -> dict:
+def exact(
+    checkpoint: Path, save: Any, llm_factory: Any = None, device: str = "cuda"
+) -> dict[str, Any]:
     """The float32 part; `save(result)` after each step, so a cut run keeps what it did."""
     import torch
 
