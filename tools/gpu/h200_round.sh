@@ -100,7 +100,7 @@ case ${1:?stage} in
   turbo-serving-original)
     ensure_checkpoint
     timeout 540 python -m tools.gpu.gpu_serving engine --family chatterbox-multilingual --checkpoint $CKPT \
-      --parts "$OUT/turbo-serving" --s3gen-compile ${S3GEN_COMPILE:-off} 2>&1 \
+      --parts "$OUT/turbo-serving" --s3gen-compile ${S3GEN_COMPILE:-graphs} 2>&1 \
       | tee "$OUT/turbo-serving-original.log" | quiet 20
     ;;
   turbo-serving-http)
