@@ -126,3 +126,24 @@ def test_a_streamed_turbo_item_adds_up_to_the_whole(started: Any) -> None:
     joined = np.concatenate([p.audio for p in pieces])
     assert joined.shape == whole.audio.shape == (SAMPLES_PER_TOKEN * (SPOKEN + SILENCE),)
     assert np.abs(joined).max() > 0
+
+
+def test_stream_noise_at_a_frame_depends_on_the_seed_alone() -> None:
+    import types
+
+    import torch
+
+    from chatterbox_serve.model.checkpoint import ensure_torchaudio
+
+    ensure_torchaudio()  # S3Gen's modules import torchaudio, which this machine may lack
+    from chatterbox_serve.model.turbo.s3gen import stable_noise
+
+    def noise(frames: list[int], seeds: list[int]) -> torch.Tensor:
+        inputs = types.SimpleNamespace(mu=torch.ones(len(frames), 80, 700), mel_lens=frames)
+        return stable_noise(inputs, seeds)  # type: ignore[arg-type]
+
+    short, grown = noise([300, 650], [4, 4]), noise([650], [4])
+    # A stream's prefix grows; the frames it shares keep their noise, past them zeros.
+    assert torch.equal(short[0, :, :300], grown[0, :, :300])
+    assert torch.equal(short[1], grown[0]) and float(short[0, :, 300:].abs().max()) == 0
+    assert not torch.equal(noise([300], [5])[0, :, :300], short[0, :, :300])
