@@ -43,7 +43,10 @@ TOP = 20
 # float32 against float32, vLLM's fused GEMMs and FlexAttention against SDPA: the
 # original's proof measured 2.3e-5 over 30 layers on the H200; the same bound.
 TOLERANCE = 2e-3
-# bf16 + CUDA graphs against float32, mean KL per step (the original's bound).
+# bf16 + CUDA graphs against float32, mean KL per step (the original's bound). Set
+# before the GPU run: the full-size random Turbo T3 in bf16 against float32 on the CPU
+# gave 4.1e-5 nats per step (two items, 48 greedy steps each, argmax equal at every step),
+# so the bound sits ~50x above bf16's own effect.
 KL_BOUND = 2e-3
 BACKEND = "FLEX_ATTENTION"
 SPEECH_TOKEN_TWO = 2
