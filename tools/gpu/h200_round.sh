@@ -7,6 +7,11 @@
 #   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-stream|proof-cjk (the served T3 proof,
 #     proof-http runs both HTTP parts;
 #     tools/gpu/t3_vllm_proof.py; parts under $OUT/t3-served, joined by its `report`)
+#   bash tools/gpu/h200_round.sh turbo-proof        (tools/gpu/turbo_proof.py exact + served;
+#     parts under $OUT/turbo-proof, joined here by `turbo_proof report`)
+#   bash tools/gpu/h200_round.sh turbo-serving|turbo-serving-original|turbo-serving-http
+#     (gpu_serving's engine part for Turbo, then for the multilingual model, then Turbo over
+#     HTTP; parts under $OUT/turbo-serving, joined here by `gpu_serving turbo-report`)
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1
@@ -59,6 +64,13 @@ stop_server() {
     sleep 2
   done
 }
+TCKPT=/tmp/ckpt-turbo
+ensure_turbo_checkpoint() {
+  if [[ ! -f $TCKPT/.done ]]; then
+    python -m tools.write_checkpoint "$TCKPT" --turbo >"$OUT/checkpoint-turbo.log" 2>&1 && touch "$TCKPT/.done"
+    tail -2 "$OUT/checkpoint-turbo.log"
+  fi
+}
 quiet() { grep -v "^INFO\|^(EngineCore\|^DEBUG\|^WARNING\|^(pid=" | tail -${1:-40}; }
 # vLLM finds our model through the package's entry point; a checkout that is not
 # pip-installed has none, so declare it beside the carried packages.
@@ -94,6 +106,41 @@ case ${1:?stage} in
     timeout 300 python -m tools.gpu.t3_vllm_proof cjk --parts "$OUT/t3-served" --texts "$TEXTS" \
       --forced "$forced" 2>&1 | quiet 8
     stop_server "$forced"
+    ;;
+  turbo-proof)
+    ensure_turbo_checkpoint
+    timeout 240 python -m tools.gpu.turbo_proof exact --checkpoint $TCKPT --parts "$OUT/turbo-proof" \
+      2>&1 | tee "$OUT/turbo-proof-exact.log" | quiet 12
+    VLLM_COMPILE=true VLLM_MAX_BATCH_SIZE=16 timeout 270 python -m tools.gpu.turbo_proof served \
+      --checkpoint $TCKPT --parts "$OUT/turbo-proof" 2>&1 | tee "$OUT/turbo-proof-served.log" | quiet 12
+    python -m tools.gpu.turbo_proof report --parts "$OUT/turbo-proof" --out "$OUT/turbo-equivalence-h200.json"
+    ;;
+  turbo-serving)
+    ensure_turbo_checkpoint
+    timeout 480 python -m tools.gpu.gpu_serving engine --family chatterbox-turbo --checkpoint $TCKPT \
+      --parts "$OUT/turbo-serving" 2>&1 | tee "$OUT/turbo-serving.log" | quiet 20
+    ;;
+  turbo-serving-original)
+    ensure_checkpoint
+    timeout 540 python -m tools.gpu.gpu_serving engine --family chatterbox-multilingual --checkpoint $CKPT \
+      --parts "$OUT/turbo-serving" --s3gen-compile ${S3GEN_COMPILE:-graphs} 2>&1 \
+      | tee "$OUT/turbo-serving-original.log" | quiet 20
+    ;;
+  turbo-serving-http)
+    ensure_turbo_checkpoint
+    export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODELS=chatterbox-turbo CHATTERBOX_TURBO_MODEL_DIR=$TCKPT \
+      VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true CHATTERBOX_BENCH_FORCED_TOKENS=150 \
+      CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 CHATTERBOX_S3GEN_MAX_WAIT_S=0
+    setsid serve run serve_config.yaml >"$OUT/serve-turbo.log" 2>&1 &
+    for i in $(seq 1 100); do
+      sleep 3
+      curl -sf localhost:8000/health >/dev/null && break
+    done
+    curl -s localhost:8000/health | head -c 400; echo
+    timeout 300 python -m tools.gpu.gpu_serving serve --family chatterbox-turbo --parts "$OUT/turbo-serving" \
+      2>&1 | tail -12
+    serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
+    grep -i "error\|traceback" "$OUT/serve-turbo.log" | head -5
     ;;
   engine)
     ensure_checkpoint
