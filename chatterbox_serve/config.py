@@ -14,12 +14,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from chatterbox_serve.errors import ConfigError
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.generation import (
     CfgWeight,
     Exaggeration,
@@ -27,7 +37,9 @@ from chatterbox_serve.generation import (
     MinP,
     RepetitionPenalty,
     Temperature,
+    TopK,
     TopP,
+    family_defaults,
 )
 
 logger = logging.getLogger(__name__)
@@ -114,8 +126,22 @@ class EngineConfig(_Section):
     )
     use_multilingual_model: bool = Field(
         True,
-        description="Load the 23-language model instead of the English one.",
+        description="Load the 23-language model instead of the English one (when "
+        "CHATTERBOX_MODELS is unset).",
         json_schema_extra=_env("USE_MULTILINGUAL_MODEL"),
+    )
+    models: tuple[ModelFamily, ...] | None = Field(
+        None,
+        description="Model families to load, comma-separated (chatterbox, "
+        "chatterbox-multilingual, chatterbox-turbo), each its own model deployment; unset "
+        "means the one USE_MULTILINGUAL_MODEL names.",
+        json_schema_extra=_env("CHATTERBOX_MODELS"),
+    )
+    default_model: ModelFamily | None = Field(
+        None,
+        description="Family that OpenAI's model names (tts-1, tts-1-hd, gpt-4o-mini-tts) and "
+        "requests without a model get; unset means the first of CHATTERBOX_MODELS.",
+        json_schema_extra=_env("CHATTERBOX_DEFAULT_MODEL"),
     )
     s3gen_batched: bool = Field(
         True,
@@ -154,6 +180,24 @@ class EngineConfig(_Section):
         "again when the audio sent runs less than this many seconds ahead of the listener "
         "(played by wall clock since the first audio); cover one render's latency under load.",
         json_schema_extra=_env("CHATTERBOX_STREAM_MARGIN_S"),
+    )
+    stream_max_starting: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="vllm engine, streamed requests: most streams of a replica still waiting "
+        "for their first audio; another starts only below it, and only while every playing "
+        "stream has CHATTERBOX_STREAM_MARGIN_S buffered (a stream waits for its start rather "
+        "than stalling everyone's playback).",
+        json_schema_extra=_env("CHATTERBOX_STREAM_MAX_STARTING"),
+    )
+    stream_admit_wait_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=600.0,
+        description="vllm engine, streamed requests: longest a stream waits for its start "
+        "(CHATTERBOX_STREAM_MAX_STARTING); past it, it starts even on an overloaded replica.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_ADMIT_WAIT_S"),
     )
     s3gen_max_length_ratio: float = Field(
         1.5,
@@ -201,6 +245,12 @@ class EngineConfig(_Section):
         None,
         description="Local checkpoint directory; unset means download from the hub.",
         json_schema_extra=_env("CHATTERBOX_MODEL_DIR"),
+    )
+    turbo_model_dir: str | None = Field(
+        None,
+        description="Local Turbo checkpoint directory (upstream's chatterbox-turbo file "
+        "layout); required when chatterbox-turbo is loaded (its hub revision is not pinned).",
+        json_schema_extra=_env("CHATTERBOX_TURBO_MODEL_DIR"),
     )
     gpu_memory_utilization: float = Field(
         0.6,
@@ -251,6 +301,50 @@ class EngineConfig(_Section):
         "a request sends its voice once, not with every chunk.",
         json_schema_extra=_env("CHATTERBOX_VOICE_AUDIO_CACHE_BYTES"),
     )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip()) or None
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_models(
+        cls, value: tuple[ModelFamily, ...] | None
+    ) -> tuple[ModelFamily, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a family is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _default_is_loaded(self) -> EngineConfig:
+        if self.default_model is not None and self.default_model not in self.families:
+            raise ValueError(
+                f"CHATTERBOX_DEFAULT_MODEL={self.default_model.value} is not loaded "
+                f"(CHATTERBOX_MODELS: {', '.join(f.value for f in self.families)})"
+            )
+        return self
+
+    @property
+    def families(self) -> tuple[ModelFamily, ...]:
+        """The families to load, in the order declared."""
+        if self.models is not None:
+            return self.models
+        if self.use_multilingual_model:
+            return (ModelFamily.MULTILINGUAL,)
+        return (ModelFamily.ORIGINAL,)
+
+    def model_dir_for(self, family: ModelFamily) -> str | None:
+        """The checkpoint directory setting of `family`: Turbo's own, else CHATTERBOX_MODEL_DIR
+        (which holds the English and the multilingual files alike)."""
+        return self.turbo_model_dir if family is ModelFamily.TURBO else self.model_dir
+
+    @property
+    def default_family(self) -> ModelFamily:
+        """The family OpenAI's names and requests without a model get."""
+        return self.default_model or self.families[0]
 
     @field_validator("s3gen_fp16")
     @classmethod
@@ -307,9 +401,21 @@ class GenerationDefaults(_Section):
         json_schema_extra=_env("CHATTERBOX_REPETITION_PENALTY"),
     )
 
-    def parameters(self) -> GenerationParameters:
-        """These defaults as the engine's parameters (a seed is never a server default)."""
-        return GenerationParameters(**self.model_dump())
+    top_k: TopK = Field(
+        GenerationParameters.top_k,
+        description="Default top_k (Turbo; the original models ignore it).",
+        json_schema_extra=_env("CHATTERBOX_TOP_K"),
+    )
+
+    def parameters(self, family: ModelFamily | None = None) -> GenerationParameters:
+        """These defaults as the engine's parameters (a seed is never a server default).
+
+        For a `family`: upstream's defaults for it, with the values an operator set
+        (these variables) over them, so a setting applies to every family that uses it.
+        """
+        if family is None:
+            return GenerationParameters(**self.model_dump())
+        return replace(family_defaults(family), **self.model_dump(include=self.model_fields_set))
 
 
 class ChunkingConfig(_Section):
@@ -336,6 +442,14 @@ class ChunkingConfig(_Section):
         le=2000,
         description="Longest first chunk when streaming, so the first audio comes fast.",
         json_schema_extra=_env("CHATTERBOX_STREAM_FIRST_CHUNK_LENGTH"),
+    )
+    stream_chunks_ahead: int = Field(
+        2,
+        ge=1,
+        le=10000,
+        description="Chunks of a stream in flight past the one being heard, so each is "
+        "ready (or streaming) before the one before has played out.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_CHUNKS_AHEAD"),
     )
     max_chunks_per_request: int = Field(
         128,
@@ -575,6 +689,15 @@ class TenancyConfig(_Section):
         "more get 429.",
         json_schema_extra=_env("CHATTERBOX_MAX_DOWNLOADS_PER_KEY"),
     )
+    stream_window_bytes: int = Field(
+        4 * 1024**2,
+        ge=64 * 1024,
+        le=1024**3,
+        description="Bytes of one streamed response (a job download, streamed speech) the "
+        "ingress sends ahead of what Ray's proxy has delivered to the client; past it the "
+        "response waits for the client to read.",
+        json_schema_extra=_env("CHATTERBOX_STREAM_WINDOW_BYTES"),
+    )
     sse_idle_timeout_s: float = Field(
         300.0,
         ge=1.0,
@@ -645,8 +768,9 @@ class SimulatedEngineConfig(_Section):
     )
     streaming: bool = Field(
         False,
-        description="Stream each item's audio in pieces as the vllm engine does, the first "
-        "after CHATTERBOX_STREAM_FIRST_TOKENS tokens' share of the item's cost.",
+        description="Stream each item's audio in pieces by the vllm engine's render rule "
+        "(CHATTERBOX_STREAM_FIRST_TOKENS, then CHATTERBOX_STREAM_MARGIN_S), its tokens "
+        "coming evenly over the item's cost.",
         json_schema_extra=_env("CHATTERBOX_SIM_STREAMING"),
     )
     failure_marker: str = Field(
@@ -669,6 +793,41 @@ class Settings(_Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
     simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
+
+    @property
+    def families(self) -> tuple[ModelFamily, ...]:
+        """The model families this service loads (CHATTERBOX_MODELS)."""
+        return self.engine.families
+
+    @property
+    def family(self) -> ModelFamily:
+        """The one family an engine built from these settings serves.
+
+        Raises:
+            ConfigError: several families are loaded; build the engine from
+                `for_family(family)`, as the builder does for each model deployment.
+        """
+        families = self.engine.families
+        if len(families) != 1:
+            raise ConfigError(
+                f"settings load {len(families)} families; an engine takes for_family(...)"
+            )
+        return families[0]
+
+    def for_family(self, family: ModelFamily) -> Settings:
+        """These settings as the engine of `family` reads them: that family alone loaded.
+
+        USE_MULTILINGUAL_MODEL follows the family, so engine code that reads it picks the
+        family's checkpoint.
+        """
+        engine = self.engine.model_copy(
+            update={
+                "models": (family,),
+                "default_model": None,
+                "use_multilingual_model": family is ModelFamily.MULTILINGUAL,
+            }
+        )
+        return self.model_copy(update={"engine": engine})
 
     def env_view(self) -> dict[str, Any]:
         """Effective settings keyed by environment variable name, for `/config`.
@@ -739,6 +898,8 @@ def _allowed(section: str, field: str) -> str:
         return "allowed: true or false"
     if (section, field) == ("engine", "engine"):
         return "allowed: " + ", ".join(engine_names())
+    if (section, field) in (("engine", "models"), ("engine", "default_model")):
+        return "allowed: " + ", ".join(ModelFamily)
     return f"allowed: {info.annotation}".replace("typing.", "")
 
 
@@ -787,6 +948,8 @@ def load_settings(
         return Settings.model_validate(sections)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if len(first["loc"]) < 2:  # a check across a section's fields
+            raise ConfigError(f"Invalid settings: {first['msg']}") from None
         section, field = str(first["loc"][0]), str(first["loc"][1])
         env = next(e for e, s, f in _fields() if (s, f) == (section, field))
         shown = "<redacted>" if env in _SECRETS else repr(merged[env])

@@ -7,6 +7,7 @@
     │   ├── AuthenticationError (401)
     │   ├── PermissionDeniedError (403)
     │   ├── VoiceNotFoundError (404)
+    │   ├── ModelNotFoundError (404)      a model this service does not load
     │   ├── ConflictError (409)
     │   ├── PayloadTooLargeError (413)
     │   ├── RangeNotSatisfiableError (416)
@@ -96,6 +97,11 @@ class PermissionDeniedError(ClientError):
 class VoiceNotFoundError(ClientError):
     status_code = 404
     default_code = "voice_not_found"
+
+
+class ModelNotFoundError(ClientError):
+    status_code = 404
+    default_code = "model_not_found"
 
 
 class NotFoundError(ClientError):

@@ -9,6 +9,10 @@
   validated with the same bounds and default to the values here;
 - the stored job record and the engine's `SynthesisRequest` carry the dataclass whole.
 
+Each model family has its own defaults (`family_defaults`: upstream's values for
+that model) and may ignore some parameters (`FamilySpec.ignored_fields`): those a
+request sets anyway are reported back (`ignored_given`), never silently dropped.
+
 Adding a parameter: a field here and in `GenerationOptions` (a test checks the two
 agree), the engine that reads it, and its README row.
 """
@@ -20,11 +24,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from chatterbox_serve.families import ModelFamily, spec_of
+
 Exaggeration = Annotated[float, Field(ge=0.25, le=2.0)]
 CfgWeight = Annotated[float, Field(ge=0.0, le=1.0)]
 Temperature = Annotated[float, Field(ge=0.05, le=5.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 MinP = Annotated[float, Field(ge=0.0, le=1.0)]
+# Turbo's speech vocabulary has 6563 entries; the original models do not filter by rank.
+TopK = Annotated[int, Field(ge=1, le=6563)]
 RepetitionPenalty = Annotated[float, Field(ge=1.0, le=3.0)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 # Not a generation parameter (the audio is stretched after the engine), but bounded
@@ -46,6 +54,8 @@ class GenerationParameters:
     repetition_penalty: RepetitionPenalty = 1.2
     # None: a fresh random seed per item.
     seed: Seed | None = None
+    # Turbo's top_k (upstream ChatterboxTurboTTS.generate); the original models ignore it.
+    top_k: TopK = 1000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +83,7 @@ class GenerationOptions(BaseModel):
     min_p: MinP | None = Field(None, description="min_p sampling.")
     repetition_penalty: RepetitionPenalty | None = Field(None, description="Repetition penalty.")
     seed: Seed | None = Field(None, description="Seed; omitted means random.")
+    top_k: TopK | None = Field(None, description="top_k sampling (Turbo only).")
 
     def given(self) -> dict[str, Any]:
         """The generation parameters this body sets."""
@@ -85,3 +96,28 @@ class GenerationOptions(BaseModel):
     def resolve(self, defaults: GenerationParameters) -> GenerationParameters:
         """`defaults` with what this body sets."""
         return replace(defaults, **self.given())
+
+
+# Upstream's defaults where a family's differ from `GenerationParameters()` (the
+# original models' `ChatterboxTTS.generate`). Turbo (`ChatterboxTurboTTS.generate`)
+# runs without CFG and without min_p, so those are 0 here, as the engine applies them.
+_FAMILY_DEFAULTS: dict[ModelFamily, GenerationParameters] = {
+    ModelFamily.TURBO: GenerationParameters(
+        cfg_weight=0.0,
+        temperature=0.8,
+        top_k=1000,
+        top_p=0.95,
+        min_p=0.0,
+        repetition_penalty=1.2,
+    ),
+}
+
+
+def family_defaults(family: ModelFamily) -> GenerationParameters:
+    """Upstream's generation defaults for `family`."""
+    return _FAMILY_DEFAULTS.get(family, GenerationParameters())
+
+
+def ignored_given(given: dict[str, Any], family: ModelFamily) -> tuple[str, ...]:
+    """The parameters in `given` (a request's `given()`) that `family` does not use."""
+    return tuple(name for name in spec_of(family).ignored_fields if name in given)

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.config import Settings
-from chatterbox_serve.engines.base import SynthesisRequest
+from chatterbox_serve.engines.base import SynthesisRequest, VoicePrompt
 from chatterbox_serve.errors import InvalidRequestError
-from chatterbox_serve.generation import GenerationOptions, Speed
+from chatterbox_serve.families import ModelFamily, resolve_model
+from chatterbox_serve.generation import GenerationOptions, Speed, ignored_given
 from chatterbox_serve.speech.messages import SpeechOrder
 from chatterbox_serve.text.languages import DEFAULT_LANGUAGE, languages_for, normalize_language
 from chatterbox_serve.voices.resolve import ResolvedVoice
@@ -64,7 +65,13 @@ class VoiceId(BaseModel):
 class _OpenAISpeechFields(OpenAIBaseModel):
     """OpenAI's fields of `POST /v1/audio/speech`, in its order."""
 
-    model: str = Field("chatterbox", max_length=256, description="Accepted for compatibility.")
+    model: str | None = Field(
+        None,
+        max_length=256,
+        description="A loaded model family (chatterbox, chatterbox-multilingual, "
+        "chatterbox-turbo) or one of OpenAI's names (tts-1, tts-1-hd, gpt-4o-mini-tts) for "
+        "the default family; omitted means the default family.",
+    )
     input: str = Field(description="Text to speak.")
     voice: str | VoiceId | None = Field(
         None, description="A library voice name, alias or {'id': ...}; omitted means default."
@@ -108,15 +115,21 @@ class SpeechRequest(GenerationOptions, _OpenAISpeechFields):
         """Whether the voice was given as `{"id": ...}`, which matches ids only."""
         return isinstance(self.voice, VoiceId)
 
+    def family(self, settings: Settings) -> ModelFamily:
+        """The loaded family `model` names; raises `ModelNotFoundError` (404) otherwise."""
+        return resolve_model(self.model, settings.families, settings.engine.default_family)
+
     def to_order(
         self, settings: Settings, voice: ResolvedVoice, request_id: str, *, streaming: bool
     ) -> SpeechOrder:
         """Check the limits that depend on settings and build the pipeline's order.
 
         Raises:
-            InvalidRequestError: empty or too long input, too long instructions, or a
-                language the loaded model does not speak.
+            ModelNotFoundError: a model this service does not load.
+            InvalidRequestError: empty or too long input, too long instructions, a
+                language the model does not speak, or a voice too short for it.
         """
+        family = self.family(settings)
         text = self.input.strip()
         limit = settings.chunking.max_total_length
         if not text:
@@ -137,10 +150,11 @@ class SpeechRequest(GenerationOptions, _OpenAISpeechFields):
             warnings.append("instructions are accepted but not applied")
         template = SynthesisRequest(
             text="",
-            language=self._language(settings, voice),
-            voice=voice.prompt,
-            generation=self.resolve(settings.generation.parameters()),
+            language=self._language(family, voice),
+            voice=self._voice_prompt(family, voice),
+            generation=self.resolve(settings.generation.parameters(family)),
             request_id=request_id,
+            family=family,
         )
         return SpeechOrder(
             request_id=request_id,
@@ -151,24 +165,40 @@ class SpeechRequest(GenerationOptions, _OpenAISpeechFields):
             streaming=streaming,
             warnings=tuple(warnings),
             instructions_ignored=bool(self.instructions),
+            ignored_fields=ignored_given(self.given(), family),
         )
 
     def audio_format(self, settings: Settings) -> AudioFormat:
         """The asked format, else the server's default."""
         return self.response_format or AudioFormat(settings.audio.default_response_format)
 
-    def _language(self, settings: Settings, voice: ResolvedVoice) -> str:
-        supported = languages_for(settings.engine.use_multilingual_model)
+    def _language(self, family: ModelFamily, voice: ResolvedVoice) -> str:
+        supported = languages_for(family.spec.multilingual)
         raw = self.language or voice.language or DEFAULT_LANGUAGE
         code = normalize_language(raw)
         if code not in supported:
             raise InvalidRequestError(
-                f"Language {raw!r} is not supported by the loaded model; supported: "
+                f"Language {raw!r} is not supported by {family.value}; supported: "
                 f"{', '.join(sorted(supported))}.",
                 param="language",
                 code="unsupported_language",
             )
         return code
+
+    @staticmethod
+    def _voice_prompt(family: ModelFamily, voice: ResolvedVoice) -> VoicePrompt | None:
+        """The voice's audio, where it is long enough for `family` (when its length is known;
+        the engine checks the rest)."""
+        least = family.spec.min_voice_s
+        if voice.prompt is not None and voice.duration_s is not None and least > 0:
+            if voice.duration_s <= least:
+                raise InvalidRequestError(
+                    f"Voice {voice.name[:64]!r} has {voice.duration_s:.1f} s of audio; "
+                    f"{family.value} needs more than {least:g} s of reference audio.",
+                    param="voice",
+                    code="voice_too_short",
+                )
+        return voice.prompt
 
 
 class ErrorDetail(BaseModel):
@@ -187,6 +217,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "chatterbox-serve"
+    # Our extensions: the family this name speaks with, and the paralinguistic tags
+    # its text may carry (`[laugh]`, ...; empty where they would be read as words).
+    family: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 class ModelList(BaseModel):

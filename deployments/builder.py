@@ -4,6 +4,11 @@ The engine is resolved here, once: `auto` becomes a registry name, its class dec
 whether the model replica asks for a GPU, and its import path is bound into the
 model deployment, which builds exactly that engine. Deployment options come from
 the one table in `deployments/defaults.py`, with `args.deployments` merged over it.
+
+Each loaded model family (CHATTERBOX_MODELS) is its own model deployment, built from
+`Settings.for_family`, so it autoscales alone and a family not loaded costs nothing.
+The audio deployment and the job worker get every family's handle by family name
+(`deployments/model_routing.py`); the ingress gets the default family's for `/health`.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from chatterbox_serve.engines import ENGINES, engine_class, resolve_engine_name
 from deployments.defaults import (
     INGRESS,
     JOB_WORKER,
-    MODEL,
     TEXT_AUDIO,
     check_batch_size,
     deployment_defaults,
-    merge_options,
+    merge_model_options,
+    model_deployment_names,
 )
 from deployments.ingress import SpeechIngress
 from deployments.job_worker import JobWorkerDeployment
@@ -74,16 +79,31 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     needs_gpu = cls.needs_gpu
     if engine == "simulated":
         logger.warning("Engine is SIMULATED: responses are synthetic tones, not speech.")
-    options = merge_options(deployment_defaults(settings, needs_gpu), app_args.deployments)
+    families = settings.families
+    defaults = deployment_defaults(settings, needs_gpu)
+    options = merge_model_options(defaults, app_args.deployments, families)
     check_batch_size(options, settings)
-    logger.info("Engine %s (%s); deployment options: %s", engine, engine_path, options)
-    model = _deployment(SpeechModelDeployment, options[MODEL]).bind(settings, engine_path)
-    text_audio = _deployment(TextAudioDeployment, options[TEXT_AUDIO]).bind(
-        model, settings, cls.streams_with(settings)
+    logger.info(
+        "Engine %s (%s); families %s; deployment options: %s",
+        engine,
+        engine_path,
+        ", ".join(families),
+        options,
     )
-    worker = _deployment(JobWorkerDeployment, options[JOB_WORKER]).bind(model, settings)
+    models = {
+        family.value: _deployment(SpeechModelDeployment, options[name])
+        .options(name=name)
+        .bind(settings.for_family(family), engine_path)
+        for family, name in model_deployment_names(families).items()
+    }
+    streams = any(cls.streams_with(settings.for_family(f)) for f in families)
+    text_audio = _deployment(TextAudioDeployment, options[TEXT_AUDIO]).bind(
+        models, settings, streams
+    )
+    worker = _deployment(JobWorkerDeployment, options[JOB_WORKER]).bind(models, settings)
     ingress = _deployment(SpeechIngress, options[INGRESS])
-    return ingress.bind(text_audio, model, settings, engine, worker)
+    default_model = models[settings.engine.default_family.value]
+    return ingress.bind(text_audio, default_model, settings, engine, worker)
 
 
 def _deployment(cls: type, options: dict[str, Any]) -> Deployment:

@@ -30,6 +30,8 @@ import ray
 from ray import serve
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deployments.streams import FlowLedger
+
 logger = logging.getLogger("ray.serve")
 
 BOARD_NAMESPACE = "chatterbox-serve"
@@ -55,6 +57,8 @@ class ReplicaLoad:
     in_flight: int = 0
     busy: int = 0
     has_queue: bool = False
+    # The ingress's paced responses (deployments/streams.py), shown per replica in /status.
+    flows: FlowLedger | None = None
 
     @property
     def queued(self) -> int:
@@ -201,6 +205,7 @@ class StatusReporter:
             "pid": os.getpid(),
             "in_flight": self.load.in_flight,
             "queued": self.load.queued,
+            "streams": self.load.flows.figures() if self.load.flows is not None else None,
             "host_memory": host_memory(),
             "gpus": gpu_memory(),
             "reported_at": time.time(),
@@ -259,6 +264,7 @@ class ClusterStatus:
                 "replicas": [
                     {k: r[k] for k in ("replica_id", "node_ip", "pid", "in_flight", "queued")}
                     | {"last_report_s": _age(r)}
+                    | ({"streams": r["streams"]} if r.get("streams") else {})
                     for r in mine
                 ],
             }

@@ -8,6 +8,11 @@ keeps the other autoscaling keys) and logs. Serve's own per-deployment section o
 config file replaces `ray_actor_options`, `user_config` and `autoscaling_config` as
 whole dicts, bypassing the builder, so our configs leave it out (a test checks).
 
+With several model families loaded (CHATTERBOX_MODELS), each family has its own model
+deployment, `SpeechModelDeployment-<family>`: overrides of `SpeechModelDeployment`
+apply to every one of them, then overrides under the family's own name. With one
+family, its deployment is `SpeechModelDeployment` as always.
+
 The model's batching is not an option here: the engine class declares it
 (`TTSEngine.batch_limits`: `VLLM_MAX_BATCH_SIZE` items per call, its calls in
 flight) and the model replica builds its batch queue from that. `user_config`
@@ -17,10 +22,11 @@ carries only the batch wait; a `max_batch_size` in it is refused.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatterbox_serve.config import ConfigError, Settings
+from chatterbox_serve.families import ModelFamily
 
 INGRESS = "SpeechIngress"
 TEXT_AUDIO = "TextAudioDeployment"
@@ -140,12 +146,45 @@ def merge_options(
     return merged
 
 
+def model_deployment_names(families: Sequence[ModelFamily]) -> dict[ModelFamily, str]:
+    """The model deployment of each family: `SpeechModelDeployment` alone, else by family."""
+    if len(families) == 1:
+        return {families[0]: MODEL}
+    return {f: f"{MODEL}-{f.value}" for f in families}
+
+
+def merge_model_options(
+    defaults: Mapping[str, dict[str, Any]],
+    overrides: Mapping[str, Mapping[str, Any]],
+    families: Sequence[ModelFamily],
+) -> dict[str, dict[str, Any]]:
+    """`merge_options` with one model entry per family's deployment.
+
+    Each family's model deployment takes the model's defaults, the overrides of
+    `SpeechModelDeployment`, then those under its own name.
+
+    Raises:
+        ConfigError: an override names an unknown deployment.
+    """
+    names = model_deployment_names(families)
+    own = {n for n in names.values() if n != MODEL}
+    merged = merge_options(defaults, {k: v for k, v in overrides.items() if k not in own})
+    for name in own:
+        merged[name] = merge_options({MODEL: merged[MODEL]}, {MODEL: overrides.get(name, {})})[
+            MODEL
+        ]
+    if MODEL not in names.values():
+        del merged[MODEL]
+    return merged
+
+
 def check_batch_size(options: Mapping[str, dict[str, Any]], settings: Settings) -> None:
     """Refuse a Serve batch size in `user_config`: the engine's (`VLLM_MAX_BATCH_SIZE`) rules."""
-    serve_batch = options[MODEL].get("user_config", {}).get("max_batch_size")
-    if serve_batch is not None:
-        raise ConfigError(
-            f"SpeechModelDeployment user_config.max_batch_size={serve_batch!r} is not an "
-            f"option; set VLLM_MAX_BATCH_SIZE (now {settings.engine.max_batch_size}), which "
-            "the engine's batching follows."
-        )
+    for name in model_deployment_names(settings.families).values():
+        serve_batch = options[name].get("user_config", {}).get("max_batch_size")
+        if serve_batch is not None:
+            raise ConfigError(
+                f"{name} user_config.max_batch_size={serve_batch!r} is not an option; set "
+                f"VLLM_MAX_BATCH_SIZE (now {settings.engine.max_batch_size}), which the "
+                "engine's batching follows."
+            )

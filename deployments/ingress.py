@@ -46,7 +46,7 @@ from deployments.proxy_errors import check_proxy_hardening
 from deployments.routes import ApiState, compat, docs, ops, speech, watermark, web
 from deployments.routes import jobs as jobs_routes
 from deployments.routes import voices as voices_routes
-from deployments.streams import DOWNLOADS, SSE_STREAMS, StreamSlots
+from deployments.streams import DOWNLOADS, SSE_STREAMS, FlowControl, FlowLedger, StreamSlots
 
 logger = logging.getLogger("ray.serve")
 
@@ -109,6 +109,8 @@ def build_api(
         expose_headers=["*"],
     )
     app.add_middleware(TagResponses)
+    app.state.flows = FlowLedger()
+    app.add_middleware(FlowControl, window=tenancy.stream_window_bytes, ledger=app.state.flows)
     app.include_router(speech.router)
     if isinstance(library, VoiceLibrary):
         app.include_router(voices_routes.router)
@@ -220,6 +222,7 @@ class SpeechIngress:
             status=status,
             jobs=self._jobs,
         )
+        self._load.flows = app.state.flows
         app.add_middleware(LoadTrackingMiddleware, load=self._load)
         IngressMetrics().install(app)  # last, so outermost: it sees every status code
         return app

@@ -31,6 +31,7 @@ from chatterbox_serve.voices import resolve_voice
 from chatterbox_serve.voices.library import build_voice_library
 from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import JobMetrics
+from deployments.model_routing import ModelHandles
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,11 +43,12 @@ COUNT_EVERY_S = 15.0
 class JobWorkerDeployment:
     """Claims queued jobs and feeds their chunks to the model deployment."""
 
-    def __init__(self, model: DeploymentHandle[Any], settings: Settings) -> None:
+    def __init__(self, models: dict[str, DeploymentHandle[Any]], settings: Settings) -> None:
+        """`models`: each loaded family's model deployment, by family name."""
         self.settings = settings
         self.store = JobStore(build_job_blob_store(settings))
         self._voices = build_voice_library(settings)
-        self._model = model
+        self._models = ModelHandles(models, settings.engine.default_family)
         self._metrics = JobMetrics()
         # Reported to `/status` and `/memory` like every deployment; `run_job` is its load.
         self._load = ReplicaLoad()
@@ -72,7 +74,7 @@ class JobWorkerDeployment:
         self._loop = asyncio.get_running_loop().create_task(self._poll_forever())
 
     def _submit(self, item: SynthesisRequest) -> Any:
-        return self._model.synthesize_background.remote(item)
+        return self._models.of(item).synthesize_background.remote(item)
 
     def _resolve(self, voice: str | None, by_id: bool) -> VoicePrompt | None:
         return resolve_voice(voice, self._voices, by_id=by_id).prompt

@@ -48,6 +48,7 @@ from chatterbox_serve.errors import (
     error_payload,
 )
 from deployments.http import REQUEST_ID_PATTERN
+from deployments.streams import DeliveryReports
 
 logger = logging.getLogger("ray.serve")
 
@@ -88,7 +89,8 @@ def check_proxy_hardening(
 
 def proxy_middlewares() -> list[Middleware]:
     """The Ray Serve HTTP proxy callback: middlewares the proxy wraps its app in."""
-    return [Middleware(ProxyErrorEnvelope)]
+    # First is outermost: delivery is counted at the send that reaches the client.
+    return [Middleware(DeliveryReports), Middleware(ProxyErrorEnvelope)]
 
 
 class ProxyErrorEnvelope:

@@ -18,6 +18,7 @@ from chatterbox_serve.errors import EngineOverloadedError
 from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechOrder, SpeechPipeline
 from deployments.cluster_status import ReplicaLoad, StatusReporter
 from deployments.metrics import SpeechMetrics
+from deployments.model_routing import ModelHandles
 
 
 def _warm_up_speed_change() -> None:
@@ -48,10 +49,14 @@ class TextAudioDeployment:
     """Runs `SpeechPipeline`; raw audio flows model -> here, only encoded bytes go on."""
 
     def __init__(
-        self, model: DeploymentHandle[Any], settings: Settings, streams_audio: bool = False
+        self,
+        models: dict[str, DeploymentHandle[Any]],
+        settings: Settings,
+        streams_audio: bool = False,
     ) -> None:
-        """`streams_audio`: the model's engine yields first audio before a chunk is done."""
-        self._model = model
+        """`models`: each loaded family's model deployment, by family name.
+        `streams_audio`: a model's engine yields first audio before a chunk is done."""
+        self._models = ModelHandles(models, settings.engine.default_family)
         self.pipeline = SpeechPipeline(
             settings, self._submit, self._submit_stream if streams_audio else None
         )
@@ -66,12 +71,12 @@ class TextAudioDeployment:
             load_watermarker().apply(np.zeros(4800, dtype=np.float32))
 
     def _submit(self, item: SynthesisRequest) -> _ModelCall:
-        response = self._model.synthesize.remote(item)
+        response = self._models.of(item).synthesize.remote(item)
         assert isinstance(response, DeploymentResponse)
         return _ModelCall(response)
 
     async def _submit_stream(self, item: SynthesisRequest) -> AsyncIterator[SynthesisResult]:
-        pieces = self._model.options(stream=True).synthesize_stream.remote(item)
+        pieces = self._models.of(item).options(stream=True).synthesize_stream.remote(item)
         assert isinstance(pieces, DeploymentResponseGenerator)
         ended = False
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import sys
 import threading
@@ -150,6 +151,79 @@ def hold_streams(s: Sweep) -> tuple[int, str | None, list[str]]:
             ctx.__exit__(None, None, None)
 
 
+def stalled_downloads(s: Sweep) -> tuple[int, str | None, list[str]]:
+    """Downloads of a finished job by clients that never read, up to the per-key cap.
+
+    Each must hold at most its window plus what the sockets buffer (the ingress waits
+    for the client instead of pushing the file into Ray's queues: `/status` shows what
+    it sent), and one more download past the cap is refused.
+    """
+    s.clear_a()
+    job = s.a.post(LONG, json={"input": TEXT, "response_format": "wav"}).json()["job_id"]
+    deadline = time.monotonic() + 300
+    while (state := s.a.get(f"{LONG}/{job}").json())["status"] != "completed":
+        if time.monotonic() > deadline or state["status"] in ("failed", "cancelled"):
+            return 0, None, [f"the job ended {state['status']}"]
+        time.sleep(1.0)
+    with s.a.stream("GET", f"{LONG}/{job}/download") as whole:
+        size = int(whole.headers["content-length"])
+    cap = s.limit("CHATTERBOX_MAX_DOWNLOADS_PER_KEY")
+    window = s.limit("CHATTERBOX_STREAM_WINDOW_BYTES")
+    sockets = [_stalled_download(s, f"{LONG}/{job}/download") for _ in range(cap)]
+    try:
+        deadline, streams = time.monotonic() + 60, dict[str, int]()
+        while streams.get("waiting_for_client", 0) < cap and time.monotonic() < deadline:
+            time.sleep(1.0)
+            streams = _ingress_streams(s)
+        r = s.a.get(f"{LONG}/{job}/download")
+        status, code, problems = _refusal(r, 429, "too_many_streams")
+        time.sleep(3.0)
+        later = _ingress_streams(s)
+    finally:
+        for sock in sockets:
+            sock.close()
+    print(
+        f"      {cap} stalled downloads of {size} bytes each: ingress sent "
+        f"{later.get('sent_bytes')}"
+        f" bytes, {later.get('unacknowledged_bytes')} not yet delivered (window {window})",
+        file=sys.stderr,
+    )
+    if streams.get("waiting_for_client", 0) < cap:
+        problems.append(f"only {streams.get('waiting_for_client')} of {cap} downloads paced")
+    if later.get("sent_bytes") != streams.get("sent_bytes"):
+        problems.append(f"kept sending to stalled clients: {streams} then {later}")
+    if int(later.get("sent_bytes", 0)) >= cap * size // 2:
+        problems.append(f"sent {later.get('sent_bytes')} bytes of {cap} x {size}")
+    if int(later.get("unacknowledged_bytes", 0)) > cap * (window + READ_BLOCK):
+        problems.append(f"{later.get('unacknowledged_bytes')} bytes past {cap} windows")
+    return status, code, problems
+
+
+READ_BLOCK = 1 << 20  # the job store's read block: one more can be in flight per window
+
+
+def _stalled_download(s: Sweep, path: str) -> socket.socket:
+    """A client that asks for a file, reads its status line, and never reads again."""
+    url = httpx.URL(s.url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.connect((url.host, url.port or 80))
+    request = f"GET {path} HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer {s.key_a}\r\n\r\n"
+    sock.sendall(request.encode())
+    sock.recv(1024)
+    return sock
+
+
+def _ingress_streams(s: Sweep) -> dict[str, int]:
+    """The paced responses of every ingress replica, summed (an operator's /status)."""
+    replicas = s.ops.get("/status").json()["deployments"]["SpeechIngress"]["replicas"]
+    total: dict[str, int] = {}
+    for replica in replicas:
+        for name, value in (replica.get("streams") or {}).items():
+            total[name] = total.get(name, 0) + int(value)
+    return total
+
+
 def two_authorizations(first: bytes) -> Callable[[Sweep], tuple[int, str | None, list[str]]]:
     def attack(s: Sweep) -> tuple[int, str | None, list[str]]:
         headers = [(b"authorization", first), (b"authorization", f"Bearer {s.key_a}".encode())]
@@ -268,6 +342,7 @@ ATTACKS = [
     Attack("3", "bulk retry past the cap", retry_past_cap(bulk=True)),
     Attack("3", "create-cancel loop to fill storage", fill_storage),
     Attack("4", "POST /voices/cleanup", operator_only("POST", "/voices/cleanup")),
+    Attack("9", "downloads past the per-key cap, none of them read", stalled_downloads),
     Attack("8", "download B's voice", others_voice("GET", "/voices/sweep-b-voice/download")),
     Attack(
         "8",

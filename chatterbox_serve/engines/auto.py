@@ -3,8 +3,9 @@
 - `vllm` when its extra is installed (vllm and chatterbox-vllm) and a CUDA GPU is
   visible to this process;
 - else `torch` when torch and chatterbox-vllm's model modules are installed and a
-  checkpoint is at hand without the network: `CHATTERBOX_MODEL_DIR` holding the
-  variant's files, or the pinned revision in the Hugging Face hub cache;
+  checkpoint of the default family is at hand without the network:
+  `CHATTERBOX_MODEL_DIR` holding the variant's files, or the pinned revision in the
+  Hugging Face hub cache (Turbo: `CHATTERBOX_TURBO_MODEL_DIR` holding its files);
 - else `simulated`, with a warning that names every missing piece.
 
 The decision runs once, where the app is built; on a cluster whose head node has no
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatterbox_serve.config import Settings
+from chatterbox_serve.families import ModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +45,13 @@ def _cuda_visible() -> bool:
 
 
 def _checkpoint_reason(settings: Settings) -> str | None:
-    """None when a checkpoint is available offline, else why not."""
+    """None when the default family's checkpoint is available offline, else why not."""
     from chatterbox_serve.model import checkpoint
 
-    multilingual = settings.engine.use_multilingual_model
+    family = settings.engine.default_family
+    if family is ModelFamily.TURBO:
+        return _turbo_checkpoint_reason(settings.engine.turbo_model_dir)
+    multilingual = family is ModelFamily.MULTILINGUAL
     variant = checkpoint.variant(multilingual)
     configured = settings.engine.model_dir
     if configured is not None:
@@ -59,6 +64,17 @@ def _checkpoint_reason(settings: Settings) -> str | None:
             f"no checkpoint: CHATTERBOX_MODEL_DIR is unset and {checkpoint.REPO_ID}@"
             f"{variant.revision[:12]} ({variant.name}) is not in the Hugging Face hub cache"
         )
+    return None
+
+
+def _turbo_checkpoint_reason(configured: str | None) -> str | None:
+    from chatterbox_serve.model.turbo import checkpoint
+
+    if configured is None:
+        return "no Turbo checkpoint: CHATTERBOX_TURBO_MODEL_DIR is unset"
+    missing = checkpoint.missing_files(Path(configured).expanduser())
+    if missing:
+        return f"CHATTERBOX_TURBO_MODEL_DIR={configured} lacks {', '.join(missing)}"
     return None
 
 

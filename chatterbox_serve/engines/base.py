@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chatterbox_serve.errors import ChatterboxError
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.generation import GenerationParameters
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ class SynthesisRequest:
     max_new_tokens: int | None = None
     request_id: str = ""
     chunk_index: int = 0
+    # The family whose model deployment speaks it; None: the default family. An engine
+    # serves one family (`Settings.family`) and does not read this.
+    family: ModelFamily | None = None
 
 
 @dataclass(frozen=True)

@@ -3,21 +3,25 @@
 It implements the whole engine contract so the application runs end to end on a
 machine without a GPU, and so that tests and load benchmarks measure something real:
 
-- Output depends only on (text, voice audio, seed, language): about
+- Output depends only on (text, voice audio, seed, language, the engine's model
+  family): about
   `chars_per_second` characters per second of 24 kHz mono float32, with a
   syllable-like envelope and a pitch taken from the hash of the voice audio bytes,
-  so a test can tell which reference audio reached the engine. Like the real
+  so a test can tell which reference audio reached the engine, and which family's
+  engine spoke (each loaded family is its own engine, `Settings.family`). Like the real
   engines it stops at `max_new_tokens` speech tokens (25 a second), and an item
   whose voice arrives without its audio fails with `VoiceAudioMissingError`.
 - One call costs `base_s + per_item_s * n + per_char_s * total_chars` seconds of
   wall time, awaited without blocking the event loop. Calls are serialised, as on
   one GPU, so batching pays off here exactly as it does there.
 - Text containing `failure_marker` fails that item only (fault injection).
-- With `streaming` on, `synthesize_stream` yields an item in pieces as the vllm engine
-  does (first `stream_first_tokens` tokens, then twice the tokens each time), each when
-  its share of the item's cost has passed, outside the device lock as vLLM's continuous
-  batching takes a streamed item alongside the batches. So the serving path of first
-  audio before a chunk is done runs, and is tested, without a GPU.
+- With `streaming` on, `synthesize_stream` yields an item in pieces by the vllm
+  engine's own render rule (`RenderSchedule`: first `stream_first_tokens` tokens, then
+  whenever the audio sent runs less than `stream_margin_s` ahead of a listener), T3's
+  tokens coming evenly over the item's cost, outside the device lock as vLLM's
+  continuous batching takes a streamed item alongside the batches. So the serving path
+  of first audio before a chunk is done runs, and is tested, without a GPU. Where the
+  pieces are cut depends on the clock; the audio they join into does not.
 """
 
 from __future__ import annotations
@@ -42,11 +46,14 @@ from chatterbox_serve.engines.base import (
     TTSEngine,
 )
 from chatterbox_serve.engines.recorder import BatchRecorder
+from chatterbox_serve.engines.vllm.render_schedule import MIN_NEW_TOKENS, RenderSchedule
 from chatterbox_serve.errors import ChatterboxError, EngineError, VoiceAudioMissingError
+from chatterbox_serve.families import ModelFamily
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
+SAMPLES_PER_TOKEN = SAMPLE_RATE // SPEECH_TOKENS_PER_SECOND
 
 
 class SimulatedEngine(TTSEngine):
@@ -56,18 +63,27 @@ class SimulatedEngine(TTSEngine):
     sample_rate = SAMPLE_RATE
 
     def __init__(
-        self, config: SimulatedEngineConfig | None = None, stream_first_tokens: int = 20
+        self,
+        config: SimulatedEngineConfig | None = None,
+        stream_first_tokens: int = 20,
+        stream_margin_s: float = 1.0,
+        family: ModelFamily | None = None,
     ) -> None:
+        """`family`: the model family this engine stands in for (None: unnamed)."""
         self.config = config or SimulatedEngineConfig.model_validate({})
+        self.family = family
         self.recorder = BatchRecorder()
         self._device = asyncio.Lock()
         self.streams_audio = self.config.streaming
         self.stream_first_tokens = stream_first_tokens
+        self.stream_margin_s = stream_margin_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatedEngine:
-        """The engine the registry builds: the simulated section and the stream's first cut."""
-        return cls(settings.simulated, settings.engine.stream_first_tokens)
+        """The engine the registry builds: the simulated section, the stream's renders and
+        the settings' family."""
+        e = settings.engine
+        return cls(settings.simulated, e.stream_first_tokens, e.stream_margin_s, settings.family)
 
     @classmethod
     def streams_with(cls, settings: Settings) -> bool:
@@ -118,14 +134,27 @@ class SimulatedEngine(TTSEngine):
         if isinstance(outcome, ChatterboxError):
             raise outcome
         cost = self.cost_s([request])
-        audio, total = outcome.audio, len(outcome.audio)
-        start, cut = 0, self.stream_first_tokens * SAMPLE_RATE // SPEECH_TOKENS_PER_SECOND
-        while cut < total:
-            await _until(began + cost * cut / total)
+        audio = outcome.audio
+        # T3's tokens come evenly over the item's cost; renders come when the vllm
+        # engine's rule says (`RenderSchedule`), each sending every token made so far.
+        tokens = -(-len(audio) // SAMPLES_PER_TOKEN)
+        schedule = RenderSchedule(self.stream_first_tokens, self.stream_margin_s)
+        start = 0
+        while True:
+            now = time.monotonic()
+            made = tokens if cost <= 0 else min(tokens, int(tokens * (now - began) / cost))
+            if made >= tokens:
+                break
+            if not schedule.due(made, now):
+                await _until(_next_due(schedule, made, now, began, cost / tokens))
+                continue
+            cut = made * SAMPLES_PER_TOKEN
             yield SynthesisResult(
                 audio[start:cut], SAMPLE_RATE, outcome.input_tokens, 0, partial=True
             )
-            start, cut = cut, 2 * cut
+            now = time.monotonic()
+            schedule.sent(made, (cut - start) / SAMPLE_RATE, now)
+            start = cut
         await _until(began + cost)
         self.recorder.record(1, time.monotonic() - began)
         yield SynthesisResult(
@@ -140,6 +169,7 @@ class SimulatedEngine(TTSEngine):
         return {
             **super().info(),
             "simulated": True,
+            "family": self.family.value if self.family else None,
             "cost_model": self.config.model_dump(exclude={"failure_marker"}),
         }
 
@@ -152,7 +182,7 @@ class SimulatedEngine(TTSEngine):
             if r.voice is not None and r.voice.detached:
                 outcomes.append(VoiceAudioMissingError(r.voice.sha256))
                 continue
-            audio = render_tone_speech(r, self.config.chars_per_second)
+            audio = render_tone_speech(r, self.config.chars_per_second, self.family)
             if r.max_new_tokens is not None:
                 audio = audio[: r.max_new_tokens * SAMPLE_RATE // SPEECH_TOKENS_PER_SECOND]
             outcomes.append(
@@ -166,14 +196,31 @@ class SimulatedEngine(TTSEngine):
         return outcomes
 
 
+def _next_due(
+    schedule: RenderSchedule, made: int, now: float, began: float, token_s: float
+) -> float:
+    """The earliest time `schedule.due` can next hold: enough new tokens and a low buffer."""
+    if not schedule.playing:
+        wanted = schedule.first_tokens
+        low_at = now
+    else:
+        wanted = max(made + 1, schedule.rendered_tokens + MIN_NEW_TOKENS)
+        spare = schedule.buffered_s(now) - (schedule.margin_s + schedule.latency_s)
+        low_at = now + max(0.0, spare) + 1e-3  # `due` asks for strictly less
+    return max(began + wanted * token_s, low_at, now + token_s / 4)
+
+
 async def _until(deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining > 0:
         await asyncio.sleep(remaining)
 
 
-def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np.ndarray:
-    """Speech-like tones for one item: deterministic in text, voice bytes, seed and language."""
+def render_tone_speech(
+    request: SynthesisRequest, chars_per_second: float, family: ModelFamily | None = None
+) -> np.ndarray:
+    """Speech-like tones for one item: deterministic in text, voice bytes, seed, language
+    and the speaking engine's `family`."""
     voice_digest = (
         hashlib.sha256(request.voice.audio).digest() if request.voice else b"default-voice"
     )
@@ -184,6 +231,7 @@ def render_tone_speech(request: SynthesisRequest, chars_per_second: float) -> np
                 voice_digest,
                 str(request.generation.seed).encode(),
                 request.language.encode(),
+                *([family.value.encode()] if family is not None else []),
             ]
         )
     ).digest()

@@ -35,6 +35,7 @@ from chatterbox_serve.engines.base import (
     SynthesisRequest,
     SynthesisResult,
     TTSEngine,
+    VoicePrompt,
 )
 from chatterbox_serve.errors import (
     ChatterboxError,
@@ -128,6 +129,7 @@ class TorchEngine(TTSEngine):
     needs_gpu = False
 
     def __init__(self, settings: Settings) -> None:
+        """Use `from_settings`, which builds the engine of the settings' family."""
         self.settings = settings
         self.multilingual = settings.engine.use_multilingual_model
         self._loaded: _Loaded | None = None
@@ -140,6 +142,17 @@ class TorchEngine(TTSEngine):
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "chatterbox-torch")
         self._dead: str | None = None
         self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TorchEngine:
+        """The torch engine of `settings.family`: Turbo's (`torch_turbo`) or the original's."""
+        from chatterbox_serve.families import ModelFamily
+
+        if settings.family is ModelFamily.TURBO:
+            from chatterbox_serve.engines.torch_turbo import TurboTorchEngine
+
+            return TurboTorchEngine(settings)
+        return cls(settings)
 
     async def start(self) -> None:
         self._loaded = await self._on_thread(self._load)
@@ -170,6 +183,7 @@ class TorchEngine(TTSEngine):
         return {
             **super().info(),
             "model": "multilingual" if self.multilingual else "english",
+            "family": self.settings.family.value,
             "started": loaded is not None,
             "alive": self._dead is None and not self._closed,
             "device": loaded.device if loaded else None,
@@ -177,7 +191,7 @@ class TorchEngine(TTSEngine):
             "t3_layers": loaded.t3.config.backbone.num_layers if loaded else None,
             "conditionals_cache": self._voices.stats(),
             "max_new_tokens": self.settings.engine.max_new_tokens,
-            "diffusion_steps": self.settings.engine.diffusion_steps,
+            "diffusion_steps": self._diffusion_steps(),
         }
 
     async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -271,11 +285,6 @@ class TorchEngine(TTSEngine):
         import torch
 
         from chatterbox_serve.model.t3.generation import GenerationItem
-        from chatterbox_serve.model.voice import (
-            BUILTIN_KEY,
-            builtin_voice_inputs,
-            clone_voice_inputs,
-        )
 
         config = loaded.t3.config
         g = request.generation
@@ -285,27 +294,7 @@ class TorchEngine(TTSEngine):
                 f"Text chunk of {len(ids)} tokens is longer than T3's {config.max_text_tokens}",
                 param="input",
             )
-        voice = request.voice
-        if voice is None:
-            inputs = self._voices.get_or_compute(
-                BUILTIN_KEY, lambda: builtin_voice_inputs(loaded.builtin, loaded.device)
-            )
-        else:
-
-            def compute() -> Any:
-                # A voice sent by sha256 alone serves from the conditionals cache;
-                # without its audio it cannot be computed, and the chunk is resent.
-                if voice.detached:
-                    raise VoiceAudioMissingError(voice.sha256)
-                return clone_voice_inputs(
-                    voice.audio,
-                    s3gen=loaded.s3gen,
-                    voice_encoder=loaded.voice_encoder,
-                    prompt_len=config.speech_cond_prompt_len,
-                    device=loaded.device,
-                )
-
-            inputs = self._voices.get_or_compute(voice.sha256, compute)
+        inputs = self._voice_inputs(loaded, request.voice)
         with torch.inference_mode():
             exaggeration = torch.tensor([g.exaggeration], device=loaded.device)
             prefix = loaded.t3.conditioning(
@@ -332,17 +321,44 @@ class TorchEngine(TTSEngine):
         )
         return _Prepared(index, item, len(ids), inputs.s3gen_ref)
 
+    def _voice_inputs(self, loaded: _Loaded, voice: VoicePrompt | None) -> Any:
+        """The `VoiceInputs` of a voice (None: the built-in one), from the cache if there."""
+        from chatterbox_serve.model.voice import BUILTIN_KEY, builtin_voice_inputs
+
+        if voice is None:
+            return self._voices.get_or_compute(
+                BUILTIN_KEY, lambda: builtin_voice_inputs(loaded.builtin, loaded.device)
+            )
+
+        def compute() -> Any:
+            # A voice sent by sha256 alone serves from the conditionals cache; without
+            # its audio it cannot be computed, and the chunk is resent.
+            if voice.detached:
+                raise VoiceAudioMissingError(voice.sha256)
+            return self._clone_voice(loaded, voice.audio)
+
+        return self._voices.get_or_compute(voice.sha256, compute)
+
+    def _clone_voice(self, loaded: _Loaded, audio: bytes) -> Any:
+        """A reference recording's `VoiceInputs`, as this family's model clones it."""
+        from chatterbox_serve.model.voice import clone_voice_inputs
+
+        return clone_voice_inputs(
+            audio,
+            s3gen=loaded.s3gen,
+            voice_encoder=loaded.voice_encoder,
+            prompt_len=loaded.t3.config.speech_cond_prompt_len,
+            device=loaded.device,
+        )
+
     def _generate(
         self, loaded: _Loaded, prepared: list[_Prepared]
     ) -> list[tuple[_Prepared, list[int] | ChatterboxError]]:
         """Speech tokens per item from one batched T3 run; on failure, each item alone."""
-        from chatterbox_serve.model.t3.generation import generate
-
         if not prepared:
             return []
         try:
-            # No alignment analyzer, as upstream main (`end_of_speech`).
-            results = generate(loaded.t3, [p.item for p in prepared])
+            results = self._run_t3(loaded, [p.item for p in prepared])
         except Exception as exc:
             self._raise_if_fatal(exc)
             if len(prepared) == 1:
@@ -351,9 +367,24 @@ class TorchEngine(TTSEngine):
             return [r for p in prepared for r in self._generate(loaded, [p])]
         out: list[tuple[_Prepared, list[int] | ChatterboxError]] = []
         for p, result in zip(prepared, results, strict=True):
-            tokens = result.speech_tokens()
+            tokens = self._s3gen_tokens(result)
             out.append((p, tokens or EngineError("T3 produced no speech tokens")))
         return out
+
+    def _run_t3(self, loaded: _Loaded, items: list[Any]) -> list[Any]:
+        """T3's `GenerationResult` of every `GenerationItem`, as one batch."""
+        from chatterbox_serve.model.t3.generation import generate
+
+        # No alignment analyzer, as upstream main (`end_of_speech`).
+        return generate(loaded.t3, items)
+
+    def _s3gen_tokens(self, result: Any) -> list[int]:
+        """The tokens of a `GenerationResult` that S3Gen renders (none: T3 said nothing)."""
+        tokens: list[int] = result.speech_tokens()
+        return tokens
+
+    def _diffusion_steps(self) -> int:
+        return self.settings.engine.diffusion_steps
 
     def _vocode(self, loaded: _Loaded, generated: list[tuple[_Prepared, list[int]]]) -> list[Any]:
         """Waveforms from the S3Gen runner; on failure, each item alone."""
@@ -368,9 +399,7 @@ class TorchEngine(TTSEngine):
         seeds = [seed_of(p) for p, _ in generated]
         try:
             with torch.inference_mode():
-                wavs = loaded.runner.run(
-                    tokens, refs, self.settings.engine.diffusion_steps, seeds=seeds
-                )
+                wavs = loaded.runner.run(tokens, refs, self._diffusion_steps(), seeds=seeds)
             if len(wavs) != len(tokens):
                 raise EngineError(f"S3Gen returned {len(wavs)} waveforms for {len(tokens)} items")
             multilingual = loaded.t3.config.is_multilingual

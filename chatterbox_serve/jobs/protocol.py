@@ -7,7 +7,7 @@ as ISO 8601 in UTC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatterbox_serve.config import Settings
 from chatterbox_serve.generation import GenerationOptions, Speed
-from chatterbox_serve.jobs.records import ChunkCommit, JobParameters, JobPlan, JobRecord, JobState
+from chatterbox_serve.jobs.records import (
+    ChunkCommit,
+    JobParameters,
+    JobPlan,
+    JobRecord,
+    JobState,
+    JobSummary,
+)
 from chatterbox_serve.protocol import SpeechRequest
 from chatterbox_serve.voices import ResolvedVoice
 
@@ -31,15 +38,20 @@ class LongSpeechRequest(SpeechRequest):
         """The job's settings, each as a speech request of the same body gets it.
 
         Raises:
-            InvalidRequestError: a language the loaded model does not speak.
+            ModelNotFoundError: a model this service does not load.
+            InvalidRequestError: a language the model does not speak, or a voice too
+                short for it.
         """
+        family = self.family(settings)
+        self._voice_prompt(family, voice)
         return JobParameters(
             voice=self.voice_key,
             voice_by_id=self.voice_by_id,
-            language=self._language(settings, voice),
+            language=self._language(family, voice),
             response_format=self.audio_format(settings).value,
-            generation=self.resolve(settings.generation.parameters()),
+            generation=self.resolve(settings.generation.parameters(family)),
             speed=self.speed,
+            model=family,
         )
 
 
@@ -236,14 +248,22 @@ def list_item(record: JobRecord, preview: str) -> dict[str, Any]:
     }
 
 
-def job_list(items: list[dict[str, Any]], records: list[JobRecord]) -> dict[str, Any]:
-    """The original's `LongTextJobList`; counts are over `records` (all matches)."""
+def job_list(
+    items: list[dict[str, Any]], records: Sequence[JobRecord] | Sequence[JobSummary]
+) -> dict[str, Any]:
+    """The original's `LongTextJobList`; counts are over `records`."""
     return {
         "jobs": items,
         "total_jobs": len(records),
         "active_jobs": sum(1 for r in records if r.state.runnable),
         "completed_jobs": sum(1 for r in records if r.state is JobState.COMPLETED),
     }
+
+
+def paging(limit: int, offset: int, has_more: bool) -> dict[str, Any]:
+    """Our extension of a job list: where this page is, and whether another follows
+    (ask again with `offset` + `limit`)."""
+    return {"limit": limit, "offset": offset, "has_more": has_more}
 
 
 def action(record: JobRecord, message: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from chatterbox_serve.audio.formats import SAMPLE_RATE
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.generation import GenerationParameters
 
 
@@ -74,9 +75,11 @@ class JobParameters:
     # The stored voice's id at creation (None: the built-in voice): what the job runs
     # with, so a voice renamed or replaced under the same name later changes nothing.
     voice_id: str | None = None
+    # The model family that speaks it; None (records from before families): the default.
+    model: ModelFamily | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The original API's flat `parameters` object."""
+        """The original API's flat `parameters` object, and the model family."""
         return {
             "voice": self.voice,
             "language": self.language,
@@ -84,6 +87,7 @@ class JobParameters:
             **self.generation.to_dict(),
             "speed": self.speed,
             "voice_id": self.voice_id,
+            "model": self.model.value if self.model else None,
         }
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -103,6 +107,7 @@ class JobParameters:
             speed=data.get("speed", 1.0),
             voice_by_id=bool(data.get("voice_by_id", False)),
             voice_id=data.get("voice_id"),
+            model=ModelFamily(data["model"]) if data.get("model") else None,
         )
 
     def with_changes(self, changes: dict[str, Any]) -> JobParameters:
@@ -201,6 +206,68 @@ class JobRecord:
         data["state"] = JobState(data["state"])
         data["parameters"] = JobParameters.from_dict(data["parameters"])
         data["failed_chunks"] = tuple(data.get("failed_chunks", ()))
+        data["tags"] = tuple(data.get("tags", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What listings filter, sort, count and search by: a few hundred bytes per job.
+
+    Kept in the job's index entry (`jobs-index/<owner>/<id>`), rewritten by the store
+    whenever a record change alters it, so a listing reads these and then only its
+    page's records, and a search reads no input text.
+    """
+
+    job_id: str
+    created_at: float
+    state: JobState
+    completed_at: float | None = None
+    duration_s: float | None = None
+    size_bytes: int | None = None
+    display_name: str | None = None
+    is_archived: bool = False
+    tags: tuple[str, ...] = ()
+    voice: str | None = None
+    session_id: str | None = None
+    preview: str = ""
+    search_prefix: str = ""
+
+    @classmethod
+    def of(cls, r: JobRecord, preview: str = "", search_prefix: str = "") -> JobSummary:
+        """The record's summary; `preview` and `search_prefix` stand in for a record
+        written before it kept them (read once from its input)."""
+        return cls(
+            job_id=r.job_id,
+            created_at=r.created_at,
+            state=r.state,
+            completed_at=r.processing_completed_at,
+            duration_s=r.output_duration_s,
+            size_bytes=r.output_size_bytes,
+            display_name=r.display_name,
+            is_archived=r.is_archived,
+            tags=r.tags,
+            voice=r.parameters.voice,
+            session_id=r.session_id,
+            preview=r.preview or preview,
+            search_prefix=r.search_prefix or search_prefix,
+        )
+
+    @property
+    def searchable(self) -> str:
+        """What `search=` looks in: name, tags, voice and the start of the input."""
+        parts = [self.display_name or "", " ".join(self.tags), self.voice or ""]
+        return " ".join([*parts, self.search_prefix]).casefold()
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> JobSummary:
+        data = json.loads(raw)
+        data["state"] = JobState(data["state"])
         data["tags"] = tuple(data.get("tags", ()))
         return cls(**data)
 

@@ -146,6 +146,7 @@ class JobRunner:
             voice=prompt,
             generation=record.parameters.generation,
             request_id=f"job-{job_id}",
+            family=record.parameters.model,
         )
         run = _Run(record, plan, lease, template, time.monotonic(), report=report)
         todo = deque(i for i in range(len(plan.chunks)) if i not in done)

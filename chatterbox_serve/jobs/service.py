@@ -35,6 +35,7 @@ from chatterbox_serve.jobs.records import (
     JobPlan,
     JobRecord,
     JobState,
+    JobSummary,
 )
 from chatterbox_serve.jobs.store import JobGone, JobStore, StaleUpdate, require
 from chatterbox_serve.speech.plan import plan_chunks
@@ -82,6 +83,20 @@ class JobsAccess:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """One page of a listing: its records, and the summaries of every match."""
+
+    page: list[JobRecord]
+    matched: tuple[JobSummary, ...]
+    offset: int
+    has_more: bool
+
+    @property
+    def total(self) -> int:
+        return len(self.matched)
+
+
+@dataclass(frozen=True)
 class BulkResult:
     succeeded: tuple[str, ...]
     failed: tuple[str, ...]
@@ -125,7 +140,7 @@ class JobService:
                 param="input",
                 code="input_too_long",
             )
-        chunks = plan_chunks(text, parameters.language, self.settings)
+        chunks = plan_chunks(text, parameters.language, self.settings, family=parameters.model)
         owner = owner or OPEN_OWNER
         self._check_storage_quota(owner, len(text))
         job_id = uuid.uuid4().hex
@@ -359,46 +374,52 @@ class JobService:
 
     # -- lists ---------------------------------------------------------------------
 
-    def jobs(self, owner: str | None, status: JobState | None, limit: int) -> list[JobRecord]:
-        records = sorted(self.store.records(owner), key=lambda r: r.created_at, reverse=True)
+    def listing(
+        self, owner: str | None, status: JobState | None, limit: int, offset: int = 0
+    ) -> Listing:
+        """The caller's jobs, newest first, one page of them; `status` filters."""
+        matched = self.store.summaries(owner)
         if status is not None:
-            records = [r for r in records if r.state is status]
-        return records[:limit]
+            matched = [s for s in matched if s.state is status]
+        matched.sort(key=lambda s: s.created_at, reverse=True)
+        return self._page(matched, limit, offset)
+
+    def jobs(
+        self, owner: str | None, status: JobState | None, limit: int, offset: int = 0
+    ) -> list[JobRecord]:
+        return self.listing(owner, status, limit, offset).page
 
     def history(self, owner: str | None, query: HistoryQuery) -> tuple[list[JobRecord], int]:
         """Filtered, sorted page of jobs, and how many matched before paging."""
-        records = self.store.records(owner)
+        found = self.history_listing(owner, query)
+        return found.page, found.total
+
+    def history_listing(self, owner: str | None, query: HistoryQuery) -> Listing:
+        """Filtered, sorted page of jobs: filters and order come from the jobs' summaries,
+        so only the page's records are read, and no input text."""
         q = query
+        matched = self.store.summaries(owner)
         if q.status is not None:
-            records = [r for r in records if r.state is q.status]
+            matched = [s for s in matched if s.state is q.status]
         if q.start is not None:
-            records = [r for r in records if r.created_at >= q.start]
+            matched = [s for s in matched if s.created_at >= q.start]
         if q.end is not None:
-            records = [r for r in records if r.created_at <= q.end]
+            matched = [s for s in matched if s.created_at <= q.end]
         if q.is_archived is not None:
-            records = [r for r in records if r.is_archived == q.is_archived]
+            matched = [s for s in matched if s.is_archived == q.is_archived]
         if q.search:
             needle = q.search.casefold()
-            records = [r for r in records if needle in self._searchable(r)]
+            matched = [s for s in matched if needle in s.searchable]
         key, reverse = _SORT_KEYS[HistorySort(q.sort).value]
-        records.sort(key=key, reverse=reverse)
-        return records[q.offset : q.offset + q.limit], len(records)
+        matched.sort(key=key, reverse=reverse)
+        return self._page(matched, q.limit, q.offset)
 
-    def _searchable(self, r: JobRecord) -> str:
-        parts = [r.display_name or "", " ".join(r.tags), r.parameters.voice or ""]
-        parts.append(r.search_prefix or self._input_start(r, SEARCH_PREFIX_CHARS))
-        return " ".join(parts).casefold()
-
-    def preview(self, r: JobRecord) -> str:
-        """The start of the job's input, from its record (read from the input for jobs
-        stored before records kept it)."""
-        return r.preview or self._input_start(r, PREVIEW_CHARS)
-
-    def _input_start(self, r: JobRecord, chars: int) -> str:
-        try:
-            return self.store.input_text(r.job_id)[:chars]
-        except FileNotFoundError:
-            return ""
+    def _page(self, matched: list[JobSummary], limit: int, offset: int) -> Listing:
+        """The records of one page of `matched` (a job deleted meanwhile is left out)."""
+        chosen = matched[offset : offset + limit]
+        records = (self.store.get(s.job_id) for s in chosen)
+        page = [r for r in records if r is not None]
+        return Listing(page, tuple(matched), offset, has_more=offset + len(chosen) < len(matched))
 
     def stats(self, owner: str | None) -> dict[str, Any]:
         """The original API's history statistics, over the caller's jobs only."""
@@ -476,19 +497,19 @@ class JobService:
         return BulkResult(tuple(ok), tuple(bad))
 
 
-def _completed(r: JobRecord) -> float:
-    return r.processing_completed_at or 0.0
+def _completed(s: JobSummary) -> float:
+    return s.completed_at or 0.0
 
 
-_SORT_KEYS: dict[str, tuple[Callable[[JobRecord], Any], bool]] = {
-    "created_desc": (lambda r: r.created_at, True),
-    "created_asc": (lambda r: r.created_at, False),
+_SORT_KEYS: dict[str, tuple[Callable[[JobSummary], Any], bool]] = {
+    "created_desc": (lambda s: s.created_at, True),
+    "created_asc": (lambda s: s.created_at, False),
     "completed_desc": (_completed, True),
     "completed_asc": (_completed, False),
-    "duration_desc": (lambda r: r.output_duration_s or 0.0, True),
-    "duration_asc": (lambda r: r.output_duration_s or 0.0, False),
-    "name_asc": (lambda r: (r.display_name or "").lower(), False),
-    "name_desc": (lambda r: (r.display_name or "").lower(), True),
-    "size_desc": (lambda r: r.output_size_bytes or 0, True),
-    "size_asc": (lambda r: r.output_size_bytes or 0, False),
+    "duration_desc": (lambda s: s.duration_s or 0.0, True),
+    "duration_asc": (lambda s: s.duration_s or 0.0, False),
+    "name_asc": (lambda s: (s.display_name or "").lower(), False),
+    "name_desc": (lambda s: (s.display_name or "").lower(), True),
+    "size_desc": (lambda s: s.size_bytes or 0, True),
+    "size_asc": (lambda s: s.size_bytes or 0, False),
 }

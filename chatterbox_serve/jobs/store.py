@@ -9,7 +9,7 @@ Keys (all built from random job ids and integers, never from user input):
     jobs/<id>/g<gen>/<n>.json               chunk n is done (created once)
     jobs/<id>/g<gen>/<n>-<nonce>.wav        its audio, named by the commit
     jobs/<id>/output/<gen>-<nonce>.<fmt>    the final file, named by the record
-    jobs-index/<owner>/<id>                 the job exists, and whose it is
+    jobs-index/<owner>/<id>                 the job exists, whose it is, and its summary
     jobs-active/<owner>/<version>.json      the owner's runnable jobs (a versioned cell)
     jobs-queue/<id>                         a worker should look at the job
 
@@ -27,10 +27,18 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chatterbox_serve.errors import NotFoundError
-from chatterbox_serve.jobs.records import ChunkCommit, JobPlan, JobRecord, Lease
+from chatterbox_serve.jobs.records import (
+    PREVIEW_CHARS,
+    SEARCH_PREFIX_CHARS,
+    ChunkCommit,
+    JobPlan,
+    JobRecord,
+    JobSummary,
+    Lease,
+)
 from chatterbox_serve.jobs.storage import BlobWriter, JobBlobStore
 
 # Versions kept per cell; a writer more than this many versions behind is refused.
@@ -124,8 +132,11 @@ class JobStore:
         self.blobs.create(base + "plan.json", plan.to_json())
         if not self._record_cell(record.job_id).write(0, record.to_json()):
             raise FileExistsError(record.job_id)
-        self.blobs.put(f"jobs-index/{record.owner}/{record.job_id}", b"")
+        self._index(record.owner, record.job_id).put(JobSummary.of(record))
         self.enqueue(record.job_id)
+
+    def _index(self, owner: str, job_id: str) -> _IndexEntry:
+        return _IndexEntry(self, f"jobs-index/{owner}/{job_id}", job_id)
 
     def _record_cell(self, job_id: str) -> VersionedCell:
         return VersionedCell(self.blobs, f"jobs/{job_id}/record/")
@@ -146,8 +157,11 @@ class JobStore:
             current = cell.read()
             if current is None:
                 raise JobGone(job_id)
-            new = change(JobRecord.from_json(current.data))
+            old = JobRecord.from_json(current.data)
+            new = change(old)
             if cell.write(current.version, new.to_json()):
+                if JobSummary.of(new) != JobSummary.of(old):
+                    self._index(new.owner, job_id).put(JobSummary.of(new))
                 return new
 
     def plan(self, job_id: str) -> JobPlan:
@@ -160,6 +174,45 @@ class JobStore:
         """Job ids of one owner, or of everyone when `owner` is None."""
         prefix = "jobs-index/" if owner is None else f"jobs-index/{owner}/"
         return [key.rsplit("/", 1)[1] for key in self.blobs.list(prefix)]
+
+    def summaries(self, owner: str | None) -> list[JobSummary]:
+        """The summary of every job of one owner (of everyone when `owner` is None).
+
+        One listing and one batch of small reads; no record and no input is read,
+        except once for a job stored before index entries kept summaries.
+        """
+        prefix = "jobs-index/" if owner is None else f"jobs-index/{owner}/"
+        keys = self.blobs.list(prefix)
+        found = self.blobs.get_many(keys)
+        out = []
+        for key in keys:
+            _, key_owner, job_id = key.split("/")
+            summary = _IndexEntry(self, key, job_id).parse(found.get(key))
+            if summary is None and key in found:
+                summary = self._summarise_old(key_owner, job_id)
+            if summary is not None:
+                out.append(summary)
+        return out
+
+    def _summarise_old(self, owner: str, job_id: str) -> JobSummary | None:
+        """Write the summary of a job whose index entry has none (stored before entries
+        kept one), with its input's preview and search prefix, read this once."""
+        record = self.get(job_id)
+        if record is None:
+            return None
+        if not record.search_prefix:
+            try:
+                text = self.input_text(job_id)
+            except FileNotFoundError:
+                text = ""
+            preview, prefix = text[:PREVIEW_CHARS], text[:SEARCH_PREFIX_CHARS].casefold()
+            with contextlib.suppress(JobGone):
+                record = self.update(
+                    job_id, lambda r: replace(r, preview=preview, search_prefix=prefix)
+                )
+        summary = JobSummary.of(record)
+        self._index(owner, job_id).put(summary)
+        return summary
 
     def records(self, owner: str | None) -> list[JobRecord]:
         found = []
@@ -392,6 +445,40 @@ class JobStore:
                 for key in self.blobs.list(f"jobs/{job_id}/"):
                     self.blobs.delete(key)
         return removed
+
+
+@dataclass(frozen=True)
+class _IndexEntry:
+    """A job's index entry: its existence under its owner, and its summary."""
+
+    store: JobStore
+    key: str
+    job_id: str
+
+    def put(self, summary: JobSummary) -> None:
+        """Write the summary, then check it against the record: two writers' puts may
+        land out of order, so each writes again until what it wrote is the record's
+        summary (the last put is always followed by such a check). Withdrawn if the job
+        was deleted meanwhile: a write racing a delete must not bring its entry back."""
+        while True:
+            self.store.blobs.put(self.key, summary.to_json())
+            record = self.store.get(self.job_id)
+            if record is None:
+                self.store.blobs.delete(self.key)
+                return
+            current = JobSummary.of(record)
+            if current == summary:
+                return
+            summary = current
+
+    def parse(self, raw: bytes | None) -> JobSummary | None:
+        """The summary in `raw`; None for a missing entry or one from before summaries."""
+        if not raw:
+            return None
+        try:
+            return JobSummary.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 def require(store: JobStore, job_id: str, owner: str | None) -> JobRecord:

@@ -3,6 +3,7 @@
 - `plan`: text to chunks and token budgets, for speech and long-text jobs alike;
 - `pipeline`: `SpeechPipeline`, which synthesises a request's chunks and streams or
   renders the assembled audio;
+- `feed`: which chunks are in flight when (all at once, or a window ahead of a stream);
 - `transfer`: sending engine requests with a voice's audio only where it is missing;
 - `messages`: the values a request crosses deployments as;
 - `backend`: what the HTTP layer calls.

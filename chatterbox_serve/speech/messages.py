@@ -20,6 +20,8 @@ class SpeechOrder:
     streaming: bool = False
     warnings: tuple[str, ...] = ()
     instructions_ignored: bool = False
+    # Generation parameters the request set that its model family does not use.
+    ignored_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

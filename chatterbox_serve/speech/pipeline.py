@@ -1,18 +1,19 @@
-"""The speech pipeline: plan, synthesise every chunk at once, assemble, stream.
+"""The speech pipeline: plan, synthesise the chunks, assemble, stream.
 
 It runs in the CPU audio deployment. Its one collaborator, `submit`, sends one
 `SynthesisRequest` to the model and returns an awaitable that can be cancelled: a
-Serve handle call in production, a local engine call in tests. Every chunk of a
-request is submitted before the first is awaited, so a long text's chunks are
-batched with each other and with other requests' chunks.
+Serve handle call in production, a local engine call in tests (`submit_stream`, when
+the model streams, the same as pieces). Which chunks are in flight when is
+`feed.ChunkFeed`'s: all at once for a whole file, a bounded window ahead of the
+listener for a stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,7 +22,8 @@ from chatterbox_serve.audio import SAMPLE_RATE, AudioAssembler, AudioFormat, fix
 from chatterbox_serve.audio.watermark import WatermarkStream
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
-from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.errors import InvalidRequestError
+from chatterbox_serve.speech.feed import ChunkFeed
 from chatterbox_serve.speech.messages import (
     AudioPiece,
     RenderedSpeech,
@@ -30,9 +32,7 @@ from chatterbox_serve.speech.messages import (
     Usage,
 )
 from chatterbox_serve.speech.plan import audio_cap_s, chunk_request, plan_chunks
-from chatterbox_serve.speech.transfer import Cancellable, Submit, SubmitStream, send_detached
-
-logger = logging.getLogger(__name__)
+from chatterbox_serve.speech.transfer import Submit, SubmitStream
 
 
 class SpeechPipeline:
@@ -55,32 +55,23 @@ class SpeechPipeline:
             self.settings,
             first_chunk_length=c.stream_first_chunk_length if order.streaming else None,
             max_chunks=c.max_chunks_per_request,
+            family=order.template.family,
         )
         return [chunk_request(order.template, i, t, self.settings) for i, t in enumerate(chunks)]
 
     async def stream(self, order: SpeechOrder) -> AsyncGenerator[AudioPiece, None]:
-        """Yield encoded pieces; chunk k goes out once it and every chunk before it are done.
+        """Yield encoded pieces, chunk by chunk, each chunk's once the one before has ended.
 
-        With a model that streams, a stream's first chunk goes out in pieces as the model
-        makes them (first audio before the first chunk is done). Not with a speed change:
-        stretching pieces apart would put seams inside the chunk.
+        A stream keeps `CHATTERBOX_STREAM_CHUNKS_AHEAD` chunks in flight past the one
+        being heard (`feed.ChunkFeed`). With a model that streams, every chunk goes out
+        in pieces as the model makes them (first audio before the first chunk is done;
+        each later chunk playing on from its first piece). Not with a speed change:
+        stretching pieces apart would put seams inside a chunk.
         """
         began = time.monotonic()
         items = self.plan(order)
         chunked = time.monotonic()
         incremental = order.streaming and self._submit_stream is not None and order.speed == 1.0
-        # Streaming: the other chunks go once the first is back (or has begun to come
-        # back), so the first engine call carries the short first chunk alone instead of
-        # a whole batch (time to first audio). Only the first chunk carries the voice
-        # audio; the others name it by sha256 and the model side re-attaches it.
-        pending: list[Cancellable | None] = [None if incremental else self._submit(items[0])]
-        if not order.streaming:
-            pending += [send_detached(self._submit, item) for item in items[1:]]
-
-        def send_the_rest() -> None:
-            if len(pending) < len(items):
-                pending.extend(send_detached(self._submit, item) for item in items[1:])
-
         audio_cfg = self.settings.audio
         assembler = AudioAssembler(
             order.format,
@@ -94,66 +85,61 @@ class SpeechPipeline:
         # a long stream holds the chunks in flight, not everything it has sent.
         results: list[_Settled] = []
         encode_s, first_audio_s, streamed_s = 0.0, 0.0, 0.0
-        first_pieces: AsyncGenerator[SynthesisResult, None] | None = None
+        feed = ChunkFeed(
+            items,
+            order.request_id,
+            self._submit,
+            self._submit_stream if incremental else None,
+            ahead=self.settings.chunking.stream_chunks_ahead if order.streaming else None,
+        )
         try:
             for index in range(len(items)):
-                if index == 0 and incremental:
-                    assert self._submit_stream is not None
-                    first_pieces = _settle_pieces(self._submit_stream(items[0]), order.request_id)
-                    sources: AsyncIterator[SynthesisResult] = first_pieces
-                else:
-                    call = pending[index]
-                    assert call is not None
-                    sources = _one(_settle(call, order.request_id, index))
-                async for result in sources:
-                    pending[index] = None  # a settled future holds the chunk's audio
-                    send_the_rest()
-                    raw, partial = result.audio, result.partial
-                    assembler.count(result.duration_s)
-                    if partial:
-                        streamed_s += result.duration_s
-                    else:
-                        settled = _Settled.of(result)
-                        results.append(replace(settled, duration_s=settled.duration_s + streamed_s))
-                        streamed_s = 0.0
-                    del result
-                    last = index == len(items) - 1 and not partial
-                    t0 = time.monotonic()
-                    continues = index == 0 and incremental
-                    audio = await asyncio.to_thread(
-                        assembler.stitch, raw, last=last, continues=continues, ends=not partial
-                    )
-                    del raw
-                    # The first second of a whole first chunk is encoded and sent on its
-                    # own, so the first bytes do not wait for the rest.
-                    whole_first = order.streaming and index == 0 and not incremental
-                    parts = _split_head(audio) if whole_first else [audio]
-                    for k, part in enumerate(parts):
-                        finish = last and k == len(parts) - 1
-                        data = await asyncio.to_thread(assembler.encode, part, finish=finish)
-                        encode_s += time.monotonic() - t0
+                begun = False  # whether a piece of this chunk has been stitched
+                async with contextlib.aclosing(feed.results(index)) as chunk:
+                    async for result in chunk:
+                        raw, partial = result.audio, result.partial
+                        assembler.count(result.duration_s)
+                        if partial:
+                            streamed_s += result.duration_s
+                        else:
+                            settled = _Settled.of(result)
+                            total_s = settled.duration_s + streamed_s
+                            results.append(replace(settled, duration_s=total_s))
+                            streamed_s = 0.0
+                        del result
+                        last = index == len(items) - 1 and not partial
                         t0 = time.monotonic()
-                        if finish:
-                            timings = _timings(
-                                results, chunked - began, encode_s, first_audio_s, began
-                            )
-                            yield AudioPiece(
-                                data,
-                                final=True,
-                                usage=_usage(results),
-                                audio_s=_audio_s(results, order.speed),
-                                timings=timings,
-                            )
-                        elif data:
-                            first_audio_s = first_audio_s or time.monotonic() - began
-                            yield AudioPiece(data)
-                    del audio, parts
+                        audio = await asyncio.to_thread(
+                            assembler.stitch, raw, last=last, continues=begun, ends=not partial
+                        )
+                        begun = True
+                        del raw
+                        # The first second of a whole first chunk is encoded and sent on
+                        # its own, so the first bytes do not wait for the rest.
+                        whole_first = order.streaming and index == 0 and not incremental
+                        parts = _split_head(audio) if whole_first else [audio]
+                        for k, part in enumerate(parts):
+                            finish = last and k == len(parts) - 1
+                            data = await asyncio.to_thread(assembler.encode, part, finish=finish)
+                            encode_s += time.monotonic() - t0
+                            t0 = time.monotonic()
+                            if finish:
+                                timings = _timings(
+                                    results, chunked - began, encode_s, first_audio_s, began
+                                )
+                                yield AudioPiece(
+                                    data,
+                                    final=True,
+                                    usage=_usage(results),
+                                    audio_s=_audio_s(results, order.speed),
+                                    timings=timings,
+                                )
+                            elif data:
+                                first_audio_s = first_audio_s or time.monotonic() - began
+                                yield AudioPiece(data)
+                        del audio, parts
         finally:
-            if first_pieces is not None:
-                await first_pieces.aclose()
-            for left in pending:
-                if left is not None:
-                    left.cancel()
+            await feed.aclose()
 
     async def render(self, order: SpeechOrder) -> RenderedSpeech:
         """Synthesise and encode a whole file."""
@@ -188,45 +174,6 @@ def _split_head(audio: np.ndarray, head_samples: int = SAMPLE_RATE) -> list[np.n
     if len(audio) <= 2 * head_samples:
         return [audio]
     return [audio[:head_samples], audio[head_samples:]]
-
-
-async def _one(result: Awaitable[SynthesisResult]) -> AsyncGenerator[SynthesisResult, None]:
-    yield await result
-
-
-async def _settle_pieces(
-    pieces: AsyncIterator[SynthesisResult], request_id: str
-) -> AsyncGenerator[SynthesisResult, None]:
-    """The first chunk's pieces, with failures reported as `_settle` reports them."""
-    try:
-        async for piece in pieces:
-            if not isinstance(piece, SynthesisResult):
-                raise EngineError(f"chunk 0: engine returned {type(piece).__name__}")
-            yield piece
-    except (ChatterboxError, asyncio.CancelledError, GeneratorExit):
-        raise
-    except Exception as exc:
-        logger.exception("request %s: chunk 0 failed", request_id)
-        raise EngineError(f"chunk 0 failed: {type(exc).__name__}") from exc
-    finally:
-        close = getattr(pieces, "aclose", None)
-        if close is not None:
-            await close()
-
-
-async def _settle(call: Cancellable, request_id: str, index: int) -> SynthesisResult:
-    try:
-        result = await call
-    except ChatterboxError:
-        raise
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        logger.exception("request %s: chunk %d failed", request_id, index)
-        raise EngineError(f"chunk {index} failed: {type(exc).__name__}") from exc
-    if not isinstance(result, SynthesisResult):
-        raise EngineError(f"chunk {index}: engine returned {type(result).__name__}")
-    return result
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Every path plans alike: whole files, streams and long-text jobs (at creation, and at
 run time for each chunk) split a text with the same rules into the same chunks, and
 give each chunk the same token budget. A job's chunks are the chunks a speech request
-of the same text gets.
+of the same text gets. Budgets depend on the model family where its limits differ
+(`FamilySpec.max_new_tokens`: Turbo stops at 1001 tokens whatever the operator allows).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import replace
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.errors import InvalidRequestError
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.text import speech_rates
 from chatterbox_serve.text.chunking import split_text
 
@@ -30,6 +32,7 @@ def plan_chunks(
     *,
     first_chunk_length: int | None = None,
     max_chunks: int | None = None,
+    family: ModelFamily | None = None,
 ) -> list[str]:
     """The chunk texts of `text`, in order.
 
@@ -40,7 +43,7 @@ def plan_chunks(
     _refuse_mostly_marks(text)
     # Per-script chunk length: CJK text costs more prompt and speech per character.
     length = speech_rates.chunk_length(
-        text, language, settings.chunking.max_chunk_length, budget_limits(settings)
+        text, language, settings.chunking.max_chunk_length, budget_limits(settings, family)
     )
     first = None if first_chunk_length is None else min(first_chunk_length, length)
     chunks = _merge_letterless(split_text(text, length, first))
@@ -59,7 +62,9 @@ def chunk_request(
     template: SynthesisRequest, index: int, text: str, settings: Settings
 ) -> SynthesisRequest:
     """The engine request of chunk `index`: the template's settings, the chunk's budget."""
-    budget = token_budget(text, template.language, settings, template.max_new_tokens)
+    budget = token_budget(
+        text, template.language, settings, template.max_new_tokens, template.family
+    )
     return replace(template, text=text, chunk_index=index, max_new_tokens=budget)
 
 
@@ -68,22 +73,35 @@ def audio_cap_s(text: str, language: str, settings: Settings) -> float:
     return speech_rates.audio_cap_s(text, language, settings.chunking.max_audio_s_per_char)
 
 
-def token_budget(chunk: str, language: str, settings: Settings, asked: int | None = None) -> int:
+def token_budget(
+    chunk: str,
+    language: str,
+    settings: Settings,
+    asked: int | None = None,
+    family: ModelFamily | None = None,
+) -> int:
     """Most speech tokens the engine may make for `chunk`: its audio cap, or less if asked.
 
     The engine stops the chunk where the audio cap would cut it, within what the engine
     allows (`text/speech_rates.py`), so a model that never says stop costs seconds, not
     the minutes of its own token limit.
     """
-    budget = speech_rates.speech_budget(chunk, language, budget_limits(settings))
+    budget = speech_rates.speech_budget(chunk, language, budget_limits(settings, family))
     return budget if asked is None else min(asked, budget)
 
 
-def budget_limits(settings: Settings) -> speech_rates.BudgetLimits:
-    """What bounds a chunk's speech: the operator's audio cap and the engine's limits."""
+def budget_limits(
+    settings: Settings, family: ModelFamily | None = None
+) -> speech_rates.BudgetLimits:
+    """What bounds a chunk's speech: the operator's audio cap and the engine's limits,
+    and the family's own token cap (None: the default family's)."""
     e = settings.engine
+    spec = (family or e.default_family).spec
+    tokens = e.max_new_tokens
+    if spec.max_new_tokens is not None:
+        tokens = min(tokens, spec.max_new_tokens)
     return speech_rates.BudgetLimits(
-        settings.chunking.max_audio_s_per_char, e.max_new_tokens, e.max_model_len
+        settings.chunking.max_audio_s_per_char, tokens, e.max_model_len
     )
 
 

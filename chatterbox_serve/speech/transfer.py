@@ -8,7 +8,8 @@ lacks it, the item fails with `VoiceAudioMissingError` and is sent again whole.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -37,6 +38,44 @@ def send_detached(submit: Submit, item: SynthesisRequest) -> Cancellable:
     if item.voice is None or item.voice.detached:
         return submit(item)
     return _Resend(submit, item)
+
+
+async def stream_detached(
+    submit_stream: SubmitStream, item: SynthesisRequest
+) -> AsyncGenerator[SynthesisResult, None]:
+    """`item`'s pieces, sent with its voice detached; resent whole should the model lack it.
+
+    The model finds the miss before any audio; one after a piece is a failure, as a
+    resend would repeat that piece.
+    """
+    # `_closing`: a listener who leaves closes the model's stream at once.
+    if item.voice is not None and not item.voice.detached:
+        begun = False
+        detached = replace(item, voice=item.voice.detach())
+        try:
+            async with _closing(submit_stream(detached)) as pieces:
+                async for piece in pieces:
+                    begun = True
+                    yield piece
+            return
+        except VoiceAudioMissingError:
+            if begun:
+                raise
+    async with _closing(submit_stream(item)) as pieces:
+        async for piece in pieces:
+            yield piece
+
+
+@contextlib.asynccontextmanager
+async def _closing(
+    pieces: AsyncIterator[SynthesisResult],
+) -> AsyncGenerator[AsyncIterator[SynthesisResult], None]:
+    try:
+        yield pieces
+    finally:
+        close = getattr(pieces, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class _Resend:

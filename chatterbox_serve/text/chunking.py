@@ -4,7 +4,8 @@
 ends (abbreviations, initials, decimals and mid-sentence ellipses excepted, CJK
 terminators included), then clause punctuation, then spaces, then between
 characters. Joining the chunks gives back the normalised text, apart from the
-whitespace at each cut.
+whitespace at each cut. A paralinguistic tag (`[clear throat]`) is never cut: Turbo
+reads it as one token.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+
+from chatterbox_serve.families import PARALINGUISTIC_TAGS
 
 # Levels of boundary, strongest first; a cut is made at the strongest level that helps.
 SENTENCE, CLAUSE, WORD = 3, 2, 1
@@ -26,6 +29,7 @@ _ABBREVIATIONS = frozenset(
     "aug sep sept oct nov dec u.s u.k approx dept est vol ed".split()
 )
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)\.$")
+_TAG = re.compile("|".join(re.escape(tag) for tag in PARALINGUISTIC_TAGS))
 
 
 def normalize_text(text: str) -> str:
@@ -102,7 +106,10 @@ def _boundaries(text: str, level: int) -> list[int]:
         CLAUSE: lambda t: [m.end() for m in _CLAUSE_END.finditer(t)],
         WORD: lambda t: [m.start() for m in re.finditer(r"\s", t)],
     }
-    return sorted(p for p in set(finders[level](text)) if 0 < p < len(text))
+    inside_tags = {p for m in _TAG.finditer(text) for p in range(m.start() + 1, m.end())}
+    return sorted(
+        p for p in set(finders[level](text)) if 0 < p < len(text) and p not in inside_tags
+    )
 
 
 def _sentence_ends(text: str) -> list[int]:

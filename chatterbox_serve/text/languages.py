@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from chatterbox_serve.families import ModelFamily
+
 # The 23 languages of Chatterbox's multilingual model (t3_mtl23ls_v2), by ISO 639-1 code.
 SUPPORTED_LANGUAGES: dict[str, str] = {
     "ar": "Arabic",
@@ -37,6 +41,11 @@ DEFAULT_LANGUAGE = "en"
 def languages_for(multilingual: bool) -> dict[str, str]:
     """The languages a model variant accepts."""
     return SUPPORTED_LANGUAGES if multilingual else ENGLISH_ONLY
+
+
+def languages_of(families: Iterable[ModelFamily]) -> dict[str, str]:
+    """The languages at least one of `families` speaks."""
+    return SUPPORTED_LANGUAGES if any(f.spec.multilingual for f in families) else ENGLISH_ONLY
 
 
 def normalize_language(code: str) -> str:

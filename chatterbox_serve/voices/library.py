@@ -56,7 +56,7 @@ from chatterbox_serve.errors import (
 from chatterbox_serve.text.languages import (
     DEFAULT_LANGUAGE,
     SUPPORTED_LANGUAGES,
-    languages_for,
+    languages_of,
     normalize_language,
 )
 from chatterbox_serve.voices.resolve import ResolvedVoice
@@ -307,6 +307,7 @@ class VoiceLibrary:
             language=record.language,
             id=record.id,
             owner=record.owner,
+            duration_s=record.duration_s,
         )
 
     def default(self) -> ResolvedVoice | None:
@@ -320,6 +321,7 @@ class VoiceLibrary:
             language=record.language,
             id=record.id,
             owner=record.owner,
+            duration_s=record.duration_s,
         )
 
     def _default_id(self) -> str | None:
@@ -599,7 +601,7 @@ def build_voice_library(settings: Settings) -> VoiceLibrary:
     return VoiceLibrary(
         build_voice_store(settings.voices),
         max_upload_bytes=settings.server.max_upload_bytes,
-        languages=languages_for(settings.engine.use_multilingual_model),
+        languages=languages_of(settings.families),
         max_voices=settings.voices.max_voices,
         max_aliases_per_voice=settings.voices.max_aliases_per_voice,
     )

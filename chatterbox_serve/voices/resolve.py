@@ -25,6 +25,8 @@ class ResolvedVoice:
     # A stored voice's id (its content never changes) and owner id (None: shared).
     id: str | None = None
     owner: str | None = None
+    # Seconds of the voice audio, where known (a model family may need a minimum).
+    duration_s: float | None = None
 
 
 class VoiceLookup(Protocol):

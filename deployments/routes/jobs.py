@@ -12,14 +12,13 @@ job `history`"), and `GET /status` is the status route, not `/health` (in ops).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.errors import (
@@ -36,7 +35,7 @@ from chatterbox_serve.voices import resolve_voice
 from deployments.auth import Owner, presented_admin_key
 from deployments.routes import State
 from deployments.routes.access import caller_voices
-from deployments.streams import DOWNLOADS, SSE_STREAMS
+from deployments.streams import DOWNLOADS, SSE_STREAMS, HeldResponse
 
 router = APIRouter(tags=["Long Text TTS"], responses={**OPERATOR_RESPONSES, 429: {}})
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,11 +78,13 @@ def list_jobs(
     status: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     session_id: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """The caller's jobs, newest first; `status` filters, `session_id` is accepted and unused."""
-    service = _service(state)
-    everything = service.jobs(owner, status, 10_000)
-    return wire.job_list([_item(state, r) for r in everything[:limit]], everything)
+    """The caller's jobs, newest first, a page at a time (`limit`, `offset`); `status`
+    filters, `session_id` is accepted and unused. Counts are over every match."""
+    found = _service(state).listing(owner, status, limit, offset)
+    listing = wire.job_list([_item(r) for r in found.page], found.matched)
+    return {**listing, **wire.paging(limit, offset, found.has_more)}
 
 
 @_route("GET", "/audio/speech/long-history")
@@ -111,9 +112,9 @@ def list_history(
         limit=limit,
         offset=offset,
     )
-    page, total = _service(state).history(owner, query)
-    listing = wire.job_list([_item(state, r) for r in page], page)
-    return {**listing, "total_jobs": total}
+    found = _service(state).history_listing(owner, query)
+    listing = wire.job_list([_item(r) for r in found.page], found.page)
+    return {**listing, "total_jobs": found.total, **wire.paging(limit, offset, found.has_more)}
 
 
 @_route("GET", "/audio/speech/long-history/stats")
@@ -264,19 +265,11 @@ async def job_progress(job_id: str, state: State, owner: Owner) -> StreamingResp
     events = job_events(service, owner, job_id, state.jobs.sse_poll_s, idle_s)
 
     async def body() -> AsyncIterator[bytes]:
-        try:
-            async for kind, data in events:
-                yield wire.sse_message(kind, {"job_id": job_id, **data})
-        finally:
-            slot.release()
+        async for kind, data in events:
+            yield wire.sse_message(kind, {"job_id": job_id, **data})
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers=headers,
-        background=BackgroundTask(slot.release),  # also when the body never started
-    )
+    return HeldResponse(body(), slot, media_type="text/event-stream", headers=headers)
 
 
 @_route("GET", "/audio/speech/long/{job_id}/chunks/{chunk_index}", response_class=Response)
@@ -315,20 +308,9 @@ def download(
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     slot = state.streams.acquire(DOWNLOADS, owner or OPEN_OWNER)
-    blocks: Iterator[bytes] = service.store.blobs.read_range(key, start, end)
-
-    def body() -> Iterator[bytes]:
-        try:
-            yield from blocks
-        finally:
-            slot.release()
-
-    return StreamingResponse(
-        body(),
-        status_code=status,
-        media_type=fmt.media_type,
-        headers=headers,
-        background=BackgroundTask(slot.release),
+    blocks = service.store.blobs.read_range(key, start, end)
+    return HeldResponse(
+        blocks, slot, status_code=status, media_type=fmt.media_type, headers=headers
     )
 
 
@@ -369,8 +351,8 @@ def _notify(state: State, job_id: str) -> None:
     state.jobs.notify(job_id)
 
 
-def _item(state: State, record: JobRecord) -> dict[str, Any]:
-    return wire.list_item(record, _service(state).preview(record))
+def _item(record: JobRecord) -> dict[str, Any]:
+    return wire.list_item(record, record.preview)
 
 
 def _date(value: str | None, param: str) -> float | None:

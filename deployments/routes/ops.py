@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from chatterbox_serve.families import ModelFamily, model_families
 from chatterbox_serve.protocol import AudioModel, AudioModelList, ModelCard, ModelList
-from chatterbox_serve.text.languages import languages_for
+from chatterbox_serve.text.languages import languages_of
 from deployments.auth import bearer_token, require_operator
 from deployments.routes import ApiState, State
 
@@ -24,21 +25,26 @@ cluster_router = APIRouter(dependencies=[Depends(require_operator)])
 
 
 def served_models(state: ApiState) -> list[str]:
-    """The model names the speech routes accept, as every model listing gives them."""
-    multilingual = state.settings.engine.use_multilingual_model
-    return [
-        "chatterbox-multilingual" if multilingual else "chatterbox",
-        "tts-1",
-        "tts-1-hd",
-        "gpt-4o-mini-tts",
-    ]
+    """The model names the speech routes accept, as every model listing gives them: the
+    loaded families, then OpenAI's names for the default family."""
+    return [name for name, _ in _families(state)]
+
+
+def _families(state: ApiState) -> list[tuple[str, ModelFamily]]:
+    settings = state.settings
+    return model_families(settings.families, settings.engine.default_family)
 
 
 @router.get("/v1/models", response_model=ModelList)
 @router.get("/models", response_model=ModelList, include_in_schema=False)
 async def list_models(state: State) -> ModelList:
-    """The model names the speech routes accept."""
-    return ModelList(data=[ModelCard(id=m) for m in served_models(state)])
+    """The model names the speech routes accept, each with its family and tags."""
+    return ModelList(
+        data=[
+            ModelCard(id=name, family=family.value, tags=list(family.spec.tags))
+            for name, family in _families(state)
+        ]
+    )
 
 
 @router.get("/v1/audio/models", response_model=AudioModelList)
@@ -103,7 +109,7 @@ async def config(state: State) -> dict[str, Any]:
 @router.get("/languages")
 @router.get("/v1/languages", include_in_schema=False)
 async def languages(state: State) -> dict[str, Any]:
-    langs = languages_for(state.settings.engine.use_multilingual_model)
+    langs = languages_of(state.settings.families)
     return {
         "languages": [{"code": c, "name": n} for c, n in langs.items()],
         "count": len(langs),

@@ -45,6 +45,10 @@ STREAM_UPLOAD_PATHS = (
     "/tts/stream/upload",
 )
 
+# Generation parameters the request set that its model family does not use (Turbo:
+# cfg_weight, exaggeration, min_p), comma-separated.
+IGNORED_FIELDS_HEADER = "X-Chatterbox-Ignored-Fields"
+
 router = APIRouter()
 # Multipart speech with a one-off `voice_file`: included with the voice library routes.
 upload_router = APIRouter()
@@ -97,6 +101,7 @@ async def speak(
 ) -> Response:
     """Resolve the voice (unless given), build the order, and answer with a file or a stream."""
     rid = request_id_of(request)
+    body.family(state.settings)  # an unknown model is a 404 before any work
     if voice is None:  # library reads block on storage
         voice = await run_in_threadpool(
             partial(resolve_voice, by_id=body.voice_by_id),
@@ -140,8 +145,10 @@ def _one_off_voice(form: FormData, limit: int) -> ResolvedVoice | None:
     if not isinstance(upload, StarletteUpload):
         return None
     data = read_bounded(upload.file, limit, "voice_file")
-    inspect_audio(data, "voice_file")
-    return ResolvedVoice(name="upload", prompt=VoicePrompt.from_bytes(data))
+    facts = inspect_audio(data, "voice_file")
+    return ResolvedVoice(
+        name="upload", prompt=VoicePrompt.from_bytes(data), duration_s=facts.duration_s
+    )
 
 
 def _order_headers(order: SpeechOrder, watermarked: bool) -> dict[str, str]:
@@ -150,6 +157,8 @@ def _order_headers(order: SpeechOrder, watermarked: bool) -> dict[str, str]:
         headers["X-Watermark"] = WATERMARK_NAME
     if order.warnings:
         headers["X-Chatterbox-Warning"] = "; ".join(order.warnings)
+    if order.ignored_fields:
+        headers[IGNORED_FIELDS_HEADER] = ", ".join(order.ignored_fields)
     return headers
 
 

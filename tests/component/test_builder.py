@@ -148,7 +148,8 @@ def test_serve_config_builds_and_has_no_serve_level_deployment_options(monkeypat
     worker = _job_worker(app)
     assert [d.name for d in (ingress, audio, model, worker)] == list(DEPLOYMENTS)
     # The job worker feeds the model deployment, on CPU, always at least one replica.
-    assert worker.init_args[0]._bound_deployment is model
+    assert worker.init_args[0]["chatterbox-multilingual"]._bound_deployment is model
+    assert audio.init_args[0]["chatterbox-multilingual"]._bound_deployment is model
     assert worker.ray_actor_options.get("num_gpus", 0) == 0
     assert worker._deployment_config.autoscaling_config.min_replicas >= 1
 
@@ -169,3 +170,47 @@ def test_importing_the_builder_builds_nothing_and_serve_build_has_its_own_module
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_each_loaded_family_is_its_own_model_deployment(monkeypatch):
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
+    settings = {
+        "CHATTERBOX_MODELS": "chatterbox-multilingual,chatterbox-turbo",
+        "CHATTERBOX_DEFAULT_MODEL": "chatterbox-turbo",
+    }
+    overrides = {
+        "SpeechModelDeployment": {"autoscaling_config": {"max_replicas": 6}},
+        "SpeechModelDeployment-chatterbox-turbo": {
+            "autoscaling_config": {"min_replicas": 2, "initial_replicas": 2}
+        },
+    }
+    app = build_app(
+        {"engine": "simulated", "dotenv_path": None, "settings": settings, "deployments": overrides}
+    )
+    ingress, audio, default_model = _deployments(app)
+    models = {name: h._bound_deployment for name, h in audio.init_args[0].items()}
+    assert list(models) == ["chatterbox-multilingual", "chatterbox-turbo"]
+    assert [d.name for d in models.values()] == [
+        "SpeechModelDeployment-chatterbox-multilingual",
+        "SpeechModelDeployment-chatterbox-turbo",
+    ]
+    # Each engine is built for its one family; the ingress asks the default's health.
+    assert [d.init_args[0].family.value for d in models.values()] == list(models)
+    assert default_model is models["chatterbox-turbo"]
+    worker = _job_worker(app)
+    assert {n: h._bound_deployment for n, h in worker.init_args[0].items()} == models
+    multi, turbo = (d._deployment_config.autoscaling_config for d in models.values())
+    assert (multi.max_replicas, multi.min_replicas) == (6, 1)
+    assert (turbo.max_replicas, turbo.min_replicas) == (6, 2)
+
+
+def test_a_per_family_override_needs_that_family_loaded(monkeypatch):
+    monkeypatch.delenv("CHATTERBOX_ENGINE", raising=False)
+    with pytest.raises(ConfigError, match="unknown deployments"):
+        build_app(
+            {
+                "engine": "simulated",
+                "dotenv_path": None,
+                "deployments": {"SpeechModelDeployment-chatterbox-turbo": {"max_replicas": 2}},
+            }
+        )

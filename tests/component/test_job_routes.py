@@ -195,3 +195,27 @@ async def test_original_ops_routes_and_aliases(client: httpx.AsyncClient) -> Non
     ] == 60
     recs = (await client.get("/v1/memory/recommendations")).json()
     assert recs["recommendation_count"] == len(recs["recommendations"])
+
+
+async def test_lists_are_paged_and_keep_the_original_fields(client: httpx.AsyncClient) -> None:
+    ids = []
+    for _ in range(3):
+        job_id = (await client.post(LONG, json={"input": TEXT})).json()["job_id"]
+        await client.put(f"{LONG}/{job_id}/pause")
+        await client.delete(f"{LONG}/{job_id}")  # cancelled: the cap of 2 is not reached
+        ids.append(job_id)
+    first = (await client.get(LONG, params={"limit": 2})).json()
+    assert [j["job_id"] for j in first["jobs"]] == ids[::-1][:2]
+    assert first["total_jobs"] == 3 and first["has_more"] and first["offset"] == 0
+    rest = (await client.get(LONG, params={"limit": 2, "offset": 2})).json()
+    assert [j["job_id"] for j in rest["jobs"]] == [ids[0]] and not rest["has_more"]
+    assert rest["jobs"][0]["text_preview"] == TEXT[:100]
+    history = (
+        await client.get(
+            "/audio/speech/long-history", params={"sort": "created_asc", "limit": 1, "offset": 1}
+        )
+    ).json()
+    assert [j["job_id"] for j in history["jobs"]] == [ids[1]]
+    assert history["total_jobs"] == 3 and history["has_more"] and history["limit"] == 1
+    bad = await client.get(LONG, params={"offset": -1})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "offset"

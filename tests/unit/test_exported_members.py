@@ -51,12 +51,15 @@ def test_library_imports_neither_ray_nor_fastapi():
         info.name for info in pkgutil.walk_packages(chatterbox_serve.__path__, "chatterbox_serve.")
     }
     assert set(result["imported"]) | set(result["skipped"]) == every
-    # Only model code that needs chatterbox-vllm itself, and the vLLM model class (which
-    # subclasses vLLM's layers and is loaded only inside vLLM's engine-core process), may be
+    # Only model code that needs chatterbox-vllm itself, and the vLLM model classes (which
+    # subclass vLLM's layers and are loaded only inside vLLM's engine-core process), may be
     # skipped; every other engine, voice, audio and text module imports without the extra.
-    vllm_model = "chatterbox_serve.engines.vllm.t3_vllm"
+    vllm_models = {
+        "chatterbox_serve.engines.vllm.t3_vllm",
+        "chatterbox_serve.engines.vllm.turbo_vllm",
+    }
     assert all(
-        name.startswith("chatterbox_serve.model.") or name == vllm_model
+        name.startswith("chatterbox_serve.model.") or name in vllm_models
         for name in result["skipped"]
     )
     assert "chatterbox_serve.engines.vllm.engine" in result["imported"]

@@ -136,3 +136,53 @@ def test_the_engine_takes_the_whole_compile_only_where_it_won_inside_the_bounds(
     eager = {"runs": [row("bf16-bias", "off", 210.0), runs[1]], "quality": faster["quality"]}
     eager["quality"] = [*faster["quality"], good("bf16-bias")]
     assert pick_s3gen_compile(eager) == "graphs"
+
+
+def test_the_turbo_report_sets_turbo_beside_the_original_of_the_same_run(tmp_path: Path) -> None:
+    from tools.gpu.gpu_serving import engine_part_name, serve_part_name, turbo_report
+
+    common = {"gpu_busy_fraction": 0.9, "startup_s": 100.0}
+    _write(
+        tmp_path,
+        engine_part_name("chatterbox-turbo"),
+        {
+            **common,
+            "family": "chatterbox-turbo",
+            "workers": 64,
+            "diffusion_steps": 2,
+            "engine_audio_s_per_s": 640.0,
+            "t3_alone_audio_s_per_s": 900.0,
+            "s3gen_alone_audio_s_per_s": 1200.0,
+            "engine_ttfa_p50_ms_c1": 120.0,
+            "engine_ttfa_p50_ms_c32": 400.0,
+        },
+    )
+    _write(
+        tmp_path,
+        engine_part_name("chatterbox-multilingual"),
+        {**common, "engine_audio_s_per_s": 160.0, "s3gen_alone_audio_s_per_s": 150.0},
+    )
+    out = turbo_report(tmp_path, "H200 test")
+    assert (out["engine_audio_s_per_s"], out["s3gen_audio_s_per_s"], out["s3gen_steps"]) == (
+        640.0,
+        1200.0,
+        2,
+    )
+    # Without the HTTP part, first audio is the engine's own figure, and says so.
+    assert (out["ttfa_p50_ms_c1"], out["ttfa_measured"]) == (120.0, "engine")
+    assert out["turbo_over_original"]["engine_audio_s_per_s"] == 4.0
+    assert out["original_same_run"]["engine_audio_s_per_s"] == 160.0
+    assert out["goals"]["engine_600"]["met"] and out["goals"]["ttfa_c1_150ms"]["met"]
+    assert out["parts_missing"] == ["http"]
+    _write(
+        tmp_path,
+        serve_part_name("chatterbox-turbo"),
+        {"ttfa_p50_ms_c1": 180.0, "ttfa_p50_ms_c32": 700.0},
+    )
+    out = turbo_report(tmp_path, "H200 test")
+    assert (out["ttfa_p50_ms_c1"], out["ttfa_p50_ms_c32"], out["ttfa_measured"]) == (
+        180.0,
+        700.0,
+        "http",
+    )
+    assert out["goals"]["ttfa_c1_150ms"]["met"] is False

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
 from deployments.proxy_errors import ProxyErrorEnvelope, proxy_middlewares
+from deployments.streams import DeliveryReports
 
 
 def _plain(status: int, headers: list[tuple[bytes, bytes]] = ()):  # type: ignore[assignment]
@@ -39,8 +40,10 @@ async def _call(app) -> httpx.Response:  # type: ignore[no-untyped-def]
 
 
 def test_callback_returns_starlette_middlewares() -> None:
-    (mw,) = proxy_middlewares()
-    assert isinstance(mw, Middleware) and mw.cls is ProxyErrorEnvelope
+    # Delivery reports outermost: they count what reaches the client's socket.
+    reports, envelope = proxy_middlewares()
+    assert isinstance(reports, Middleware) and reports.cls is DeliveryReports
+    assert isinstance(envelope, Middleware) and envelope.cls is ProxyErrorEnvelope
 
 
 @pytest.mark.parametrize(

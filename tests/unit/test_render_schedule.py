@@ -26,7 +26,7 @@ FIRST = 20  # the CHATTERBOX_STREAM_FIRST_TOKENS default
 
 class Schedule(Protocol):
     def due(self, tokens: int, now: float) -> bool: ...
-    def sent(self, tokens: int, audio_s: float, now: float) -> None: ...
+    def sent(self, tokens: int, audio_s: float, now: float, took_s: float) -> None: ...
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Doubling:
     def due(self, tokens: int, now: float) -> bool:
         return tokens >= self.threshold
 
-    def sent(self, tokens: int, audio_s: float, now: float) -> None:
+    def sent(self, tokens: int, audio_s: float, now: float, took_s: float) -> None:
         self.threshold = 2 * tokens
 
 
@@ -68,11 +68,12 @@ def listen(
         if final or (tokens and schedule.due(tokens, t)):
             new = _committed_s(tokens, final) - committed
             committed += new
-            t += render_s(tokens)  # T3 goes on meanwhile; the loop sees it after
+            took = render_s(tokens)
+            t += took  # T3 goes on meanwhile; the loop sees it after
             renders += 1
             if new > 0:
                 arrivals.append((t, new))
-            schedule.sent(tokens, new, t)
+            schedule.sent(tokens, new, t, took)
             if final:
                 break
         else:
@@ -109,8 +110,9 @@ def test_under_load_the_margin_leaves_no_gap_where_doubling_did(
     assert doubling.worst_gap_s > 0.5  # what listeners heard: gaps of 0.2-1.6 s
     assert margin.stall_s <= 0.02
     assert margin.first_audio_s == doubling.first_audio_s  # the first render is unchanged
-    # Each render re-runs the prefix: more renders than doubling, but bounded.
-    assert margin.renders <= 5 * doubling.renders
+    # Each render re-runs the prefix: more renders than doubling (each starts a render's
+    # latency before the buffer reaches the margin), but bounded: one per 0.4 s of audio.
+    assert margin.renders <= total / TOKENS_PER_S / 0.4
 
 
 @pytest.mark.parametrize(("tokens_per_s", "render_base_s"), [(120, 0.1), (200, 0.05)])
@@ -124,10 +126,25 @@ def test_when_t3_is_far_ahead_renders_stay_as_few_as_doubling(
     assert margin.renders <= doubling.renders
 
 
-def test_a_margin_shorter_than_a_render_leaves_gaps() -> None:
-    """The bound can fail: the margin must cover a render's latency under load."""
-    heard = listen(RenderSchedule(FIRST, 0.3), 28, 500, _render_s(0.5))
-    assert heard.stall_s > 0.1
+@pytest.mark.parametrize("render_base_s", [0.5, 1.5, 3.0])
+def test_renders_slower_than_the_margin_start_early_enough(render_base_s: float) -> None:
+    """Under load a render waits seconds behind other streams' S3Gen work (H100, 64
+    streams: about 2-3 s); the schedule learns the latency and starts that much earlier."""
+    heard = listen(RenderSchedule(FIRST, 0.3), 28, 500, _render_s(render_base_s))
+    # Only the first render's latency is unknown when the second is asked for: at most
+    # one gap, shorter than one render.
+    assert heard.stall_s <= render_base_s
+
+
+def test_a_schedule_blind_to_render_latency_leaves_gaps() -> None:
+    """The bound can fail: a fixed margin shorter than a render stalls at every render."""
+
+    class Blind(RenderSchedule):
+        def sent(self, tokens: int, audio_s: float, now: float, took_s: float = 0.0) -> None:
+            super().sent(tokens, audio_s, now, 0.0)
+
+    heard = listen(Blind(FIRST, 0.3), 28, 500, _render_s(1.5))
+    assert heard.stall_s > 2.0
 
 
 def test_the_player_model_waits_when_it_runs_out() -> None:

@@ -83,3 +83,42 @@ def test_cost_formula_matches_documentation():
     items = [_req("y" * 234)]
     assert engine.cost_s(items) == pytest.approx(0.35 + 0.01 + 0.00012 * 234)
     assert engine.cost_s(items) == pytest.approx(0.39, abs=0.01)  # published per-chunk cost
+
+
+async def _streamed(engine, request):
+    arrivals, pieces, began = [], [], time.monotonic()
+    async for piece in engine.synthesize_stream(request):
+        arrivals.append((time.monotonic() - began, piece.duration_s))
+        pieces.append(piece)
+    return arrivals, pieces
+
+
+async def test_streamed_pieces_follow_the_vllm_render_rule_and_join_into_the_whole():
+    from tools.gpu.t3_reference import stall_s  # the GPU proof's own measure
+
+    # T3 at 1.1 times real time, as the GPU engine gives each of 64 streams: rendering
+    # when the token count doubles left the listener gaps (0.6 s here); on the margin
+    # of the vllm engine's render rule, none.
+    config = SimulatedEngineConfig(
+        base_s=0.0, per_item_s=0.0, per_char_s=1 / (15 * 1.1), streaming=True
+    )
+    engine = SimulatedEngine(config, stream_first_tokens=20, stream_margin_s=0.5)
+    request = _req("Several seconds of streamed speech, rendered on the margin.")
+    arrivals, pieces = await _streamed(engine, request)
+    assert arrivals[0][1] == pytest.approx(20 / 25)  # the first render: 20 tokens
+    assert all(p.partial for p in pieces[:-1]) and not pieces[-1].partial
+    assert stall_s(arrivals) < 0.1
+    (whole,) = await SimulatedEngine(FAST).synthesize([request])
+    assert np.array_equal(np.concatenate([p.audio for p in pieces]), whole.audio)
+    assert pieces[-1].output_tokens == whole.output_tokens
+
+
+async def test_a_fast_stream_renders_rarely_once_its_buffer_is_full():
+    config = SimulatedEngineConfig(
+        base_s=0.0, per_item_s=0.0, per_char_s=1 / (15 * 10), streaming=True
+    )
+    engine = SimulatedEngine(config, stream_first_tokens=20, stream_margin_s=0.5)
+    _, pieces = await _streamed(engine, _req("x" * 150))  # 10 s of audio in 1 s
+    # Ten times real time: the buffer passes the margin after a few renders and the
+    # rest arrives with the end.
+    assert 2 <= len(pieces) <= 8

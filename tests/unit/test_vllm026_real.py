@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import inspect
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM 0.26 not installed")
 from chatterbox_serve.engines.vllm import plugin, positions  # noqa: E402
 from chatterbox_serve.engines.vllm.engine import prompt_for, sampling_params_for  # noqa: E402
 from chatterbox_serve.engines.vllm.model_dir import T3Shape, build_model_dir  # noqa: E402
+from tests.unit.vllm_cpu import cpu_platform  # noqa: E402
 
 SHAPE = T3Shape()
 START = SHAPE.start_speech_token
@@ -37,44 +37,26 @@ STOP = SHAPE.stop_speech_token
 
 @pytest.fixture(scope="module")
 def input_processor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    import vllm.platforms
     from vllm.engine.arg_utils import EngineArgs
-    from vllm.platforms.cpu import CpuPlatform
     from vllm.v1.engine.input_processor import InputProcessor
 
-    # vLLM picks its platform from the build; the CUDA wheel on a machine without a GPU
-    # finds none, so name the CPU platform (configuration only: nothing runs a kernel).
-    previous = vllm.platforms._current_platform
-    cpu = CpuPlatform()
-    vllm.platforms._current_platform = cpu
-    # Modules imported earlier hold the platform they saw under `current_platform`.
-    rebound = [
-        m
-        for m in list(sys.modules.values())
-        if getattr(m, "__name__", "").startswith("vllm")
-        and getattr(m, "current_platform", None) is previous
-    ]
-    for module in rebound:
-        module.current_platform = cpu  # type: ignore[attr-defined]
-    plugin.register()
-    weights = tmp_path_factory.mktemp("weights") / "t3.safetensors"
-    weights.write_bytes(b"")
-    args = EngineArgs(
-        model=str(build_model_dir(weights, SHAPE)),
-        skip_tokenizer_init=True,
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=positions.MAX_MODEL_LEN,
-        max_num_seqs=8,
-        enable_prefix_caching=False,
-        mm_processor_cache_gb=0,
-        limit_mm_per_prompt={"image": 1},
-        load_format="dummy",
-    )
-    yield InputProcessor(args.create_engine_config())
-    vllm.platforms._current_platform = previous
-    for module in rebound:
-        module.current_platform = previous  # type: ignore[attr-defined]
+    with cpu_platform():
+        plugin.register()
+        weights = tmp_path_factory.mktemp("weights") / "t3.safetensors"
+        weights.write_bytes(b"")
+        args = EngineArgs(
+            model=str(build_model_dir(weights, SHAPE)),
+            skip_tokenizer_init=True,
+            dtype="float32",
+            enforce_eager=True,
+            max_model_len=positions.MAX_MODEL_LEN,
+            max_num_seqs=8,
+            enable_prefix_caching=False,
+            mm_processor_cache_gb=0,
+            limit_mm_per_prompt={"image": 1},
+            load_format="dummy",
+        )
+        yield InputProcessor(args.create_engine_config())
 
 
 def _process(processor: Any, prompt: dict[str, Any], params: Any = None) -> Any:

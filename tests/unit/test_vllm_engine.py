@@ -10,6 +10,7 @@ scripted tokens with vLLM's continuous batching and failure modes
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +388,42 @@ def test_a_listener_who_leaves_mid_stream_aborts_the_request_inside_vllm(
 
     asyncio.run(go())
     assert factory.llm is not None and len(factory.llm.aborted) == 1
+
+
+def test_a_new_stream_waits_for_its_start_but_a_later_chunk_of_a_started_one_does_not(
+    tiny_checkpoint: Path,
+) -> None:
+    """Stream admission: with one stream starting (no audio yet), a second request's first
+    chunk waits; a later chunk of a request already streaming goes straight in."""
+    engine, factory = _engine(
+        tiny_checkpoint,
+        llm={"step_s": 0.05},
+        settings={"stream_first_tokens": 30, "stream_max_starting": 1},
+    )
+
+    async def first_piece(request: SynthesisRequest) -> float:
+        began = time.monotonic()
+        async for _ in engine.synthesize_stream(request):
+            break
+        return time.monotonic() - began
+
+    async def go() -> tuple[float, float, dict[str, int]]:
+        await engine.start()
+        try:
+            holder = asyncio.create_task(first_piece(_request("The first stream speaks.")))
+            await asyncio.sleep(0.2)  # started, decoding, no audio yet
+            new = asyncio.create_task(first_piece(_request("A second stream.", seed=3)))
+            later = asyncio.create_task(
+                first_piece(_request("Its later chunk.", seed=4, chunk_index=1))
+            )
+            await asyncio.sleep(0.2)
+            seen = dict(engine.info()["streams"])
+            return await new, await later, seen
+        finally:
+            await holder
+            await engine.shutdown()
+
+    new_s, later_s, seen = asyncio.run(go())
+    assert seen["waiting"] == 1  # the second stream's first chunk, not the later chunk
+    assert seen["live"] == 2
+    assert later_s < new_s

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,17 @@ SENTENCES = [
 ]
 
 
-def budgets(n: int, seed: int = 0) -> list[int]:
+def budgets(n: int, low: int = MIN_TOKENS, high: int = MAX_TOKENS, seed: int = 0) -> list[int]:
     rng = random.Random(seed)
-    return [rng.randint(MIN_TOKENS, MAX_TOKENS) for _ in range(n)]
+    return [rng.randint(low, high) for _ in range(n)]
+
+
+def _dry_llm(settings: Any, model_dir: Path) -> Any:
+    """`--dry` only: the CPU smoke's stand-in for vLLM's `AsyncLLM` (tests' double), which
+    decodes every item to its budget."""
+    from tests.unit.asyncllm_double import FakeAsyncLLM
+
+    return FakeAsyncLLM(script_for=lambda prompt, params: [100 + i % 50 for i in range(4000)])
 
 
 class BusySampler:
@@ -199,48 +207,80 @@ async def windowed(
 
 
 def engine_settings(args: argparse.Namespace) -> Any:
-    """The engine as measured: 64 calls in flight, S3Gen's settings from the arguments."""
+    """The engine as measured: the family's (`--family`) checkpoint at `--checkpoint`, 64
+    calls in flight, S3Gen's settings from the arguments; `--dry` runs it on the CPU."""
     from chatterbox_serve.config import EngineConfig, Settings
+    from chatterbox_serve.families import ModelFamily
 
+    family = ModelFamily(args.family)
+    turbo = family is ModelFamily.TURBO
     return Settings(
         engine=EngineConfig(
             engine="vllm",
-            model_dir=str(args.checkpoint),
-            use_multilingual_model=True,
+            models=(family,),
+            model_dir=None if turbo else str(args.checkpoint),
+            turbo_model_dir=str(args.checkpoint) if turbo else None,
             max_batch_size=16,  # x4 calls in flight = vLLM max_num_seqs 64
-            compile=True,
+            compile=not args.dry,
             gpu_memory_utilization=args.gpu_memory_utilization,
-            s3gen_batch_size=64,
+            s3gen_batch_size=8 if args.dry else 64,
             s3gen_compile=args.s3gen_compile,
             s3gen_fp8=args.s3gen_fp8,
             s3gen_compile_cache_dir=args.s3gen_compile_cache_dir,
+            device="cpu" if args.dry else "auto",
         )
     )
 
 
+def build_engine(args: argparse.Namespace) -> Any:
+    """The vLLM engine of `engine_settings`: Turbo's for Turbo, every item forced to its
+    budget; with `--dry`, over the tests' double of vLLM."""
+    from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
+    from chatterbox_serve.families import ModelFamily
+
+    settings = engine_settings(args)
+    engine_cls = VLLMEngine
+    if settings.family is ModelFamily.TURBO:
+        from chatterbox_serve.engines.vllm.turbo_engine import TurboVLLMEngine
+
+        engine_cls = TurboVLLMEngine
+    if args.dry:
+        from chatterbox_serve.model.checkpoint import ensure_torchaudio
+
+        ensure_torchaudio()  # a CPU machine may lack torchaudio; S3Gen's modules import it
+    return engine_cls(
+        settings, llm_factory=_dry_llm if args.dry else None, forced_length=ForcedLength(MAX_TOKENS)
+    )
+
+
 async def engine_part(args: argparse.Namespace, engine: Any = None) -> dict[str, Any]:
-    """The engine part; `engine` replaces the vLLM engine built from `engine_settings`
-    (the CPU smoke passes one over a double of vLLM)."""
+    """The engine part; `engine` replaces the one `build_engine` makes (the CPU test passes
+    one over a double of vLLM). Requests are of the engine's own family."""
     import torch
 
     from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
-    from chatterbox_serve.engines.vllm.engine import ForcedLength, VLLMEngine
-    from chatterbox_serve.generation import GenerationParameters
+    from chatterbox_serve.generation import family_defaults
 
     if engine is None:
-        engine = VLLMEngine(engine_settings(args), forced_length=ForcedLength(MAX_TOKENS))
+        engine = build_engine(args)
     settings = engine.settings
+    family = settings.family
     began = time.perf_counter()
     await engine.start()
     startup_s = time.perf_counter() - began
-    plan = budgets(4096)
+    plan = budgets(4096, *((10, 20) if args.dry else ()))
 
     def request(i: int) -> SynthesisRequest:
+        # The family's own defaults (Turbo's chain; the original's CFG weights varied).
+        values: dict[str, Any] = {"seed": 1000 + i}
+        if family.spec.cfg:
+            values["cfg_weight"] = (0.0, 0.3, 0.5, 1.0)[i % 4]
         return SynthesisRequest(
             text=SENTENCES[i % len(SENTENCES)],
             language="en",
-            generation=GenerationParameters(cfg_weight=(0.0, 0.3, 0.5, 1.0)[i % 4], seed=1000 + i),
+            generation=replace(family_defaults(family), **values),
             max_new_tokens=plan[i % len(plan)],
+            family=family,
         )
 
     loaded, runner = engine._live(), engine._runner
@@ -248,14 +288,17 @@ async def engine_part(args: argparse.Namespace, engine: Any = None) -> dict[str,
     import vllm
 
     out: dict[str, Any] = {
+        "machine": _machine(),
+        "family": family.value,
+        "diffusion_steps": engine._diffusion_steps(),
         "vllm": vllm.__version__,
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "startup_s": round(startup_s, 1),
         "workers": args.workers,
-        "s3gen_compile": args.s3gen_compile,
-        "s3gen_fp8": args.s3gen_fp8,
-        "s3gen_compile_cache_dir": args.s3gen_compile_cache_dir,
+        "s3gen_compile": settings.engine.s3gen_compile,
+        "s3gen_fp8": settings.engine.s3gen_fp8,
+        "s3gen_compile_cache_dir": settings.engine.s3gen_compile_cache_dir,
     }
     began = time.perf_counter()
     # Warm-up; with a compiled S3Gen mode this pays its compilation (from the cache if
@@ -345,7 +388,7 @@ async def engine_part(args: argparse.Namespace, engine: Any = None) -> dict[str,
         # CUDA graphs, records them) once, as a warm server would have.
         await closed_loop(level, 1, _first_audio(engine, request, [], []))
         one = _first_audio(engine, request, firsts, parts)
-        await closed_loop(level, 4 if level == 1 else 2, one)
+        await closed_loop(level, 1 if args.dry else 4 if level == 1 else 2, one)
         out[f"engine_ttfa_p50_ms_c{level}"] = round(1000 * statistics.median(firsts), 1)
         out[f"engine_ttfa_parts_p50_ms_c{level}"] = {
             key: round(1000 * statistics.median(p[key] for p in parts if key in p), 1)
@@ -605,6 +648,85 @@ def _compile_start(s3: dict[str, Any], restart: dict[str, Any]) -> dict[str, Any
     return {name: {"cold": cold.get(name), "cached": cached.get(name)} for name in cold | cached}
 
 
+TURBO_GOALS = {"engine": 600.0, "ttfa_c1_ms": 150.0}
+
+
+def turbo_report(parts: Path, machine: str | None = None) -> dict[str, Any]:
+    """Turbo's serving figures beside the original's from the same run (`--family`).
+
+    `machine` defaults to what the Turbo engine part recorded of where it ran.
+    """
+
+    def part(name: str) -> dict[str, Any]:
+        path = parts / f"{name}.json"
+        loaded: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        return loaded
+
+    turbo, original = part(engine_part_name("chatterbox-turbo")), part("engine")
+    http = part(serve_part_name("chatterbox-turbo"))
+    keys = (
+        "engine_audio_s_per_s",
+        "t3_alone_audio_s_per_s",
+        "s3gen_alone_audio_s_per_s",
+        "engine_ttfa_p50_ms_c1",
+        "engine_ttfa_p50_ms_c32",
+        "gpu_busy_fraction",
+        "diffusion_steps",
+        "startup_s",
+    )
+
+    def ratio(key: str) -> float | None:
+        a, b = turbo.get(key), original.get(key)
+        return round(a / b, 2) if a and b else None
+
+    # First audio over HTTP when that part ran, else inside the engine (no HTTP).
+    source = "http" if http.get("ttfa_p50_ms_c1") is not None else "engine"
+    prefix = "" if source == "http" else "engine_"
+    ttfa = {
+        level: (http if source == "http" else turbo).get(f"{prefix}ttfa_p50_ms_c{level}")
+        for level in (1, 32)
+    }
+    engine = turbo.get("engine_audio_s_per_s")
+    return {
+        "machine": machine or turbo.get("machine"),
+        "original_machine": original.get("machine"),
+        "weights": "random, full-size (tools/write_checkpoint.py --turbo and --multilingual, "
+        "seed 0); every item decodes its budget (75 to 300 tokens, 3 to 12 s)",
+        "how": "python -m tools.gpu.gpu_serving engine --family chatterbox-turbo, then "
+        "--family chatterbox-multilingual on the same machine (and `serve` against "
+        "`serve run` with CHATTERBOX_MODELS=chatterbox-turbo), then turbo-report",
+        "engine_audio_s_per_s": engine,
+        "concurrency": turbo.get("workers"),
+        "s3gen_audio_s_per_s": turbo.get("s3gen_alone_audio_s_per_s"),
+        "s3gen_steps": turbo.get("diffusion_steps"),
+        "t3_alone_audio_s_per_s": turbo.get("t3_alone_audio_s_per_s"),
+        "ttfa_p50_ms_c1": ttfa[1],
+        "ttfa_p50_ms_c32": ttfa[32],
+        "ttfa_measured": source,
+        "engine_ttfa_p50_ms_c1": turbo.get("engine_ttfa_p50_ms_c1"),
+        "engine_ttfa_p50_ms_c32": turbo.get("engine_ttfa_p50_ms_c32"),
+        "original_same_run": {k: original.get(k) for k in (*keys, "family")},
+        "turbo_over_original": {k: ratio(k) for k in keys[:3]},
+        "goals": {
+            "engine_600": _goal(engine, TURBO_GOALS["engine"]),
+            "ttfa_c1_150ms": _goal(ttfa[1], TURBO_GOALS["ttfa_c1_ms"], lower=True),
+        },
+        "parts_missing": [
+            n for n, p in (("turbo", turbo), ("original", original), ("http", http)) if not p
+        ],
+        "parts": {"turbo": turbo, "original": original, "http": http},
+    }
+
+
+def engine_part_name(family: str) -> str:
+    """The engine part's file name: `engine` for the multilingual model, as before."""
+    return "engine" if family == "chatterbox-multilingual" else f"engine-{family}"
+
+
+def serve_part_name(family: str | None) -> str:
+    return "serve" if family in (None, "chatterbox-multilingual") else f"serve-{family}"
+
+
 def _goal(measured: float | None, target: float | None, lower: bool = False) -> dict[str, Any]:
     if measured is None or target is None:
         return {"met": None, "measured": measured, "target": target}
@@ -616,7 +738,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "part",
-        choices=["s3gen", "engine", "serve", "report", "all", "pick-compile", "summary"],
+        choices=[
+            "s3gen",
+            "engine",
+            "serve",
+            "report",
+            "all",
+            "pick-compile",
+            "summary",
+            "turbo-report",
+        ],
     )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/ckpt"))
     parser.add_argument("--parts", type=Path, default=Path("/tmp/gpu-serving"))
@@ -645,6 +776,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget-s", type=float, default=300.0)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     parser.add_argument("--machine", default=None, help="recorded as is; default from torch")
+    parser.add_argument(
+        "--dry",
+        action="store_true",
+        help="engine part only: a CPU smoke on a tiny checkpoint written to --checkpoint, "
+        "vLLM replaced by the tests' AsyncLLM double, few and short items, S3Gen passes of 8",
+    )
+    parser.add_argument(
+        "--family",
+        default="chatterbox-multilingual",
+        help="the model family the engine part serves (chatterbox-turbo: --checkpoint is "
+        "a Turbo checkpoint); its part is engine-<family>.json but for the default",
+    )
     return parser
 
 
@@ -657,6 +800,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "pick-compile":
         path = args.parts / "s3gen.json"
         print(pick_s3gen_compile(json.loads(path.read_text()) if path.exists() else {}))
+        return
+    if args.part == "turbo-report":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        # Run where the parts were fetched to: the machine is the one they name.
+        result = turbo_report(args.parts, args.machine)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "parts"}, indent=1))
         return
     parts = ["s3gen", "engine", "serve"] if args.part == "all" else [args.part]
     for name in parts:
@@ -671,7 +821,12 @@ def main(argv: list[str] | None = None) -> None:
                 result = asyncio.run(serve_part(args))
         else:
             continue
-        (args.parts / f"{name}.json").write_text(json.dumps(result, indent=2))
+        file = name
+        if name == "engine":
+            file = engine_part_name(args.family)
+        elif name == "serve" and args.part == "serve":
+            file = serve_part_name(args.family)
+        (args.parts / f"{file}.json").write_text(json.dumps(result, indent=2))
     if args.part in ("report", "all"):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         previous = json.loads(args.previous.read_text()) if args.previous else None
@@ -720,7 +875,15 @@ def _machine() -> str:
 
         name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        return f"{name}, torch {torch.__version__}, python {platform.python_version()}, {when}"
+        try:
+            from importlib.metadata import version
+
+            engine = f", vLLM {version('vllm')}"
+        except Exception:  # vLLM not installed: the figure is still the machine's
+            engine = ""
+        return (
+            f"{name}, torch {torch.__version__}{engine}, python {platform.python_version()}, {when}"
+        )
     except ImportError:
         return platform.platform()
 

@@ -4,8 +4,14 @@
 #   bash tools/gpu/h200_round.sh engine|serve                    (engine, serve)
 #   bash tools/gpu/h200_round.sh s3gen|engine15|serve15          (tools/gpu/gpu_serving.py,
 #     one part per call; the parts come back under $OUT/parts and `gpu_serving report` joins them)
-#   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-http   (the served T3 proof,
+#   bash tools/gpu/h200_round.sh proof-exact|proof-served|proof-stream|proof-cjk (the served T3 proof,
+#     proof-http runs both HTTP parts;
 #     tools/gpu/t3_vllm_proof.py; parts under $OUT/t3-served, joined by its `report`)
+#   bash tools/gpu/h200_round.sh turbo-proof        (tools/gpu/turbo_proof.py exact + served;
+#     parts under $OUT/turbo-proof, joined here by `turbo_proof report`)
+#   bash tools/gpu/h200_round.sh turbo-serving|turbo-serving-original|turbo-serving-http
+#     (gpu_serving's engine part for Turbo, then for the multilingual model, then Turbo over
+#     HTTP; parts under $OUT/turbo-serving, joined here by `gpu_serving turbo-report`)
 #   bash tools/gpu/h200_round.sh checkpoint        (only writes the random checkpoint, ~40 s:
 #     chain it after the install so the measuring call does not pay for it)
 #   bash tools/gpu/h200_round.sh perf28            (S3Gen levers, then T3 alone / S3Gen alone /
@@ -15,6 +21,12 @@
 # Results and logs go to $OUT (the device tool copies them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ALLOW_INSECURE_SERIALIZATION=1
+# `serve run` refuses to start without the proxy middleware (deployments/proxy_errors.py).
+export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.proxy_errors:proxy_middlewares
+# The served configuration marks audio with Perth (the CPU deployment); the carry must
+# hold it (EXTRA_WHEELS="resemble-perth==1.0.1" ../shared/device/prepare-vllm.sh). Without
+# it the audio replicas fail to start, so say so and measure unmarked rather than lose a call.
+python -c "import perth" 2>/dev/null || { echo "resemble-perth missing: WATERMARK=off"; export WATERMARK=off; }
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 CKPT=${CKPT:-/tmp/ckpt}
 TEXTS=${TEXTS:-.device/data/multilingual.json}  # shared/data/texts, carried
@@ -24,8 +36,20 @@ ensure_checkpoint() {
     tail -2 "$OUT/checkpoint.log"
   fi
 }
+# Until the GPU's memory is back (a server of an earlier call may still hold it: seen on
+# an H200, 66 of 140 GiB free a minute after the last call's `ray stop`).
+gpu_free() {
+  (serve shutdown -y; ray stop --force) >/dev/null 2>&1
+  for i in $(seq 1 60); do
+    used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    [[ ${used:-0} -lt 2000 ]] && return 0
+    sleep 2
+  done
+  echo "GPU memory still in use: ${used} MiB"
+}
 # `serve run` with the vllm engine as served, forcing every item to $1 tokens.
 start_server() {
+  gpu_free
   CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true \
     CHATTERBOX_BENCH_FORCED_TOKENS=$1 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 \
     setsid serve run serve_config.yaml >"$OUT/serve-$1.log" 2>&1 &
@@ -45,6 +69,13 @@ stop_server() {
     [[ ${used:-0} -lt 2000 ]] && break
     sleep 2
   done
+}
+TCKPT=/tmp/ckpt-turbo
+ensure_turbo_checkpoint() {
+  if [[ ! -f $TCKPT/.done ]]; then
+    python -m tools.write_checkpoint "$TCKPT" --turbo >"$OUT/checkpoint-turbo.log" 2>&1 && touch "$TCKPT/.done"
+    tail -2 "$OUT/checkpoint-turbo.log"
+  fi
 }
 quiet() { grep -v "^INFO\|^(EngineCore\|^DEBUG\|^WARNING\|^(pid=" | tail -${1:-40}; }
 # vLLM finds our model through the package's entry point; a checkout that is not
@@ -67,16 +98,56 @@ case ${1:?stage} in
     VLLM_COMPILE=true VLLM_MAX_BATCH_SIZE=16 timeout 540 python -m tools.gpu.t3_vllm_proof served \
       --checkpoint $CKPT --parts "$OUT/t3-served" 2>&1 | tee "$OUT/proof-served.log" | quiet
     ;;
-  proof-http)
+  proof-http|proof-stream)
     ensure_checkpoint
     start_server ${STREAM_TOKENS:-300}
     timeout 200 python -m tools.gpu.t3_vllm_proof stream --parts "$OUT/t3-served" 2>&1 | quiet 8
+    curl -s localhost:8000/info >"$OUT/stream-info.json"
     stop_server ${STREAM_TOKENS:-300}
+    ;;&
+  proof-http|proof-cjk)
+    ensure_checkpoint
     forced=$(python -m tools.gpu.t3_vllm_proof budget --texts "$TEXTS" | tail -1)
     start_server "$forced"
     timeout 300 python -m tools.gpu.t3_vllm_proof cjk --parts "$OUT/t3-served" --texts "$TEXTS" \
       --forced "$forced" 2>&1 | quiet 8
     stop_server "$forced"
+    ;;
+  turbo-proof)
+    ensure_turbo_checkpoint
+    timeout 240 python -m tools.gpu.turbo_proof exact --checkpoint $TCKPT --parts "$OUT/turbo-proof" \
+      2>&1 | tee "$OUT/turbo-proof-exact.log" | quiet 12
+    VLLM_COMPILE=true VLLM_MAX_BATCH_SIZE=16 timeout 270 python -m tools.gpu.turbo_proof served \
+      --checkpoint $TCKPT --parts "$OUT/turbo-proof" 2>&1 | tee "$OUT/turbo-proof-served.log" | quiet 12
+    python -m tools.gpu.turbo_proof report --parts "$OUT/turbo-proof" --out "$OUT/turbo-equivalence-h200.json"
+    ;;
+  turbo-serving)
+    ensure_turbo_checkpoint
+    # (Turbo's meanflow S3Gen runs eagerly whatever the setting: recorded as it runs.)
+    timeout 480 python -m tools.gpu.gpu_serving engine --family chatterbox-turbo --checkpoint $TCKPT \
+      --parts "$OUT/turbo-serving" --s3gen-compile off 2>&1 | tee "$OUT/turbo-serving.log" | quiet 20
+    ;;
+  turbo-serving-original)
+    ensure_checkpoint
+    timeout 540 python -m tools.gpu.gpu_serving engine --family chatterbox-multilingual --checkpoint $CKPT \
+      --parts "$OUT/turbo-serving" --s3gen-compile ${S3GEN_COMPILE:-graphs} 2>&1 \
+      | tee "$OUT/turbo-serving-original.log" | quiet 20
+    ;;
+  turbo-serving-http)
+    ensure_turbo_checkpoint
+    export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODELS=chatterbox-turbo CHATTERBOX_TURBO_MODEL_DIR=$TCKPT \
+      VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true CHATTERBOX_BENCH_FORCED_TOKENS=150 \
+      CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 CHATTERBOX_S3GEN_MAX_WAIT_S=0
+    setsid serve run serve_config.yaml >"$OUT/serve-turbo.log" 2>&1 &
+    for i in $(seq 1 100); do
+      sleep 3
+      curl -sf localhost:8000/health >/dev/null && break
+    done
+    curl -s localhost:8000/health | head -c 400; echo
+    timeout 300 python -m tools.gpu.gpu_serving serve --family chatterbox-turbo --parts "$OUT/turbo-serving" \
+      2>&1 | tail -12
+    serve shutdown -y >/dev/null 2>&1; ray stop --force >/dev/null 2>&1
+    grep -i "error\|traceback" "$OUT/serve-turbo.log" | head -5
     ;;
   engine)
     ensure_checkpoint
@@ -89,6 +160,7 @@ case ${1:?stage} in
     ensure_checkpoint
     export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=64 VLLM_COMPILE=true \
       CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 CHATTERBOX_S3GEN_BATCH_SIZE=64
+    gpu_free
     setsid serve run serve_config.yaml >"$OUT/serve.log" 2>&1 &
     for i in $(seq 1 100); do
       sleep 3
@@ -164,6 +236,7 @@ case ${1:?stage} in
     export CHATTERBOX_ENGINE=vllm CHATTERBOX_MODEL_DIR=$CKPT VLLM_MAX_BATCH_SIZE=16 VLLM_COMPILE=true \
       CHATTERBOX_BENCH_FORCED_TOKENS=150 CHATTERBOX_GPU_MEMORY_UTILIZATION=0.5 \
       CHATTERBOX_S3GEN_COMPILE=${S3GEN_COMPILE:-off} CHATTERBOX_S3GEN_MAX_WAIT_S=${S3GEN_MAX_WAIT_S:-0}
+    gpu_free
     setsid serve run serve_config.yaml >"$OUT/serve.log" 2>&1 &
     for i in $(seq 1 100); do
       sleep 3

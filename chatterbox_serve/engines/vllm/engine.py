@@ -49,8 +49,10 @@ from chatterbox_serve.engines.torch_engine import (
 from chatterbox_serve.engines.vllm.model_dir import MODALITY
 from chatterbox_serve.engines.vllm.render_schedule import RenderSchedule
 from chatterbox_serve.engines.vllm.s3gen_stage import S3GenStage
+from chatterbox_serve.engines.vllm.stream_admission import StreamAdmission
 from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
 from chatterbox_serve.errors import ChatterboxError, EngineError, InvalidRequestError
+from chatterbox_serve.families import ModelFamily
 from chatterbox_serve.model.s3gen.runner import s3gen_policy
 
 logger = logging.getLogger(__name__)
@@ -103,9 +105,21 @@ class VLLMEngine(TorchEngine):
         # without new items while S3Gen runs, which is the overlap this engine is for.
         self._prep = concurrent.futures.ThreadPoolExecutor(1, "chatterbox-prep")
         self._prep_stream: Any = None
+        e = settings.engine
+        self._admission = StreamAdmission(
+            max_live=e.max_batch_size * self.max_concurrent_calls,
+            max_starting=e.stream_max_starting,
+            healthy_s=e.stream_margin_s,
+            max_wait_s=e.stream_admit_wait_s,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
+        """The vLLM engine of `settings.family`: Turbo's (`turbo_engine`) or the original's."""
+        if settings.family is ModelFamily.TURBO and cls is VLLMEngine:
+            from chatterbox_serve.engines.vllm.turbo_engine import TurboVLLMEngine
+
+            return TurboVLLMEngine.from_settings(settings)
         forced = settings.engine.bench_forced_tokens
         if forced is not None:
             logger.warning(
@@ -170,19 +184,37 @@ class VLLMEngine(TorchEngine):
         the listener (`render_schedule.RenderSchedule`), so playback has no gaps while
         T3 keeps ahead of real time, and renders stay few when it is far ahead.
         """
+        self._live()
+        began = time.monotonic()
+        schedule = RenderSchedule(
+            self.settings.engine.stream_first_tokens, self.settings.engine.stream_margin_s
+        )
+        # A stream starts when the replica can keep it (and the others) ahead of their
+        # listeners (`stream_admission`); until then it waits, silent, before any work.
+        # A later chunk belongs to a stream already started: its listener is playing
+        # the chunks before it, so it never waits behind streams not yet started.
+        if request.chunk_index:
+            waited = self._admission.add(schedule)
+        else:
+            waited = await self._admission.enter(schedule)
+        try:
+            async for piece in self._stream_admitted(request, schedule, began, waited):
+                yield piece
+        finally:
+            self._admission.leave(schedule)
+
+    async def _stream_admitted(
+        self, request: SynthesisRequest, schedule: RenderSchedule, began: float, waited: float
+    ) -> AsyncIterator[SynthesisResult]:
         loaded = self._live()
         runner, stage = self._runner, self._stage
         assert runner is not None and stage is not None
-        began = time.monotonic()
         outcomes, prepared, t3_requests = await self._on_prep(self._prepare_jobs, loaded, [request])
         failed = outcomes.get(0)
         if isinstance(failed, ChatterboxError):
             raise failed
         p, t3_request = prepared[0], t3_requests[0]
         stream = self._streamer_for(loaded).open(p.s3gen_ref, seed_of(p))
-        schedule = RenderSchedule(
-            self.settings.engine.stream_first_tokens, self.settings.engine.stream_margin_s
-        )
         prepared_at = time.monotonic()
         timings: dict[str, float] | None = None
         sent, multilingual = 0, loaded.t3.config.is_multilingual
@@ -192,7 +224,9 @@ class VLLMEngine(TorchEngine):
         async with contextlib.aclosing(runner.stream(t3_request)) as t3_stream:
             async for progress in t3_stream:
                 final = isinstance(progress, T3Tokens)
-                tokens = progress.tokens if isinstance(progress, T3Tokens) else progress
+                tokens = (
+                    self._vocoded(progress.tokens) if isinstance(progress, T3Tokens) else progress
+                )
                 if not final and not schedule.due(len(tokens), time.monotonic()):
                     continue
                 rendering = time.monotonic()
@@ -202,7 +236,8 @@ class VLLMEngine(TorchEngine):
                 if timings is None:
                     # Where the first audio's time goes (tools/gpu/gpu_serving.py reports it).
                     timings = {
-                        "prepare_s": prepared_at - began,
+                        "admission_wait_s": waited,
+                        "prepare_s": prepared_at - began - waited,
                         "t3_first_tokens_s": rendering - prepared_at,
                         "first_render_s": time.monotonic() - rendering,
                         "first_render_tokens": float(len(tokens)),
@@ -224,7 +259,8 @@ class VLLMEngine(TorchEngine):
                     )
                     timings = {}
                 sent += audio.size
-                schedule.sent(len(tokens), audio.size / SAMPLE_RATE, time.monotonic())
+                now = time.monotonic()
+                schedule.sent(len(tokens), audio.size / SAMPLE_RATE, now, now - rendering)
 
     async def check_health(self) -> None:
         await super().check_health()
@@ -252,6 +288,7 @@ class VLLMEngine(TorchEngine):
             "s3gen_stage": self._stage.stats() if self._stage is not None else None,
             "stream_first_tokens": e.stream_first_tokens,
             "stream_margin_s": e.stream_margin_s,
+            "streams": self._admission.stats(),
         }
 
     async def _on_prep(self, fn: Callable[..., T], *args: Any) -> T:
@@ -284,7 +321,7 @@ class VLLMEngine(TorchEngine):
             self._in_t3 -= 1
         if isinstance(t3, ChatterboxError):
             return t3
-        audio = await stage.vocode((p, t3.tokens))
+        audio = await stage.vocode((p, self._vocoded(t3.tokens)))
         if isinstance(audio, Exception):
             return self._item_error(audio, "S3Gen")
         return SynthesisResult(
@@ -293,6 +330,13 @@ class VLLMEngine(TorchEngine):
             input_tokens=p.input_tokens,
             output_tokens=len(t3.tokens),
         )
+
+    def _vocoded(self, tokens: list[int]) -> list[int]:
+        """What S3Gen renders of T3's finished tokens, as the torch engine's `_s3gen_tokens`
+        makes them (Turbo appends upstream's silence)."""
+        from chatterbox_serve.model.t3.generation import GenerationResult
+
+        return self._s3gen_tokens(GenerationResult(tuple(tokens), True, 0.0))
 
     # On the engine thread ------------------------------------------------------------
 
@@ -312,9 +356,7 @@ class VLLMEngine(TorchEngine):
         ]
         try:
             with torch.inference_mode():
-                pieces = self._streamer_for(loaded).step(
-                    steps, self.settings.engine.diffusion_steps
-                )
+                pieces = self._streamer_for(loaded).step(steps, self._diffusion_steps())
         except Exception as exc:
             self._raise_if_fatal(exc)
             if len(work) == 1:
@@ -349,8 +391,12 @@ class VLLMEngine(TorchEngine):
         item = p.item
         with torch.inference_mode():
             rows_c = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=False)
-            rows_u = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=True)
-        packed = torch.cat((rows_c, rows_u), dim=-1).cpu()
+            # A family without CFG (Turbo): its rows go alone, and the weight is 0.
+            packed = rows_c
+            if self.settings.family.spec.cfg:
+                rows_u = loaded.t3.prefill_embeds(item.prefix, item.text_tokens, uncond=True)
+                packed = torch.cat((rows_c, rows_u), dim=-1)
+        packed = packed.cpu()
         rows = packed.shape[0]
         budget = item.max_new_tokens
         if self._forced is not None:
@@ -381,11 +427,17 @@ def sampling_params_for(item: Any, budget: int, stop_token: int, *, forced: bool
     `stop_token_ids` names the stop-of-speech token; the model's `config.json` names it
     as eos too (`model_dir.hf_config`), so vLLM's request stops at it and nothing else.
     A forced length (benchmarks) decodes exactly `budget` tokens, stop ignored.
+
+    vLLM applies the repetition penalty first, then temperature, min_p, top_k and top_p;
+    upstream's original model does the same, upstream's Turbo applies the penalty last
+    and counts the start token only at the first step. docs/TURBO.md quantifies the
+    difference (it only moves which already-spoken tokens sit at the top_k/top_p edge).
     """
     from vllm import SamplingParams
 
     return SamplingParams(
         temperature=item.temperature,
+        top_k=item.top_k,
         top_p=item.top_p,
         min_p=item.min_p,
         repetition_penalty=item.repetition_penalty,
@@ -417,18 +469,40 @@ def prompt_for(packed: Any, cfg_weight: float, start_speech_token: int) -> dict[
     }
 
 
+def is_turbo(t3: Any) -> bool:
+    """Whether a loaded reference T3 is Turbo's (GPT-2, no CFG) rather than the original's."""
+    from chatterbox_serve.model.turbo.config import TurboConfig
+
+    return isinstance(t3.config, TurboConfig)
+
+
 def _t3_weights(loaded: _Loaded) -> Path:
     from chatterbox_serve.model import checkpoint
 
+    if is_turbo(loaded.t3):
+        from chatterbox_serve.model.turbo.checkpoint import T3_FILE
+
+        return loaded.checkpoint_dir / T3_FILE
     variant = checkpoint.variant(loaded.t3.config.is_multilingual)
     return loaded.checkpoint_dir / variant.t3_file
 
 
 def t3_shape(t3: Any) -> Any:
-    """What vLLM must know of a loaded reference T3 (`model_dir.T3Shape`)."""
-    from chatterbox_serve.engines.vllm.model_dir import T3Shape
+    """What vLLM must know of a loaded reference T3 (`model_dir.T3Shape` or `TurboShape`)."""
+    from chatterbox_serve.engines.vllm.model_dir import T3Shape, TurboShape
 
     c, b = t3.config, t3.config.backbone
+    if is_turbo(t3):
+        return TurboShape(
+            hidden_size=b.hidden_size,
+            num_layers=b.num_layers,
+            num_heads=b.num_heads,
+            max_positions=b.max_positions,
+            layer_norm_eps=b.layer_norm_eps,
+            speech_vocab_size=c.speech_vocab_size,
+            start_speech_token=c.start_speech_token,
+            stop_speech_token=c.stop_speech_token,
+        )
     return T3Shape(
         hidden_size=b.hidden_size,
         intermediate_size=b.intermediate_size,

@@ -1,4 +1,4 @@
-"""vLLM plugin: registers our T3 architecture in every process vLLM starts.
+"""vLLM plugin: registers our T3 architectures (both families) in every process vLLM starts.
 
 vLLM calls `vllm.plugins.load_general_plugins()` in the API process and again in each
 engine-core and worker process it spawns; that loads every entry point in the group
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import importlib
 
-from chatterbox_serve.engines.vllm.model_dir import ARCHITECTURE, MODEL_CLASS
+from chatterbox_serve.engines.vllm.model_dir import MODEL_CLASSES
 
 
 def register() -> None:
-    """Register `ChatterboxT3ForCFG` with vLLM's model registry (idempotent)."""
+    """Register `ChatterboxT3ForCFG` and `ChatterboxTurboT3` with vLLM's registry (idempotent)."""
     registry = importlib.import_module("vllm").ModelRegistry
-    if ARCHITECTURE not in registry.get_supported_archs():
-        registry.register_model(ARCHITECTURE, MODEL_CLASS)
+    supported = registry.get_supported_archs()
+    for architecture, model_class in MODEL_CLASSES.items():
+        if architecture not in supported:
+            registry.register_model(architecture, model_class)

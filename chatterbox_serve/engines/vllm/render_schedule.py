@@ -6,8 +6,12 @@ what matters is how far the audio sent runs ahead of the audio played: the buffe
 
 - **First render** once T3 has made `first_tokens` tokens (`CHATTERBOX_STREAM_FIRST_TOKENS`).
 - **Then** render whenever the buffer has fallen below `margin_s`
-  (`CHATTERBOX_STREAM_MARGIN_S`) and T3 has made at least `MIN_NEW_TOKENS` tokens since
-  the last render. The margin must cover one render's latency under load.
+  (`CHATTERBOX_STREAM_MARGIN_S`) plus the latency this stream's renders have had, and
+  T3 has made at least `MIN_NEW_TOKENS` tokens since the last render. A render that
+  starts with less buffered than it takes leaves the listener waiting; under load a
+  render waits behind other streams' S3Gen work for seconds, so a fixed margin is
+  either too short under load or too eager when idle. The measured latency is what
+  the buffer must cover; the setting is the reserve on top.
 - **The last render** comes with T3's stop token, whatever the buffer.
 
 Rendering when the token count doubles (the rule this replaces) keeps playback going
@@ -30,6 +34,9 @@ from dataclasses import dataclass
 # The fewest new tokens worth a render: each re-runs S3Gen over the whole prefix, and
 # the last 4 tokens' frames are held back (`streaming.JoinPolicy.hold_frames`).
 MIN_NEW_TOKENS = 8
+# Weight of the newest render in the latency estimate: renders of one stream grow
+# slowly (a longer prefix each time) and jump when other streams join a pass.
+LATENCY_WEIGHT = 0.5
 
 
 @dataclass
@@ -41,8 +48,15 @@ class RenderSchedule:
     rendered_tokens: int = 0
     sent_s: float = 0.0
     played_s: float = 0.0
+    # How long this stream's renders take, from asking to audio (a moving average).
+    latency_s: float = 0.0
     # Wall-clock time of the last playback update; None until the first audio.
     clock: float | None = None
+
+    @property
+    def playing(self) -> bool:
+        """Whether the listener has audio yet (the first render has sent some)."""
+        return self.clock is not None
 
     def due(self, tokens: int, now: float) -> bool:
         """Whether to render now that T3 has made `tokens` (not the final render)."""
@@ -50,15 +64,19 @@ class RenderSchedule:
             return False
         if self.clock is None:
             return tokens >= self.first_tokens
-        return self.buffered_s(now) < self.margin_s
+        return self.buffered_s(now) < self.margin_s + self.latency_s
 
-    def sent(self, tokens: int, audio_s: float, now: float) -> None:
-        """A render of `tokens` sent `audio_s` seconds of new audio at time `now`."""
+    def sent(self, tokens: int, audio_s: float, now: float, took_s: float = 0.0) -> None:
+        """A render of `tokens`, asked for `took_s` before `now`, sent `audio_s` of new audio."""
         self._play(now)
         if self.clock is None and audio_s > 0:
             self.clock = now
         self.rendered_tokens = tokens
         self.sent_s += audio_s
+        if self.latency_s == 0.0:
+            self.latency_s = took_s
+        else:
+            self.latency_s += LATENCY_WEIGHT * (took_s - self.latency_s)
 
     def buffered_s(self, now: float) -> float:
         """Seconds of audio sent and not yet played at `now`."""

@@ -122,11 +122,14 @@ class StreamingS3Gen:
         s3gen: Any,
         policy: S3GenBatchPolicy | None = None,
         joins: JoinPolicy | None = None,
+        runner: BatchedS3GenRunner | None = None,
     ) -> None:
+        """`runner` does the flow (default: the original's); Turbo passes its meanflow one,
+        whose noise each stream's seed fixes (`model.turbo.s3gen.StreamingMeanflowRunner`)."""
         self.s3gen = s3gen
         self.policy = policy or S3GenBatchPolicy()
         self.joins = joins or JoinPolicy()
-        self._runner = BatchedS3GenRunner(s3gen, self.policy)
+        self._runner = runner or BatchedS3GenRunner(s3gen, self.policy)
 
     def open(self, ref: dict[str, Any], seed: int) -> S3GenStream:
         """A new stream for one utterance of voice `ref`."""
@@ -155,7 +158,10 @@ class StreamingS3Gen:
             return pieces
         with torch.inference_mode():
             mels = self._runner.flow_mels(
-                [work[i][1].reshape(-1) for i in busy], [work[i][0].ref for i in busy], n_timesteps
+                [work[i][1].reshape(-1) for i in busy],
+                [work[i][0].ref for i in busy],
+                n_timesteps,
+                seeds=[work[i][0].seed for i in busy],
             )
         for i, piece in zip(
             busy,

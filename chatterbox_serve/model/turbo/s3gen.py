@@ -82,6 +82,28 @@ def solve_meanflow(
     return x.float()
 
 
+# Streaming noise comes in blocks of this many mel frames, each from its own generator.
+NOISE_BLOCK_FRAMES = 256
+
+
+def stable_noise(inputs: FlowInputs, seeds: Sequence[int]) -> torch.Tensor:
+    """Starting noise (B, 80, T) whose value at a frame depends on the item's seed alone.
+
+    Upstream draws fresh noise whose values depend on the utterance's length; a stream
+    re-renders a growing prefix, and its frames must see the same noise at every step
+    (as the original's fixed `rand_noise` gives them), so each block of
+    `NOISE_BLOCK_FRAMES` frames is drawn from a generator seeded by (seed, block).
+    """
+    noise = torch.zeros_like(inputs.mu)
+    for i, (frames, seed) in enumerate(zip(inputs.mel_lens, seeds, strict=True)):
+        blocks = []
+        for block in range(-(-frames // NOISE_BLOCK_FRAMES)):
+            gen = torch.Generator().manual_seed(hash((seed, block)) & 0x7FFF_FFFF_FFFF_FFFF)
+            blocks.append(torch.randn(80, NOISE_BLOCK_FRAMES, generator=gen))
+        noise[i, :, :frames] = torch.cat(blocks, dim=1)[:, :frames].to(noise.device)
+    return noise
+
+
 class MeanflowS3GenRunner(BatchedS3GenRunner):
     """`BatchedS3GenRunner` for upstream's `S3Gen(meanflow=True)`; the engine's contract.
 
@@ -124,3 +146,18 @@ class MeanflowS3GenRunner(BatchedS3GenRunner):
     ) -> torch.Tensor:
         """The solver's starting point (`meanflow_noise`)."""
         return meanflow_noise(inputs, speech_lens, seeds)
+
+
+class StreamingMeanflowRunner(MeanflowS3GenRunner):
+    """The meanflow runner for streams (`s3gen.streaming.StreamingS3Gen`): `stable_noise`.
+
+    A streamed utterance therefore differs from a whole render of it only in its noise
+    realisation, as the original's streams differ in their vocoder noise.
+    """
+
+    def initial_noise(
+        self, inputs: FlowInputs, speech_lens: Sequence[int], seeds: Sequence[int] | None
+    ) -> torch.Tensor:
+        if seeds is None:
+            raise ValueError("a streamed meanflow render needs each stream's seed")
+        return stable_noise(inputs, seeds)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chatterbox_serve.errors import EngineError, InvalidRequestError
+from chatterbox_serve.families import PARALINGUISTIC_TAGS as FAMILY_TAGS
 from chatterbox_serve.model.tokenizer import neutralize_control_tokens
 from chatterbox_serve.text.languages import languages_for, normalize_language
 
@@ -27,17 +28,8 @@ MERGES_FILE = "merges.txt"
 ADDED_TOKENS_FILE = "added_tokens.json"
 TOKENIZER_FILES = (VOCAB_FILE, MERGES_FILE, ADDED_TOKENS_FILE)
 END_OF_TEXT = "<|endoftext|>"
-PARALINGUISTIC_TAGS = (
-    "[laugh]",
-    "[sigh]",
-    "[cough]",
-    "[chuckle]",
-    "[gasp]",
-    "[groan]",
-    "[sniff]",
-    "[shush]",
-    "[clear throat]",
-)
+# The tags, declared with the family (re-exported for the checkpoint writer and tests).
+PARALINGUISTIC_TAGS = FAMILY_TAGS
 
 # Upstream `tts_turbo.punc_norm`'s replacements, in its order.
 _PUNCTUATION = (

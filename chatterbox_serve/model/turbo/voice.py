@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from chatterbox_serve.errors import InvalidRequestError
+from chatterbox_serve.families import ModelFamily, spec_of
 from chatterbox_serve.model.voice import S3GEN_RATE, VoiceInputs, clone_voice_inputs
 
 logger = logging.getLogger(__name__)
 
-MIN_REFERENCE_S = 5.0
+MIN_REFERENCE_S = spec_of(ModelFamily.TURBO).min_voice_s
 TARGET_LUFS = -27.0
 PROMPT_REFERENCE_S = 15
 

@@ -4,7 +4,7 @@ import { currentKey, setKey } from "./api.js";
 import { initJobs, showJobs } from "./jobs.js";
 import { initSpeak } from "./speak.js";
 import { initStatus, showStatus } from "./status.js";
-import { loadConfig, loadLanguages, loadVoices, store } from "./store.js";
+import { loadConfig, loadLanguages, loadModels, loadVoices, store } from "./store.js";
 import { $, clearMessage, errorText, showMessage } from "./ui.js";
 import { initVoices, showVoices } from "./voices.js";
 import { initWatermark } from "./watermark.js";
@@ -85,7 +85,7 @@ async function start() {
     await loadConfig();
     clearMessage($("global-message"));
     showEngine();
-    await Promise.all([loadLanguages(), loadVoices()]);
+    await Promise.all([loadLanguages(), loadModels(), loadVoices()]);
     ready = true;
     select(location.hash.slice(1));
   } catch (err) {

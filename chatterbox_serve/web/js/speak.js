@@ -3,7 +3,7 @@
 import { request } from "./api.js";
 import { createPlayback, MODE_LABELS } from "./player.js";
 import { fillLanguageSelect, fillVoiceSelect, store } from "./store.js";
-import { $, clearMessage, errorText, formatSeconds, showMessage } from "./ui.js";
+import { $, clearMessage, el, errorText, formatSeconds, showMessage } from "./ui.js";
 
 // Slider -> the /config setting that is the server's default for it.
 // CFG is the engine's CHATTERBOX_CFG_SCALE; CFG_WEIGHT is the older per-request default.
@@ -35,10 +35,52 @@ export function initSpeak() {
     updateCount();
   });
   store.events.addEventListener("voices", () => fillVoiceSelect($("speak-voice")));
+  store.events.addEventListener("models", fillModelSelect);
+  $("speak-model").addEventListener("change", showTags);
   store.events.addEventListener("languages", () =>
     fillLanguageSelect($("speak-language"), { auto: true }),
   );
   fillVoiceSelect($("speak-voice"));
+  updateCount();
+}
+
+/** The loaded families (from /v1/models), the default family selected. */
+function fillModelSelect() {
+  const select = $("speak-model");
+  const previous = select.value;
+  const families = store.models.filter((card) => card.id === card.family);
+  // OpenAI's names speak with the default family.
+  const fallback = store.models.find((card) => card.id === "tts-1");
+  select.replaceChildren(...families.map((card) => el("option", { value: card.id }, card.id)));
+  if (families.some((card) => card.id === previous)) select.value = previous;
+  else if (fallback) select.value = fallback.family;
+  showTags();
+}
+
+/** The selected model's paralinguistic tags as buttons that insert the tag at the cursor. */
+function showTags() {
+  const card = store.models.find((m) => m.id === $("speak-model").value);
+  const tags = (card && card.tags) || [];
+  const list = $("speak-tag-list");
+  list.replaceChildren(
+    ...tags.map((tag) => {
+      const button = el("button", { type: "button", class: "secondary tag" }, tag);
+      button.addEventListener("click", () => insertTag(tag));
+      return el("li", {}, button);
+    }),
+  );
+  $("speak-tags").hidden = tags.length === 0;
+}
+
+function insertTag(tag) {
+  const text = $("speak-text");
+  const { selectionStart: start, selectionEnd: end, value } = text;
+  const before = value.slice(0, start);
+  const spaced = (before && !/\s$/.test(before) ? " " : "") + tag + " ";
+  text.value = before + spaced + value.slice(end);
+  const cursor = before.length + spaced.length;
+  text.setSelectionRange(cursor, cursor);
+  text.focus();
   updateCount();
 }
 
@@ -74,11 +116,12 @@ function resetSliders() {
 /** The request body; sliders the user left alone are omitted so the server's defaults apply. */
 function body() {
   const json = {
-    model: "chatterbox",
     input: $("speak-text").value,
     response_format: $("speak-format").value,
     stream_format: "audio",
   };
+  const model = $("speak-model").value;
+  if (model) json.model = model;
   const voice = $("speak-voice").value;
   if (voice) json.voice = voice;
   const language = $("speak-language").value;
@@ -128,7 +171,9 @@ async function speak() {
       signal: controller.signal,
     });
     const warning = response.headers.get("X-Chatterbox-Warning");
-    if (warning) showMessage(message, `Server note: ${warning}.`, "info");
+    const ignored = response.headers.get("X-Chatterbox-Ignored-Fields");
+    const notes = [warning, ignored && `this model ignores ${ignored}`].filter(Boolean);
+    if (notes.length) showMessage(message, `Server note: ${notes.join("; ")}.`, "info");
     let firstAudio = null;
     const { blob, audioSeconds, lastByteAt } = await playback.play(response, () => {
       firstAudio = (performance.now() - started) / 1000;

@@ -13,6 +13,8 @@ export const store = {
   engine: null,
   settings: {},
   languages: [],
+  models: [], // /v1/models cards: {id, family, tags}
+
   voices: [],
   defaultVoice: null,
   voicesAvailable: true,
@@ -30,6 +32,12 @@ export async function loadLanguages() {
   const body = await getJson("languages");
   store.languages = body.languages || [];
   store.events.dispatchEvent(new Event("languages"));
+}
+
+export async function loadModels() {
+  const body = await getJson("v1/models");
+  store.models = body.data || [];
+  store.events.dispatchEvent(new Event("models"));
 }
 
 export async function loadVoices() {
