@@ -54,6 +54,9 @@ class TurboTorchEngine(TorchEngine):
 
     def _load(self) -> _Loaded:
         from chatterbox_serve.model import checkpoint as original
+
+        # Upstream's S3Gen modules import torchaudio, which has no build for every torch.
+        original.ensure_torchaudio()
         from chatterbox_serve.model.s3gen.runner import s3gen_policy
         from chatterbox_serve.model.turbo import checkpoint
         from chatterbox_serve.model.turbo.s3gen import MeanflowS3GenRunner
