@@ -90,6 +90,29 @@ def float32_llm(setup: ProofSetup, **kwargs: Any) -> Any:
     )
 
 
+def fixed_length(values: Any, steps: int, seed: int, logprobs: int | None = None) -> Any:
+    """vLLM's `SamplingParams` at `values`' sampling settings, seeded, decoding exactly
+    `steps` tokens (the stop token kept, not ending the request), with `logprobs` of each.
+
+    `values` has `temperature`, `top_p`, `min_p`, `repetition_penalty` and, for Turbo,
+    `top_k` (without it top_k is off, vLLM's 0).
+    """
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=values.temperature,
+        top_k=getattr(values, "top_k", 0),
+        top_p=values.top_p,
+        min_p=values.min_p,
+        repetition_penalty=values.repetition_penalty,
+        seed=seed,
+        max_tokens=steps,
+        logprobs=logprobs,
+        ignore_eos=True,
+        detokenize=False,
+    )
+
+
 def logprob_steps(logprobs: Any) -> list[dict[int, float]]:
     return [{t: lp.logprob for t, lp in step.items()} for step in logprobs]
 

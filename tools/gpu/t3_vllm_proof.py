@@ -192,25 +192,7 @@ def _greedy(llm: Any, setup: Setup) -> list[dict[str, Any]]:
 
 
 def _sampled_params(setup: Setup) -> list[Any]:
-    from vllm import SamplingParams
-
-    out = []
-    for i, _ in enumerate(setup.items):
-        s = _sampling(i)
-        out.append(
-            SamplingParams(
-                temperature=s.temperature,
-                repetition_penalty=s.repetition_penalty,
-                min_p=s.min_p,
-                top_p=s.top_p,
-                seed=100 + i,
-                max_tokens=STEPS,
-                logprobs=TOP,
-                ignore_eos=True,
-                detokenize=False,
-            )
-        )
-    return out
+    return [common.fixed_length(_sampling(i), STEPS, 100 + i, TOP) for i in range(len(setup.items))]
 
 
 def _sampled(llm: Any, setup: Setup) -> tuple[list[list[int]], list[dict[str, Any]]]:
@@ -309,7 +291,6 @@ def served(checkpoint: Path, save: common.Save) -> dict[str, Any]:
 
 def _chi_square(llm: Any, setup: Setup, greedy: list[dict[str, Any]]) -> dict[str, Any]:
     """Seeded draws of the next token at fixed contexts against upstream's distribution."""
-    from vllm import SamplingParams
 
     from tools.gpu.t3_reference import Sampling, chi_square_p, combined_p
 
@@ -320,19 +301,7 @@ def _chi_square(llm: Any, setup: Setup, greedy: list[dict[str, Any]]) -> dict[st
         history = greedy[c]["tokens"][:HISTORY]
         ref = setup.reference(item, [*history, 0], sampling)[-1].cpu()
         prompts = [setup.prompt(item, forced=history) for _ in range(DRAWS)]
-        params = [
-            SamplingParams(
-                temperature=sampling.temperature,
-                repetition_penalty=sampling.repetition_penalty,
-                min_p=sampling.min_p,
-                top_p=sampling.top_p,
-                seed=10_000 * c + k,
-                max_tokens=1,
-                ignore_eos=True,
-                detokenize=False,
-            )
-            for k in range(DRAWS)
-        ]
+        params = [common.fixed_length(sampling, 1, 10_000 * c + k) for k in range(DRAWS)]
         outs = llm.generate(prompts, params, use_tqdm=False)
         counts = Counter(int(o.outputs[0].token_ids[0]) for o in outs)
         p = chi_square_p(counts, ref)

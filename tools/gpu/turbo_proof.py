@@ -137,8 +137,6 @@ def _greedy(llm: Any, setup: Setup) -> list[dict[str, Any]]:
 
 def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
     """Turbo's defaults, seeded; processed log-probs against the reference in vLLM's order."""
-    from vllm import SamplingParams
-
     from chatterbox_serve.engines.vllm.engine import sampling_params_for
     from chatterbox_serve.model.turbo.reference import TurboSampling
     from tools.gpu.t3_reference import max_logprob_diff
@@ -150,20 +148,7 @@ def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
         # The served values (`sampling_params_for`), decoding a fixed length: not with
         # `min_tokens`, which would mask the stop token that the reference keeps.
         s = sampling_params_for(values, STEPS, setup.stop, forced=False)
-        params.append(
-            SamplingParams(
-                temperature=s.temperature,
-                top_k=s.top_k,
-                top_p=s.top_p,
-                min_p=s.min_p,
-                repetition_penalty=s.repetition_penalty,
-                seed=s.seed,
-                max_tokens=STEPS,
-                logprobs=TOP,
-                ignore_eos=True,
-                detokenize=False,
-            )
-        )
+        params.append(common.fixed_length(s, STEPS, s.seed, TOP))
     outs = llm.generate([setup.prompt(i) for i in setup.items], params, use_tqdm=False)
     per_item = []
     for item, out in zip(setup.items, outs, strict=True):
