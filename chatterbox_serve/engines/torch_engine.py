@@ -114,6 +114,16 @@ class _Loaded:
 
 
 @dataclass(frozen=True)
+class _Model:
+    """The family's own parts of `_Loaded` (`TorchEngine._load_model`)."""
+
+    t3: Any
+    s3gen: Any
+    tokenizer: Any
+    runner: Any
+
+
+@dataclass(frozen=True)
 class _Prepared:
     index: int
     item: Any  # GenerationItem
@@ -208,24 +218,44 @@ class TorchEngine(TTSEngine):
 
     def _load(self) -> _Loaded:
         from chatterbox_serve.model import checkpoint
-        from chatterbox_serve.model.s3gen.runner import runner_factory
-        from chatterbox_serve.model.tokenizer import T3TextTokenizer
 
         e = self.settings.engine
-        directory = checkpoint.resolve_checkpoint_dir(e.model_dir, self.multilingual)
+        directory = self._checkpoint_dir()
         device = pick_device(e.device)
         dtype = pick_dtype(e.torch_dtype, device)
-        logger.info("torch engine: loading %s on %s (%s)", directory, device, dtype)
-        t3 = checkpoint.load_t3(directory, self.multilingual, device, dtype)
-        s3gen = checkpoint.load_s3gen(directory, device)
+        logger.info(
+            "torch engine: loading %s %s on %s (%s)", self.settings.family, directory, device, dtype
+        )
+        model = self._load_model(directory, device, dtype)
         return _Loaded(
             checkpoint_dir=directory,
             device=device,
             dtype=dtype,
-            t3=t3,
+            t3=model.t3,
             voice_encoder=checkpoint.load_voice_encoder(directory, device),
-            s3gen=s3gen,
+            s3gen=model.s3gen,
             builtin=checkpoint.load_builtin_voice(directory),
+            tokenizer=model.tokenizer,
+            runner=model.runner,
+        )
+
+    def _checkpoint_dir(self) -> Path:
+        """The family's checkpoint folder, checked."""
+        from chatterbox_serve.model import checkpoint
+
+        return checkpoint.resolve_checkpoint_dir(self.settings.engine.model_dir, self.multilingual)
+
+    def _load_model(self, directory: Path, device: str, dtype: Any) -> _Model:
+        """The family's T3, S3Gen, text tokenizer and S3Gen runner (voices are shared)."""
+        from chatterbox_serve.model import checkpoint
+        from chatterbox_serve.model.s3gen.runner import runner_factory
+        from chatterbox_serve.model.tokenizer import T3TextTokenizer
+
+        t3 = checkpoint.load_t3(directory, self.multilingual, device, dtype)
+        s3gen = checkpoint.load_s3gen(directory, device)
+        return _Model(
+            t3=t3,
+            s3gen=s3gen,
             tokenizer=T3TextTokenizer.load(
                 multilingual=self.multilingual, checkpoint_dir=directory
             ),
@@ -302,12 +332,7 @@ class TorchEngine(TTSEngine):
                 inputs.prompt_tokens,
                 exaggeration.to(loaded.dtype),
             )[0]
-        # The request's cap (from the text's length) can only lower the operator's.
-        budget = min(
-            request.max_new_tokens or self.settings.engine.max_new_tokens,
-            self.settings.engine.max_new_tokens,
-            config.max_speech_tokens,
-        )
+        budget = self._token_budget(request, config.max_speech_tokens)
         item = GenerationItem(
             prefix=prefix,
             text_tokens=tuple(ids),
@@ -320,6 +345,12 @@ class TorchEngine(TTSEngine):
             max_new_tokens=budget,
         )
         return _Prepared(index, item, len(ids), inputs.s3gen_ref)
+
+    def _token_budget(self, request: SynthesisRequest, model_cap: int) -> int:
+        """An item's speech-token budget: the operator's, the model's `model_cap`, and the
+        request's cap (from the text's length), which can only lower them."""
+        most = self.settings.engine.max_new_tokens
+        return min(request.max_new_tokens or most, most, model_cap)
 
     def _voice_inputs(self, loaded: _Loaded, voice: VoicePrompt | None) -> Any:
         """The `VoiceInputs` of a voice (None: the built-in one), from the cache if there."""
@@ -341,15 +372,19 @@ class TorchEngine(TTSEngine):
 
     def _clone_voice(self, loaded: _Loaded, audio: bytes) -> Any:
         """A reference recording's `VoiceInputs`, as this family's model clones it."""
-        from chatterbox_serve.model.voice import clone_voice_inputs
-
-        return clone_voice_inputs(
+        return self._voice_cloner()(
             audio,
             s3gen=loaded.s3gen,
             voice_encoder=loaded.voice_encoder,
             prompt_len=loaded.t3.config.speech_cond_prompt_len,
             device=loaded.device,
         )
+
+    def _voice_cloner(self) -> Callable[..., Any]:
+        """This family's cloning function (`model.voice.clone_voice_inputs`'s keywords)."""
+        from chatterbox_serve.model.voice import clone_voice_inputs
+
+        return clone_voice_inputs
 
     def _generate(
         self, loaded: _Loaded, prepared: list[_Prepared]

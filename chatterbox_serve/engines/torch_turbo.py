@@ -18,7 +18,7 @@ audio, each as `model/turbo/reference.py` does it (exact to upstream on the CPU)
 from __future__ import annotations
 
 import dataclasses
-import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,11 @@ from chatterbox_serve.engines.base import SynthesisRequest
 from chatterbox_serve.engines.torch_engine import (
     TorchEngine,
     _Loaded,
+    _Model,
     _Prepared,
-    pick_device,
-    pick_dtype,
 )
 from chatterbox_serve.errors import ConfigError, InvalidRequestError
 from chatterbox_serve.families import ModelFamily
-
-logger = logging.getLogger(__name__)
 
 
 class TurboTorchEngine(TorchEngine):
@@ -52,37 +49,35 @@ class TurboTorchEngine(TorchEngine):
     def _diffusion_steps(self) -> int:
         return ModelFamily.TURBO.spec.diffusion_steps
 
-    def _load(self) -> _Loaded:
+    def _checkpoint_dir(self) -> Path:
+        from chatterbox_serve.model.turbo import checkpoint
+
+        configured = self.settings.engine.model_dir_for(ModelFamily.TURBO)
+        if configured is None:
+            raise ConfigError(
+                "chatterbox-turbo needs CHATTERBOX_TURBO_MODEL_DIR (a local Turbo checkpoint)"
+            )
+        return checkpoint.check_checkpoint_dir(Path(configured).expanduser())
+
+    def _load_model(self, directory: Path, device: str, dtype: Any) -> _Model:
         from chatterbox_serve.model import checkpoint as original
+
+        # Upstream's S3Gen modules import torchaudio, which has no build for every torch.
+        original.ensure_torchaudio()
         from chatterbox_serve.model.s3gen.runner import s3gen_policy
         from chatterbox_serve.model.turbo import checkpoint
         from chatterbox_serve.model.turbo.s3gen import MeanflowS3GenRunner
         from chatterbox_serve.model.turbo.sampling import TurboChain
         from chatterbox_serve.model.turbo.tokenizer import TurboTextTokenizer
 
-        e = self.settings.engine
-        configured = e.model_dir_for(ModelFamily.TURBO)
-        if configured is None:
-            raise ConfigError(
-                "chatterbox-turbo needs CHATTERBOX_TURBO_MODEL_DIR (a local Turbo checkpoint)"
-            )
-        directory = checkpoint.check_checkpoint_dir(Path(configured).expanduser())
-        device = pick_device(e.device)
-        dtype = pick_dtype(e.torch_dtype, device)
-        logger.info("torch engine: loading Turbo %s on %s (%s)", directory, device, dtype)
         t3 = checkpoint.load_t3(directory, device, dtype)
         s3gen = checkpoint.load_s3gen(directory, device)
         # The meanflow runner has no compiled or graphed path yet.
         policy = dataclasses.replace(s3gen_policy(self.settings), compile="off")
         self._chain = TurboChain(t3.config.start_speech_token)
-        return _Loaded(
-            checkpoint_dir=directory,
-            device=device,
-            dtype=dtype,
+        return _Model(
             t3=t3,
-            voice_encoder=original.load_voice_encoder(directory, device),
             s3gen=s3gen,
-            builtin=original.load_builtin_voice(directory),
             tokenizer=TurboTextTokenizer.load(directory),
             runner=MeanflowS3GenRunner(s3gen, policy),
         )
@@ -98,11 +93,7 @@ class TurboTorchEngine(TorchEngine):
         inputs = self._voice_inputs(loaded, request.voice)
         spec_cap = ModelFamily.TURBO.spec.max_new_tokens
         assert spec_cap is not None
-        budget = min(
-            request.max_new_tokens or self.settings.engine.max_new_tokens,
-            self.settings.engine.max_new_tokens,
-            spec_cap,
-        )
+        budget = self._token_budget(request, spec_cap)
         # GPT-2 has learned positions over the whole sequence: speaker, prompt, text,
         # start, then the speech.
         prompt_tokens = inputs.prompt_tokens
@@ -125,16 +116,10 @@ class TurboTorchEngine(TorchEngine):
         )
         return _Prepared(index, sampling.item(prefix, ids, g.seed), len(ids), inputs.s3gen_ref)
 
-    def _clone_voice(self, loaded: _Loaded, audio: bytes) -> Any:
+    def _voice_cloner(self) -> Callable[..., Any]:
         from chatterbox_serve.model.turbo.voice import clone_turbo_voice
 
-        return clone_turbo_voice(
-            audio,
-            s3gen=loaded.s3gen,
-            voice_encoder=loaded.voice_encoder,
-            prompt_len=loaded.t3.config.speech_cond_prompt_len,
-            device=loaded.device,
-        )
+        return clone_turbo_voice
 
     def _run_t3(self, loaded: _Loaded, items: list[Any]) -> list[Any]:
         from chatterbox_serve.model.t3.generation import generate

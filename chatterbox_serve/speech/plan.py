@@ -101,8 +101,18 @@ def budget_limits(
     if spec.max_new_tokens is not None:
         tokens = min(tokens, spec.max_new_tokens)
     return speech_rates.BudgetLimits(
-        settings.chunking.max_audio_s_per_char, tokens, e.max_model_len
+        settings.chunking.max_audio_s_per_char, tokens, e.max_model_len, _prompt_rows(spec.family)
     )
+
+
+def _prompt_rows(family: ModelFamily) -> int:
+    """T3's prompt rows besides the text: Turbo's are its speaker row, its 375 prompt
+    speech tokens and the start token; the original's its conditioning and two starts."""
+    if family is ModelFamily.TURBO:
+        from chatterbox_serve.model.turbo.config import TurboConfig
+
+        return TurboConfig().speech_cond_prompt_len + 2
+    return speech_rates.PROMPT_ROWS
 
 
 def _speakable(ch: str) -> bool:

@@ -107,6 +107,8 @@ class BudgetLimits:
     audio_s_per_char: float
     max_new_tokens: int
     max_model_len: int
+    # T3's prompt rows besides the text (the family's conditioning and start rows).
+    prompt_rows: int = PROMPT_ROWS
 
 
 def script_of(ch: str, language: str) -> str:
@@ -171,7 +173,7 @@ def chunk_length(text: str, language: str, configured: int, limits: BudgetLimits
 
 
 def _engine_room(text: str, language: str, limits: BudgetLimits) -> int:
-    context = limits.max_model_len - PROMPT_ROWS - text_tokens(text, language)
+    context = limits.max_model_len - limits.prompt_rows - text_tokens(text, language)
     return min(limits.max_new_tokens, context)
 
 

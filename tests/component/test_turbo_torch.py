@@ -167,3 +167,28 @@ def test_info_names_the_family(engine: RecordingTurboEngine) -> None:
         2,
     )
     assert Path(engine._live().checkpoint_dir).is_dir()
+
+
+def test_the_turbo_engine_loads_in_a_fresh_process_without_torchaudio(
+    settings: Settings,
+) -> None:
+    """CI's torch has no torchaudio build: the engine must put its stand-in in place
+    before upstream's S3Gen modules import it (this process already has one)."""
+    import subprocess
+    import sys
+
+    directory = settings.engine.model_dir_for(ModelFamily.TURBO)
+    code = (
+        "import importlib.util, sys\n"
+        "from chatterbox_serve.config import EngineConfig, Settings\n"
+        "from chatterbox_serve.engines.torch_turbo import TurboTorchEngine\n"
+        "from chatterbox_serve.families import ModelFamily as F\n"
+        "assert 'torchaudio' not in sys.modules\n"
+        f"e = EngineConfig(engine='torch', models=(F.TURBO,), turbo_model_dir={directory!r},"
+        " device='cpu')\n"
+        "TurboTorchEngine(Settings(engine=e).for_family(F.TURBO))._load()\n"
+        "print('loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("loaded")

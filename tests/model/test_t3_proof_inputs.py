@@ -8,7 +8,6 @@ engine core as the proof assumes, or the GPU run would measure something else.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ pytest.importorskip("vllm", reason="vLLM 0.26 not installed")
 from chatterbox_serve.engines.vllm import positions  # noqa: E402
 from chatterbox_serve.engines.vllm.engine import sampling_params_for  # noqa: E402
 from chatterbox_serve.engines.vllm.t3_vllm import ChatterboxT3ForCFG  # noqa: E402
+from chatterbox_serve.model.t3.generation import GenerationItem  # noqa: E402
 from tests.unit.test_vllm026_real import _process, input_processor  # noqa: E402
 from tools.gpu import t3_vllm_proof as proof  # noqa: E402
 
@@ -31,7 +31,9 @@ def test_forced_history_and_stop_probe_reach_the_engine_core(
     item = setup.items[2]
     rows = int(item["rows_c"].shape[0])
     history = [11, 2, 4000]
-    values = SimpleNamespace(temperature=0.8, top_p=1.0, min_p=0.05, repetition_penalty=1.2, seed=9)
+    values = GenerationItem(
+        item["rows_c"], (), temperature=0.8, top_p=1.0, min_p=0.05, repetition_penalty=1.2, seed=9
+    )
     params = sampling_params_for(values, 100, setup.stop, forced=False)
     params.logit_bias = {proof.SPEECH_TOKEN_TWO: 6.0, setup.stop: 4.9}
     request = _process(input_processor, setup.prompt(item, forced=history), params)

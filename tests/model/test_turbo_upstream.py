@@ -85,29 +85,11 @@ def upstream(ours: TurboModel, turbo_dir: Path) -> Any:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
+    from tools.gpu.turbo_reference import upstream_turbo_t3
+
     tts = checkpoint.upstream_module("chatterbox.tts_turbo")
-    configs = checkpoint.upstream_module("chatterbox.models.t3.llama_configs").LLAMA_CONFIGS
-    bb = ours.t3.config.backbone
-    configs["GPT2_turbo_test"] = dict(
-        configs["GPT2_medium"],
-        n_embd=bb.hidden_size,
-        hidden_size=bb.hidden_size,
-        n_layer=bb.num_layers,
-        n_head=bb.num_heads,
-        n_positions=bb.max_positions,
-        n_ctx=bb.max_positions,
-        vocab_size=ours.t3.config.text_vocab_size,
-    )
-    hp = tts.T3Config(text_tokens_dict_size=ours.t3.config.text_vocab_size)
-    hp.llama_config_name = "GPT2_turbo_test"
-    hp.speech_tokens_dict_size = 6563
-    hp.input_pos_emb = None
-    hp.speech_cond_prompt_len = 375
-    hp.use_perceiver_resampler = False
-    hp.emotion_adv = False
-    t3 = tts.T3(hp)
-    t3.load_state_dict(load_file(str(turbo_dir / checkpoint.T3_FILE)))
-    del t3.tfmr.wte
+    # Upstream's T3 with Turbo's hyperparameters, loaded and trimmed as `from_local` does.
+    t3 = upstream_turbo_t3(ours.t3, turbo_dir)
     seed = [0]
     s3gen = _reseeding_s3gen(tts.S3Gen, seed)
     s3gen.load_state_dict(load_file(str(turbo_dir / checkpoint.S3GEN_FILE)), strict=True)

@@ -238,3 +238,18 @@ def test_auto_looks_for_the_default_familys_checkpoint(tmp_path) -> None:  # typ
     ):
         (tmp_path / name).write_bytes(b"")
     assert _checkpoint_reason(empty) is None
+
+
+def test_a_turbo_chunk_and_its_375_prompt_tokens_fit_the_context() -> None:
+    """Turbo's prompt is 377 rows besides the text (speaker, 375 speech tokens, start),
+    not the original's 36: budgets left for speech must leave room for them."""
+    from chatterbox_serve.model.turbo.config import TurboConfig
+    from chatterbox_serve.text.speech_rates import text_tokens
+
+    s = _settings(CHATTERBOX_MODELS="chatterbox-turbo", VLLM_MAX_MODEL_LEN="1024")
+    rows = TurboConfig().speech_cond_prompt_len + 2
+    assert budget_limits(s, TURBO).prompt_rows == rows
+    text = "This sentence is about as long as the ones people usually write. " * 20
+    for chunk in plan_chunks(text, "en", s, family=TURBO):
+        budget = token_budget(chunk, "en", s, family=TURBO)
+        assert rows + text_tokens(chunk, "en") + budget <= 1024

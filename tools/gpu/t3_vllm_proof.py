@@ -33,15 +33,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import os
-import statistics
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from tools.gpu import proof_common as common
+from tools.gpu.proof_common import SPEECH_TOKEN_TWO
 
 STEPS = 64
 TOP = 20
@@ -63,10 +63,6 @@ KL_BOUND = 2e-3
 CHI_SQUARE_P_BOUND = 1e-3
 CONTEXTS, DRAWS, HISTORY = 6, 500, 24
 STALL_P95_GOAL_S = 0.3
-# IEEE float32 attention. TRITON_ATTN's float32 dot runs in TF32, which moved
-# log-probabilities by 5e-3 on the H200 (benchmarks/results/t3-equivalence-h200-triton.json).
-BACKEND = "FLEX_ATTENTION"
-SPEECH_TOKEN_TWO = 2  # an ordinary S3 code that once ended requests (transformers' eos)
 
 
 def _sampling(i: int) -> Any:
@@ -91,8 +87,7 @@ class Setup:
         from chatterbox_serve.model import checkpoint as ckpt
         from tools.upstream_t3 import build_upstream
 
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        common.float32_only()
         self.device = device
         self.t3 = ckpt.load_t3(checkpoint, True, device, torch.float32)
         self.up = build_upstream(self.t3, checkpoint).to(device)
@@ -106,14 +101,8 @@ class Setup:
         """The served prompt (`engine.prompt_for`) of our rows, optionally teacher-forced."""
         import torch
 
-        from chatterbox_serve.engines.vllm.engine import prompt_for
-
-        packed = torch.cat((item["rows_c"], item["rows_u"]), dim=-1).float().cpu()
-        prompt = prompt_for(packed, item["cfg_weight"], self.start)
-        prompt["prompt_token_ids"] = [*prompt["prompt_token_ids"], *(forced or [])]
-        # A given id spares vLLM hashing the prefix tensor.
-        prompt["multi_modal_uuids"] = {"image": [uuid.uuid4().hex]}
-        return prompt
+        packed = torch.cat((item["rows_c"], item["rows_u"]), dim=-1)
+        return common.served_prompt(packed, item["cfg_weight"], self.start, forced)
 
     def reference(self, item: dict[str, Any], tokens: list[int], sampling: Any) -> Any:
         from tools.gpu.t3_reference import upstream_logprobs
@@ -190,101 +179,20 @@ def _items(setup: Setup, directory: Path) -> list[dict[str, Any]]:
     return items
 
 
-def _llm(setup: Setup, **kwargs: Any) -> Any:
-    from vllm import LLM
-
-    base: dict[str, Any] = {
-        "model": str(setup.model_dir),
-        "skip_tokenizer_init": True,
-        "max_model_len": 1024,
-        "max_num_seqs": 64,
-        "gpu_memory_utilization": 0.2,
-        "enable_prefix_caching": False,
-        "mm_processor_cache_gb": 0,
-        "limit_mm_per_prompt": {"image": 1},
-        "max_logprobs": setup.vocab,
-    }
-    return LLM(**{**base, **kwargs})
-
-
-def _plant(bug: str | None) -> Any:
-    """A function for `LLM.apply_model` that plants `bug` (`tools/gpu/t3_planted.py`)."""
-    from tools.gpu.t3_planted import plant
-
-    return functools.partial(plant, bug=bug)
-
-
-def _steps(logprobs: Any) -> list[dict[int, float]]:
-    return [{t: lp.logprob for t, lp in step.items()} for step in logprobs]
-
-
 def _greedy(llm: Any, setup: Setup) -> list[dict[str, Any]]:
     """Greedy decoding with every log-probability, against upstream's raw distribution."""
-    from vllm import SamplingParams
-
-    from tools.gpu.t3_reference import agreeing_steps, dense, max_logprob_diff, mean_kl
-
-    params = SamplingParams(
-        temperature=0.0, max_tokens=STEPS, logprobs=setup.vocab, ignore_eos=True, detokenize=False
+    return common.greedy(
+        llm,
+        setup,
+        lambda item, tokens: setup.reference(item, tokens, None),
+        ("lang", "voice", "exaggeration", "cfg_weight"),
+        STEPS,
+        TOLERANCE,
     )
-    outs = llm.generate([setup.prompt(i) for i in setup.items], params, use_tqdm=False)
-    results = []
-    for item, out in zip(setup.items, outs, strict=True):
-        comp = out.outputs[0]
-        tokens = list(comp.token_ids)
-        steps = _steps(comp.logprobs)
-        ref = setup.reference(item, tokens, None).cpu()
-        diff, mismatches = max_logprob_diff(steps, ref)
-        results.append(
-            {
-                **{k: item[k] for k in ("lang", "voice", "exaggeration", "cfg_weight")},
-                "tokens": tokens,
-                "max_abs_logprob_diff": diff,
-                "support_mismatches": mismatches,
-                "mean_kl": mean_kl(ref, dense(steps, setup.vocab)),
-                "greedy_agreeing_steps": agreeing_steps(ref, tokens),
-                "greedy_agreeing_steps_ties_within_tolerance": agreeing_steps(
-                    ref, tokens, tie=TOLERANCE
-                ),
-            }
-        )
-    return results
-
-
-def _summary(per_item: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "max_abs_logprob_diff": max(i["max_abs_logprob_diff"] for i in per_item),
-        "max_mean_kl": max(i["mean_kl"] for i in per_item),
-        "min_greedy_agreeing_steps": min(i["greedy_agreeing_steps"] for i in per_item),
-        "median_greedy_agreeing_steps": statistics.median(
-            i["greedy_agreeing_steps"] for i in per_item
-        ),
-        "min_greedy_agreeing_steps_ties_within_tolerance": min(
-            i["greedy_agreeing_steps_ties_within_tolerance"] for i in per_item
-        ),
-    }
 
 
 def _sampled_params(setup: Setup) -> list[Any]:
-    from vllm import SamplingParams
-
-    out = []
-    for i, _ in enumerate(setup.items):
-        s = _sampling(i)
-        out.append(
-            SamplingParams(
-                temperature=s.temperature,
-                repetition_penalty=s.repetition_penalty,
-                min_p=s.min_p,
-                top_p=s.top_p,
-                seed=100 + i,
-                max_tokens=STEPS,
-                logprobs=TOP,
-                ignore_eos=True,
-                detokenize=False,
-            )
-        )
-    return out
+    return [common.fixed_length(_sampling(i), STEPS, 100 + i, TOP) for i in range(len(setup.items))]
 
 
 def _sampled(llm: Any, setup: Setup) -> tuple[list[list[int]], list[dict[str, Any]]]:
@@ -300,7 +208,7 @@ def _sampled(llm: Any, setup: Setup) -> tuple[list[list[int]], list[dict[str, An
         toks = list(comp.token_ids)
         sampling = _sampling(i)
         ref = setup.reference(item, toks, sampling).cpu()
-        diff, mismatches = max_logprob_diff(_steps(comp.logprobs), ref)
+        diff, mismatches = max_logprob_diff(common.logprob_steps(comp.logprobs), ref)
         tokens.append(toks)
         per_item.append(
             {
@@ -314,20 +222,12 @@ def _sampled(llm: Any, setup: Setup) -> tuple[list[list[int]], list[dict[str, An
     return tokens, per_item
 
 
-def exact(checkpoint: Path, save: Any) -> dict[str, Any]:
+def exact(checkpoint: Path, save: common.Save) -> dict[str, Any]:
     """The float32 part; `save(result)` after each step, so a cut run keeps what it did."""
-    import torch
-    import vllm
-
-    from tools.gpu.t3_planted import PLANTED_BUGS
+    from tools.gpu.t3_planted import PLANTED_BUGS, plant
 
     began = time.perf_counter()
-    out: dict[str, Any] = {
-        "vllm": vllm.__version__,
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0),
-        "engine": f"float32 (both sides), TF32 off; vLLM eager, {BACKEND}",
-    }
+    out: dict[str, Any] = {**common.versions(), "engine": common.FLOAT32_ENGINE}
     setup = Setup(checkpoint)
     out["upstream_prompt_rows"] = max(
         float((item[ours] - item[up]).abs().max())
@@ -335,15 +235,9 @@ def exact(checkpoint: Path, save: Any) -> dict[str, Any]:
         for ours, up in (("rows_c", "up_c"), ("rows_u", "up_u"))
     )
     save(out)
-    llm = _llm(
-        setup,
-        dtype="float32",
-        enforce_eager=True,
-        attention_backend=BACKEND,
-        logprobs_mode="processed_logprobs",
-    )
+    llm = common.float32_llm(setup, logprobs_mode="processed_logprobs")
     greedy = _greedy(llm, setup)
-    out["greedy"] = {**_summary(greedy), "items": greedy}
+    out["greedy"] = {**common.summary(greedy), "items": greedy}
     save(out)
     tokens, sampled = _sampled(llm, setup)
     out["sampling"] = {
@@ -352,15 +246,10 @@ def exact(checkpoint: Path, save: Any) -> dict[str, Any]:
         "items": sampled,
     }
     save(out)
-    out["planted"] = {}
-    for bug in PLANTED_BUGS:
-        llm.apply_model(_plant(bug))
-        out["planted"][bug] = _summary(_greedy(llm, setup))
-        save(out)
-    llm.apply_model(_plant(None))
+    common.planted(llm, setup, PLANTED_BUGS, plant, _greedy, out, save)
     del llm
     out["preemption"] = _preemption(setup, tokens)
-    out["wall_s"] = round(time.perf_counter() - began, 1)
+    out["wall_s"] = common.elapsed(began)
     save(out)
     return out
 
@@ -369,11 +258,8 @@ def _preemption(setup: Setup, expected: list[list[int]]) -> dict[str, Any]:
     """The sampled batch again, on a KV cache that holds about three of its nine items."""
     longest = max(int(i["rows_c"].shape[0]) for i in setup.items) + STEPS
     blocks = -(-longest // 16) + 8  # one item fits; a few more at once do not
-    llm = _llm(
+    llm = common.float32_llm(
         setup,
-        dtype="float32",
-        enforce_eager=True,
-        attention_backend=BACKEND,
         max_model_len=longest,
         num_gpu_blocks_override=blocks,
         block_size=16,
@@ -392,43 +278,19 @@ def _preemption(setup: Setup, expected: list[list[int]]) -> dict[str, Any]:
     return {"kv_blocks": blocks, "preemptions": preemptions, "identical": identical}
 
 
-def served(checkpoint: Path, save: Any) -> dict[str, Any]:
+def served(checkpoint: Path, save: common.Save) -> dict[str, Any]:
     """The served-configuration part; `save(result)` after each step."""
-    import torch
-    import vllm
-
-    from chatterbox_serve.config import load_settings
-    from chatterbox_serve.engines.vllm.engine import engine_kwargs
-
     began = time.perf_counter()
     setup = Setup(checkpoint)
-    kwargs = {
-        **engine_kwargs(load_settings(os.environ, None), setup.model_dir),
-        "gpu_memory_utilization": 0.3,
-    }
-    if kwargs["enforce_eager"]:
-        raise SystemExit("the served configuration compiles: set VLLM_COMPILE=true")
-    out: dict[str, Any] = {
-        "vllm": vllm.__version__,
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0),
-        "engine": {k: v for k, v in kwargs.items() if k != "model"},
-    }
-    llm = _llm(setup, **kwargs)
-    greedy = _greedy(llm, setup)
-    out["greedy"] = {**_summary(greedy), "items": greedy}
-    save(out)
-    out["stops"] = _stops(llm, setup)
-    save(out)
+    llm, out, greedy = common.served(setup, save, _greedy, _stops)
     out["chi_square"] = _chi_square(llm, setup, greedy)
-    out["wall_s"] = round(time.perf_counter() - began, 1)
+    out["wall_s"] = common.elapsed(began)
     save(out)
     return out
 
 
 def _chi_square(llm: Any, setup: Setup, greedy: list[dict[str, Any]]) -> dict[str, Any]:
     """Seeded draws of the next token at fixed contexts against upstream's distribution."""
-    from vllm import SamplingParams
 
     from tools.gpu.t3_reference import Sampling, chi_square_p, combined_p
 
@@ -439,19 +301,7 @@ def _chi_square(llm: Any, setup: Setup, greedy: list[dict[str, Any]]) -> dict[st
         history = greedy[c]["tokens"][:HISTORY]
         ref = setup.reference(item, [*history, 0], sampling)[-1].cpu()
         prompts = [setup.prompt(item, forced=history) for _ in range(DRAWS)]
-        params = [
-            SamplingParams(
-                temperature=sampling.temperature,
-                repetition_penalty=sampling.repetition_penalty,
-                min_p=sampling.min_p,
-                top_p=sampling.top_p,
-                seed=10_000 * c + k,
-                max_tokens=1,
-                ignore_eos=True,
-                detokenize=False,
-            )
-            for k in range(DRAWS)
-        ]
+        params = [common.fixed_length(sampling, 1, 10_000 * c + k) for k in range(DRAWS)]
         outs = llm.generate(prompts, params, use_tqdm=False)
         counts = Counter(int(o.outputs[0].token_ids[0]) for o in outs)
         p = chi_square_p(counts, ref)
@@ -469,43 +319,21 @@ def _chi_square(llm: Any, setup: Setup, greedy: list[dict[str, Any]]) -> dict[st
 
 def _stops(llm: Any, setup: Setup) -> dict[str, Any]:
     """64 items with the served `SamplingParams`: each must end at the stop token only."""
-    from types import SimpleNamespace
+    from chatterbox_serve.model.t3.generation import GenerationItem
 
-    from chatterbox_serve.engines.vllm.engine import sampling_params_for
-
-    prompts, params = [], []
-    for k in range(64):
-        item = setup.items[k % len(setup.items)]
-        values = SimpleNamespace(
-            temperature=0.8, top_p=1.0, min_p=0.05, repetition_penalty=1.2, seed=1000 + k
+    def values(k: int, item: dict[str, Any]) -> Any:
+        return GenerationItem(
+            item["rows_c"],
+            (),
+            temperature=0.8,
+            top_p=1.0,
+            min_p=0.05,
+            repetition_penalty=1.2,
+            seed=1000 + k,
         )
-        p = sampling_params_for(values, 1000, setup.stop, forced=False)
-        # Random weights give each token ~1/8000 a step: bias both so each is seen.
-        p.logit_bias = {SPEECH_TOKEN_TWO: 6.0, setup.stop: 4.9}
-        prompts.append(setup.prompt(item))
-        params.append(p)
-    outs = llm.generate(prompts, params, use_tqdm=False)
-    finish: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    lengths: list[int] = []
-    with_two = 0
-    for out in outs:
-        comp = out.outputs[0]
-        toks = list(comp.token_ids)
-        finish[str(comp.finish_reason)] += 1
-        reasons[str(comp.stop_reason)] += 1
-        lengths.append(len(toks))
-        with_two += int(SPEECH_TOKEN_TWO in toks[:-1])
-    all_at_stop = finish == Counter({"stop": 64}) and reasons == Counter({str(setup.stop): 64})
-    print("stops:", dict(finish), dict(reasons), with_two, flush=True)
-    return {
-        "requests": 64,
-        "finish_reasons": dict(finish),
-        "stop_reasons": dict(reasons),
-        "items_with_token_2_before_the_end": with_two,
-        "length_min_median_max": [min(lengths), statistics.median(lengths), max(lengths)],
-        "all_at_stop_token": all_at_stop,
-    }
+
+    # Random weights give each token ~1/8000 a step: bias both so each is seen.
+    return common.stops(llm, setup, values, {SPEECH_TOKEN_TWO: 6.0, setup.stop: 4.9})
 
 
 # ---- over HTTP ---------------------------------------------------------------------------
@@ -619,29 +447,12 @@ async def cjk(url: str, texts: dict[str, str], forced: int) -> dict[str, Any]:
 
 
 def report(parts: Path) -> dict[str, Any]:
-    def part(name: str) -> dict[str, Any]:
-        path = parts / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
+    part = common.parts_reader(parts)
     ex, sv, st, cj = part("exact"), part("served"), part("stream"), part("cjk")
-    greedy_bf16 = sv.get("greedy", {})
-    planted = {
-        bug: {
-            "max_mean_kl": v["max_mean_kl"],
-            "max_abs_logprob_diff": v["max_abs_logprob_diff"],
-            "over_kl_bound": v["max_mean_kl"] > KL_BOUND,
-            "over_tolerance": v["max_abs_logprob_diff"] > TOLERANCE,
-        }
-        for bug, v in ex.get("planted", {}).items()
-    }
+    planted = common.planted_report(ex, TOLERANCE, KL_BOUND)
     chi = sv.get("chi_square", {})
     bf16 = {
-        "engine": sv.get("engine"),
-        "greedy_agreeing_steps_min": greedy_bf16.get("min_greedy_agreeing_steps"),
-        "greedy_agreeing_steps_median": greedy_bf16.get("median_greedy_agreeing_steps"),
-        "steps": STEPS,
-        "mean_kl_per_step_max_item": greedy_bf16.get("max_mean_kl"),
-        "kl_bound": KL_BOUND,
+        **common.bf16_figures(sv, STEPS, KL_BOUND),
         "kl_bound_why": (
             "set before the GPU run, on the CPU with the same full-size random checkpoint: "
             "bf16 gave 0.6e-4 to 2.5e-4 nats per step (growing with the CFG weight), a CFG "
@@ -657,12 +468,10 @@ def report(parts: Path) -> dict[str, Any]:
     stops = sv.get("stops", {})
     checks = {
         "upstream_prompt_rows": ex.get("upstream_prompt_rows", 1.0) <= TOLERANCE,
-        "float32_greedy": ex.get("greedy", {}).get("max_abs_logprob_diff", 1.0) <= TOLERANCE
-        and ex.get("greedy", {}).get("min_greedy_agreeing_steps_ties_within_tolerance", 0) == STEPS,
+        "float32_greedy": common.float32_greedy_passes(ex.get("greedy", {}), TOLERANCE, STEPS),
         "sampling": ex.get("sampling", {}).get("max_abs_logprob_diff", 1.0) <= TOLERANCE
         and ex.get("sampling", {}).get("support_mismatches", 1) == 0,
-        "stop_reasons": bool(stops.get("all_at_stop_token"))
-        and stops.get("items_with_token_2_before_the_end", 0) > 0,
+        "stop_reasons": common.stops_pass(stops),
         "preemption": bool(ex.get("preemption", {}).get("identical"))
         and ex.get("preemption", {}).get("preemptions", 0) > 0,
         "bf16_kl": (bf16["mean_kl_per_step_max_item"] or 1.0) <= KL_BOUND,
@@ -675,9 +484,7 @@ def report(parts: Path) -> dict[str, Any]:
         "passed": all(checks.values()),
         "checks": checks,
         "parts_missing": [n for n in ("exact", "served", "stream", "cjk") if not part(n)],
-        "vllm": ex.get("vllm") or sv.get("vllm"),
-        "torch": ex.get("torch") or sv.get("torch"),
-        "device": ex.get("device") or sv.get("device"),
+        **common.versions_of(ex, sv),
         "checkpoint": "full-size random multilingual (tools/write_checkpoint.py, seed 0)",
         "reference": "upstream chatterbox-tts 0.1.7 (T3, prepare_input_embeds, its HF backend "
         "and logits processors), float32, same checkpoint",
@@ -709,11 +516,8 @@ def report(parts: Path) -> dict[str, Any]:
     }
 
 
-def _brief(value: Any) -> Any:
-    """Scalars of a result, nested dicts kept, per-item lists dropped (for the log)."""
-    if isinstance(value, dict):
-        return {k: _brief(v) for k, v in value.items() if not isinstance(v, list)}
-    return value
+def _budget(args: argparse.Namespace, save: common.Save) -> None:
+    print(largest_budget(cjk_texts(args.texts)))
 
 
 def main() -> None:
@@ -725,32 +529,19 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--texts", type=Path, default=Path("shared/data/texts/multilingual.json"))
     parser.add_argument("--forced", type=int, default=0, help="the server's forced budget")
-    args = parser.parse_args()
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model's closure
-    args.parts.mkdir(parents=True, exist_ok=True)
-    if args.part == "report":
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report(args.parts), indent=2) + "\n")
-        print(json.dumps(json.loads(args.out.read_text())["checks"], indent=1))
-        return
-    if args.part == "budget":
-        print(largest_budget(cjk_texts(args.texts)))
-        return
-    path = args.parts / f"{args.part}.json"
-
-    def save(result: dict[str, Any]) -> None:
-        path.write_text(json.dumps(result, indent=2))
-        print("saved", json.dumps(_brief(result))[:1500], flush=True)
-
-    if args.part == "exact":
-        result = exact(args.checkpoint, save)
-    elif args.part == "served":
-        result = served(args.checkpoint, save)
-    elif args.part == "stream":
-        result = asyncio.run(stream(args.url))
-    else:
-        result = asyncio.run(cjk(args.url, cjk_texts(args.texts), args.forced))
-    save(result)
+    common.main(
+        parser,
+        report,
+        {
+            "exact": lambda args, save: save(exact(args.checkpoint, save)),
+            "served": lambda args, save: save(served(args.checkpoint, save)),
+            "stream": lambda args, save: save(asyncio.run(stream(args.url))),
+            "cjk": lambda args, save: save(
+                asyncio.run(cjk(args.url, cjk_texts(args.texts), args.forced))
+            ),
+            "budget": _budget,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -27,16 +27,15 @@ minutes); each writes `P/<part>.json`, `report` joins and judges.
 from __future__ import annotations
 
 import argparse
-import functools
-import json
-import os
 import statistics
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from tools.gpu import proof_common as common
+from tools.gpu.proof_common import SPEECH_TOKEN_TWO
 
 STEPS = 64
 TOP = 20
@@ -48,8 +47,6 @@ TOLERANCE = 2e-3
 # gave 4.1e-5 nats per step (two items, 48 greedy steps each, argmax equal at every step),
 # so the bound sits ~50x above bf16's own effect.
 KL_BOUND = 2e-3
-BACKEND = "FLEX_ATTENTION"
-SPEECH_TOKEN_TWO = 2
 TEXTS = [
     "Hello there, this is a test of the vLLM model.",
     "I can't believe it [laugh] well [sigh] that was something.",
@@ -75,8 +72,7 @@ class Setup:
         from chatterbox_serve.model.voice import builtin_voice_inputs
         from tools.gpu.turbo_reference import upstream_rows, upstream_turbo_t3
 
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        common.float32_only()
         self.device = device
         self.t3 = checkpoint.load_t3(directory, device, torch.float32)
         # Upstream's package is optional on a GPU box; without it the rows go unchecked
@@ -117,14 +113,7 @@ class Setup:
 
     def prompt(self, item: dict[str, Any], forced: list[int] | None = None) -> dict[str, Any]:
         """The served prompt (`engine.prompt_for`, CFG weight 0), optionally teacher-forced."""
-        import uuid
-
-        from chatterbox_serve.engines.vllm.engine import prompt_for
-
-        prompt = prompt_for(item["rows"].float().cpu(), 0.0, self.start)
-        prompt["prompt_token_ids"] = [*prompt["prompt_token_ids"], *(forced or [])]
-        prompt["multi_modal_uuids"] = {"image": [uuid.uuid4().hex]}
-        return prompt
+        return common.served_prompt(item["rows"], 0.0, self.start, forced)
 
     def logits(self, item: dict[str, Any], tokens: list[int]) -> Any:
         from tools.gpu.turbo_reference import reference_logits
@@ -132,80 +121,22 @@ class Setup:
         return reference_logits(self.t3, item["rows"], tokens)
 
 
-def _llm(setup: Setup, **kwargs: Any) -> Any:
-    from vllm import LLM
-
-    base: dict[str, Any] = {
-        "model": str(setup.model_dir),
-        "skip_tokenizer_init": True,
-        "max_model_len": 1024,
-        "max_num_seqs": 64,
-        "gpu_memory_utilization": 0.2,
-        "enable_prefix_caching": False,
-        "mm_processor_cache_gb": 0,
-        "limit_mm_per_prompt": {"image": 1},
-        "max_logprobs": setup.vocab,
-    }
-    return LLM(**{**base, **kwargs})
-
-
-def _steps(logprobs: Any) -> list[dict[int, float]]:
-    return [{t: lp.logprob for t, lp in step.items()} for step in logprobs]
-
-
 def _greedy(llm: Any, setup: Setup) -> list[dict[str, Any]]:
     """Greedy decoding with every log-probability, against the reference's raw ones."""
     import torch
-    from vllm import SamplingParams
 
-    from tools.gpu.t3_reference import agreeing_steps, dense, max_logprob_diff, mean_kl
-
-    params = SamplingParams(
-        temperature=0.0, max_tokens=STEPS, logprobs=setup.vocab, ignore_eos=True, detokenize=False
+    return common.greedy(
+        llm,
+        setup,
+        lambda item, tokens: torch.log_softmax(setup.logits(item, tokens), -1),
+        ("voice", "text_tokens"),
+        STEPS,
+        TOLERANCE,
     )
-    outs = llm.generate([setup.prompt(i) for i in setup.items], params, use_tqdm=False)
-    results = []
-    for item, out in zip(setup.items, outs, strict=True):
-        comp = out.outputs[0]
-        tokens = list(comp.token_ids)
-        steps = _steps(comp.logprobs)
-        ref = torch.log_softmax(setup.logits(item, tokens), -1).cpu()
-        diff, mismatches = max_logprob_diff(steps, ref)
-        results.append(
-            {
-                "voice": item["voice"],
-                "text_tokens": item["text_tokens"],
-                "tokens": tokens,
-                "max_abs_logprob_diff": diff,
-                "support_mismatches": mismatches,
-                "mean_kl": mean_kl(ref, dense(steps, setup.vocab)),
-                "greedy_agreeing_steps": agreeing_steps(ref, tokens),
-                "greedy_agreeing_steps_ties_within_tolerance": agreeing_steps(
-                    ref, tokens, tie=TOLERANCE
-                ),
-            }
-        )
-    return results
-
-
-def _summary(per_item: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "max_abs_logprob_diff": max(i["max_abs_logprob_diff"] for i in per_item),
-        "max_mean_kl": max(i["mean_kl"] for i in per_item),
-        "min_greedy_agreeing_steps": min(i["greedy_agreeing_steps"] for i in per_item),
-        "median_greedy_agreeing_steps": statistics.median(
-            i["greedy_agreeing_steps"] for i in per_item
-        ),
-        "min_greedy_agreeing_steps_ties_within_tolerance": min(
-            i["greedy_agreeing_steps_ties_within_tolerance"] for i in per_item
-        ),
-    }
 
 
 def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
     """Turbo's defaults, seeded; processed log-probs against the reference in vLLM's order."""
-    from vllm import SamplingParams
-
     from chatterbox_serve.engines.vllm.engine import sampling_params_for
     from chatterbox_serve.model.turbo.reference import TurboSampling
     from tools.gpu.t3_reference import max_logprob_diff
@@ -217,20 +148,7 @@ def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
         # The served values (`sampling_params_for`), decoding a fixed length: not with
         # `min_tokens`, which would mask the stop token that the reference keeps.
         s = sampling_params_for(values, STEPS, setup.stop, forced=False)
-        params.append(
-            SamplingParams(
-                temperature=s.temperature,
-                top_k=s.top_k,
-                top_p=s.top_p,
-                min_p=s.min_p,
-                repetition_penalty=s.repetition_penalty,
-                seed=s.seed,
-                max_tokens=STEPS,
-                logprobs=TOP,
-                ignore_eos=True,
-                detokenize=False,
-            )
-        )
+        params.append(common.fixed_length(s, STEPS, s.seed, TOP))
     outs = llm.generate([setup.prompt(i) for i in setup.items], params, use_tqdm=False)
     per_item = []
     for item, out in zip(setup.items, outs, strict=True):
@@ -239,7 +157,7 @@ def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
         logits = setup.logits(item, tokens)
         ours = vllm_order(logits, tokens, Chain(), setup.start).cpu()
         theirs = upstream_order(logits, tokens, Chain(), setup.start).cpu()
-        diff, mismatches = max_logprob_diff(_steps(comp.logprobs), ours)
+        diff, mismatches = max_logprob_diff(common.logprob_steps(comp.logprobs), ours)
         tv = total_variation(ours, theirs)
         per_item.append(
             {
@@ -278,7 +196,7 @@ def _rows_check(setup: Setup) -> dict[str, Any]:
 
 
 def exact(
-    checkpoint: Path, save: Any, llm_factory: Any = None, device: str = "cuda"
+    checkpoint: Path, save: common.Save, llm_factory: Any = None, device: str = "cuda"
 ) -> dict[str, Any]:
     """The float32 part; `save(result)` after each step, so a cut run keeps what it did."""
     import torch
@@ -287,7 +205,7 @@ def exact(
     out: dict[str, Any] = {
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if device == "cuda" else device,
-        "engine": f"float32 (both sides), TF32 off; vLLM eager, {BACKEND}",
+        "engine": common.FLOAT32_ENGINE,
     }
     setup = Setup(checkpoint, device)
     out.update(_rows_check(setup))
@@ -296,101 +214,40 @@ def exact(
         import vllm
 
         out["vllm"] = vllm.__version__
-        llm = _llm(
-            setup,
-            dtype="float32",
-            enforce_eager=True,
-            attention_backend=BACKEND,
-            logprobs_mode="processed_logprobs",
-        )
+        llm = common.float32_llm(setup, logprobs_mode="processed_logprobs")
     else:
         llm = llm_factory(setup)
     greedy = _greedy(llm, setup)
-    out["greedy"] = {**_summary(greedy), "items": greedy}
+    out["greedy"] = {**common.summary(greedy), "items": greedy}
     save(out)
     out["sampling"] = _sampled(llm, setup)
     save(out)
-    out["planted"] = {}
-    for bug in PLANTED_BUGS:
-        llm.apply_model(functools.partial(plant, bug=bug))
-        out["planted"][bug] = _summary(_greedy(llm, setup))
-        save(out)
-    llm.apply_model(functools.partial(plant, bug=None))
-    out["wall_s"] = round(time.perf_counter() - began, 1)
+    common.planted(llm, setup, PLANTED_BUGS, plant, _greedy, out, save)
+    out["wall_s"] = common.elapsed(began)
     save(out)
     return out
 
 
-def served(checkpoint: Path, save: Any) -> dict[str, Any]:
+def served(checkpoint: Path, save: common.Save) -> dict[str, Any]:
     """The served configuration (bf16, CUDA graphs); `save(result)` after each step."""
-    import torch
-    import vllm
-
-    from chatterbox_serve.config import load_settings
-    from chatterbox_serve.engines.vllm.engine import engine_kwargs
-
     began = time.perf_counter()
-    setup = Setup(checkpoint)
-    kwargs = {
-        **engine_kwargs(load_settings(os.environ, None), setup.model_dir),
-        "gpu_memory_utilization": 0.3,
-    }
-    if kwargs["enforce_eager"]:
-        raise SystemExit("the served configuration compiles: set VLLM_COMPILE=true")
-    out: dict[str, Any] = {
-        "vllm": vllm.__version__,
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0),
-        "engine": {k: v for k, v in kwargs.items() if k != "model"},
-    }
-    llm = _llm(setup, **kwargs)
-    greedy = _greedy(llm, setup)
-    out["greedy"] = {**_summary(greedy), "items": greedy}
-    save(out)
-    out["stops"] = _stops(llm, setup)
-    out["wall_s"] = round(time.perf_counter() - began, 1)
+    _, out, _ = common.served(Setup(checkpoint), save, _greedy, _stops)
+    out["wall_s"] = common.elapsed(began)
     save(out)
     return out
 
 
 def _stops(llm: Any, setup: Setup) -> dict[str, Any]:
     """64 requests with the served `SamplingParams`: each must end at 6562 and nowhere else."""
-    from chatterbox_serve.engines.vllm.engine import sampling_params_for
     from chatterbox_serve.model.turbo.reference import TurboSampling
 
-    prompts, params = [], []
-    for k in range(64):
-        item = setup.items[k % len(setup.items)]
-        values = TurboSampling().item(item["rows"], (), seed=1000 + k)
-        p = sampling_params_for(values, 1000, setup.stop, forced=False)
-        # Random weights give each token ~1/6600 a step: biased, token 2 comes ~10% of
-        # steps (less once penalised) and the stop token ~3%, so both are seen and
-        # every item stops long before its 1000 tokens.
-        p.logit_bias = {SPEECH_TOKEN_TWO: 5.2, setup.stop: 1.8}
-        prompts.append(setup.prompt(item))
-        params.append(p)
-    outs = llm.generate(prompts, params, use_tqdm=False)
-    finish: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    lengths: list[int] = []
-    with_two = 0
-    for out in outs:
-        comp = out.outputs[0]
-        toks = list(comp.token_ids)
-        finish[str(comp.finish_reason)] += 1
-        reasons[str(comp.stop_reason)] += 1
-        lengths.append(len(toks))
-        with_two += int(SPEECH_TOKEN_TWO in toks[:-1])
-    print("stops:", dict(finish), dict(reasons), with_two, flush=True)
-    return {
-        "requests": 64,
-        "finish_reasons": dict(finish),
-        "stop_reasons": dict(reasons),
-        "items_with_token_2_before_the_end": with_two,
-        "length_min_median_max": [min(lengths), statistics.median(lengths), max(lengths)],
-        "all_at_stop_token": finish == Counter({"stop": 64})
-        and reasons == Counter({str(setup.stop): 64}),
-    }
+    def values(k: int, item: dict[str, Any]) -> Any:
+        return TurboSampling().item(item["rows"], (), seed=1000 + k)
+
+    # Random weights give each token ~1/6600 a step: biased, token 2 comes ~10% of
+    # steps (less once penalised) and the stop token ~3%, so both are seen and
+    # every item stops long before its 1000 tokens.
+    return common.stops(llm, setup, values, {SPEECH_TOKEN_TWO: 5.2, setup.stop: 1.8})
 
 
 # ---- planted bugs ------------------------------------------------------------------
@@ -517,7 +374,7 @@ class _ReferenceLLM:
         return outs
 
 
-def dry(save: Any) -> dict[str, Any]:
+def dry(save: common.Save) -> dict[str, Any]:
     """`exact` on the CPU with the tiny checkpoint and the reference as the engine."""
     from tools.write_checkpoint import write_turbo_checkpoint
 
@@ -533,20 +390,9 @@ def dry(save: Any) -> dict[str, Any]:
 
 
 def report(parts: Path) -> dict[str, Any]:
-    def part(name: str) -> dict[str, Any]:
-        path = parts / f"{name}.json"
-        loaded: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-        return loaded
-
+    part = common.parts_reader(parts)
     ex, sv = part("exact"), part("served")
-    planted = {
-        bug: {
-            "max_mean_kl": v["max_mean_kl"],
-            "max_abs_logprob_diff": v["max_abs_logprob_diff"],
-            "over_tolerance": v["max_abs_logprob_diff"] > TOLERANCE,
-        }
-        for bug, v in ex.get("planted", {}).items()
-    }
+    planted = common.planted_report(ex, TOLERANCE)
     sampling = ex.get("sampling", {})
     greedy = ex.get("greedy", {})
     bf16 = sv.get("greedy", {})
@@ -556,12 +402,10 @@ def report(parts: Path) -> dict[str, Any]:
         checks["upstream_prompt_rows"] = ex.get("upstream_prompt_rows", 1.0) <= TOLERANCE
         checks["upstream_backbone_logits"] = ex.get("upstream_backbone_logits", 1.0) <= TOLERANCE
     checks |= {
-        "float32_greedy": greedy.get("max_abs_logprob_diff", 1.0) <= TOLERANCE
-        and greedy.get("min_greedy_agreeing_steps_ties_within_tolerance", 0) == STEPS,
+        "float32_greedy": common.float32_greedy_passes(greedy, TOLERANCE, STEPS),
         "sampling_vllm_order": sampling.get("max_abs_logprob_diff", 1.0) <= TOLERANCE
         and sampling.get("support_mismatches", 1) == 0,
-        "stop_reasons": bool(stops.get("all_at_stop_token"))
-        and stops.get("items_with_token_2_before_the_end", 0) > 0,
+        "stop_reasons": common.stops_pass(stops),
         "bf16_kl": bf16.get("max_mean_kl", 1.0) <= KL_BOUND,
         "planted": bool(planted) and all(p["over_tolerance"] for p in planted.values()),
     }
@@ -570,9 +414,7 @@ def report(parts: Path) -> dict[str, Any]:
         "checks": checks,
         "parts_missing": [n for n in ("exact", "served") if not part(n)],
         "upstream_missing": ex.get("upstream_missing"),
-        "vllm": ex.get("vllm") or sv.get("vllm"),
-        "torch": ex.get("torch") or sv.get("torch"),
-        "device": ex.get("device") or sv.get("device"),
+        **common.versions_of(ex, sv),
         "checkpoint": "full-size random Turbo (tools/write_checkpoint.py --turbo, seed 0)",
         "reference": "our TurboT3 in float32 on the same GPU (token-identical to upstream "
         "chatterbox-tts 0.1.7 on the CPU in CI); prompt rows against upstream's own "
@@ -589,23 +431,10 @@ def report(parts: Path) -> dict[str, Any]:
             **{k: v for k, v in sampling.items() if k != "items"},
         },
         "stop_reasons": stops,
-        "bf16_graphs": {
-            "engine": sv.get("engine"),
-            "greedy_agreeing_steps_min": bf16.get("min_greedy_agreeing_steps"),
-            "greedy_agreeing_steps_median": bf16.get("median_greedy_agreeing_steps"),
-            "steps": STEPS,
-            "mean_kl_per_step_max_item": bf16.get("max_mean_kl"),
-            "kl_bound": KL_BOUND,
-        },
+        "bf16_graphs": common.bf16_figures(sv, STEPS, KL_BOUND),
         "planted": planted,
         "parts": {"exact_wall_s": ex.get("wall_s"), "served_wall_s": sv.get("wall_s")},
     }
-
-
-def _brief(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _brief(v) for k, v in value.items() if not isinstance(v, list)}
-    return value
 
 
 def main() -> None:
@@ -616,26 +445,15 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/turbo-equivalence-h200.json")
     )
-    args = parser.parse_args()
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model's closure
-    args.parts.mkdir(parents=True, exist_ok=True)
-    if args.part == "report":
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report(args.parts), indent=2) + "\n")
-        print(json.dumps(json.loads(args.out.read_text())["checks"], indent=1))
-        return
-    path = args.parts / f"{args.part}.json"
-
-    def save(result: dict[str, Any]) -> None:
-        path.write_text(json.dumps(result, indent=2))
-        print("saved", json.dumps(_brief(result))[:1500], flush=True)
-
-    if args.part == "exact":
-        exact(args.checkpoint, save)
-    elif args.part == "served":
-        served(args.checkpoint, save)
-    else:
-        dry(save)
+    common.main(
+        parser,
+        report,
+        {
+            "exact": lambda args, save: exact(args.checkpoint, save),
+            "served": lambda args, save: served(args.checkpoint, save),
+            "dry": lambda args, save: dry(save),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -321,11 +321,15 @@ class T3Backbone(nn.Module):
         return torch.cat((hidden[:n], hidden[n:], code_channels), dim=-1)
 
 
-@MULTIMODAL_REGISTRY.register_processor(
-    T3PrefixProcessor, info=T3ProcessingInfo, dummy_inputs=T3DummyInputs
-)
-class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
-    """T3 with both CFG branches in one sequence; see the module docstring."""
+class PrefixedT3(nn.Module, SupportsMultiModal):
+    """What both T3s on vLLM share (this module's and `turbo_vllm.ChatterboxTurboT3`).
+
+    The prompt rows arrive as one multimodal item (`T3PrefixProcessor`), one
+    placeholder id per row; generated tokens embed through the backbone; the backbone
+    runs on embeddings. A subclass names its backbone (`_backbone`), whose
+    `embed_input_ids` embeds speech tokens and whose call takes vLLM's forward
+    arguments, and the width of one prefix row (`_row_width`).
+    """
 
     # vLLM's multimodal tokens are our prefix rows, never real token ids.
     requires_raw_input_tokens = False
@@ -334,25 +338,25 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
         return None
 
-    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
-        super().__init__()
-        config = vllm_config.model_config.hf_config
-        self.config = config
-        self.model = T3Backbone(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
-        self.speech_head = nn.Linear(config.t3_hidden_size, config.vocab_size, bias=False)
+    def _backbone(self) -> Any:
+        raise NotImplementedError
+
+    def _row_width(self) -> int:
+        raise NotImplementedError
+
+    def _row_dtype(self) -> torch.dtype:
+        raise NotImplementedError
 
     def get_language_model(self) -> Any:
-        # vLLM types this as its text-model protocol; our backbone embeds speech tokens
-        # into both CFG halves, which is what vLLM calls it for.
-        return self.model
-
-    # Multimodal and positions --------------------------------------------------------
+        # vLLM types this as its text-model protocol; our backbone embeds speech tokens,
+        # which is what vLLM calls it for.
+        return self._backbone()
 
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
         prefixes = kwargs[PREFIX_KEY]
         rows = prefixes if isinstance(prefixes, (list, tuple)) else list(prefixes)  # type: ignore[call-overload]
-        dtype = self.model.speech_emb.weight.dtype
-        return [torch.as_tensor(r).reshape(-1, 2 * self.model.hidden).to(dtype) for r in rows]
+        width, dtype = self._row_width(), self._row_dtype()
+        return [torch.as_tensor(r).reshape(-1, width).to(dtype) for r in rows]
 
     def embed_input_ids(
         self,
@@ -361,11 +365,49 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
         *,
         is_multimodal: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        embeds = self.model.embed_input_ids(input_ids)
+        embeds: torch.Tensor = self._backbone().embed_input_ids(input_ids)
         if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
             return embeds
         assert is_multimodal is not None
         return _merge_multimodal_embeddings(embeds, multimodal_embeddings, is_multimodal)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        out: torch.Tensor = self._backbone()(
+            input_ids, positions, intermediate_tensors, inputs_embeds
+        )
+        return out
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    T3PrefixProcessor, info=T3ProcessingInfo, dummy_inputs=T3DummyInputs
+)
+class ChatterboxT3ForCFG(PrefixedT3, SupportsMRoPE):
+    """T3 with both CFG branches in one sequence; see the module docstring."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__()
+        config = vllm_config.model_config.hf_config
+        self.config = config
+        self.model = T3Backbone(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
+        self.speech_head = nn.Linear(config.t3_hidden_size, config.vocab_size, bias=False)
+
+    # Multimodal and positions --------------------------------------------------------
+
+    def _backbone(self) -> Any:
+        return self.model
+
+    def _row_width(self) -> int:
+        return 2 * self.model.hidden  # [cond row | uncond row]
+
+    def _row_dtype(self) -> torch.dtype:
+        return self.model.speech_emb.weight.dtype
 
     def get_mrope_input_positions(
         self, input_tokens: list[int], mm_features: list[MultiModalFeatureSpec]
@@ -383,18 +425,7 @@ class ChatterboxT3ForCFG(nn.Module, SupportsMultiModal, SupportsMRoPE):
         values, delta = prompt_positions(len(input_tokens), speech_start, weight)
         return torch.tensor(values, dtype=torch.int64).expand(3, -1).clone(), delta
 
-    # Forward and logits ----------------------------------------------------------------
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None,
-        positions: torch.Tensor,
-        intermediate_tensors: IntermediateTensors | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        **kwargs: object,
-    ) -> torch.Tensor:
-        out: torch.Tensor = self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
-        return out
+    # Logits ----------------------------------------------------------------------------
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """`cond + w * (cond - uncond)` in float32, each row with its request's weight."""

@@ -28,13 +28,11 @@ from torch import nn
 from vllm.config import VllmConfig
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.gpt2 import GPT2Model
-from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
-from vllm.model_executor.models.utils import _merge_multimodal_embeddings, maybe_prefix
+from vllm.model_executor.models.utils import maybe_prefix
 from vllm.multimodal import MULTIMODAL_REGISTRY
-from vllm.sequence import IntermediateTensors
 
 from chatterbox_serve.engines.vllm.t3_vllm import (
-    PREFIX_KEY,
+    PrefixedT3,
     T3DummyInputs,
     T3PrefixProcessor,
     T3ProcessingInfo,
@@ -49,15 +47,8 @@ _PROMPT_SIDE = ("text_emb.", "text_head.", "cond_enc.", "tfmr.wte.")
 @MULTIMODAL_REGISTRY.register_processor(
     T3PrefixProcessor, info=T3ProcessingInfo, dummy_inputs=T3DummyInputs
 )
-class ChatterboxTurboT3(nn.Module, SupportsMultiModal):
+class ChatterboxTurboT3(PrefixedT3):
     """Turbo's T3 on vLLM; see the module docstring."""
-
-    # vLLM's multimodal tokens are our prefix rows, never real token ids.
-    requires_raw_input_tokens = False
-
-    @classmethod
-    def get_placeholder_str(cls, modality: str, i: int) -> str | None:
-        return None
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
@@ -70,40 +61,14 @@ class ChatterboxTurboT3(nn.Module, SupportsMultiModal):
         )
         self.speech_head = nn.Linear(self.hidden, config.vocab_size, bias=True)
 
-    def get_language_model(self) -> Any:
+    def _backbone(self) -> Any:
         return self.transformer
 
-    def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
-        prefixes = kwargs[PREFIX_KEY]
-        rows = prefixes if isinstance(prefixes, (list, tuple)) else list(prefixes)  # type: ignore[call-overload]
-        dtype = self.speech_head.weight.dtype
-        return [torch.as_tensor(r).reshape(-1, self.hidden).to(dtype) for r in rows]
+    def _row_width(self) -> int:
+        return int(self.hidden)
 
-    def embed_input_ids(
-        self,
-        input_ids: torch.Tensor,
-        multimodal_embeddings: MultiModalEmbeddings | None = None,
-        *,
-        is_multimodal: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        embeds: torch.Tensor = self.transformer.embed_input_ids(input_ids)
-        if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
-            return embeds
-        assert is_multimodal is not None
-        return _merge_multimodal_embeddings(embeds, multimodal_embeddings, is_multimodal)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None,
-        positions: torch.Tensor,
-        intermediate_tensors: IntermediateTensors | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        **kwargs: object,
-    ) -> torch.Tensor:
-        out: torch.Tensor = self.transformer(
-            input_ids, positions, intermediate_tensors, inputs_embeds
-        )
-        return out
+    def _row_dtype(self) -> torch.dtype:
+        return self.speech_head.weight.dtype
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Speech logits (with the head's bias) in float32."""
