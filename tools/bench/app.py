@@ -53,16 +53,27 @@ def _pin(app: Application, done: dict[int, Application]) -> Application:
     if id(app) in done:
         return done[id(app)]
     deployment = app._bound_deployment
-    args = tuple(_pin(a, done) if isinstance(a, Application) else a for a in deployment.init_args)
+    args = tuple(_pin_within(a, done) for a in deployment.init_args)
     kwargs = {
-        k: _pin(v, done) if isinstance(v, Application) else v
-        for k, v in cast(dict[str, Any], deployment.init_kwargs).items()
+        k: _pin_within(v, done) for k, v in cast(dict[str, Any], deployment.init_kwargs).items()
     }
     pinned: Application = deployment.options(num_replicas=1, autoscaling_config=None).bind(
         *args, **kwargs
     )
     done[id(app)] = pinned
     return pinned
+
+
+def _pin_within(value: Any, done: dict[int, Application]) -> Any:
+    """`value` with every application in it pinned, inside dicts, lists and tuples too
+    (the builder passes the model deployments of all families as a dict)."""
+    if isinstance(value, Application):
+        return _pin(value, done)
+    if isinstance(value, dict):
+        return {k: _pin_within(v, done) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_pin_within(v, done) for v in value)
+    return value
 
 
 @contextmanager
