@@ -3,7 +3,9 @@
 Each proof holds a `Setup` (the items, their served prompts, a reference) and its own
 checks; the machinery both run lives here once: the engine, the float32 and served
 engine arguments, greedy decoding against a reference, the planted-bug loop, the stop
-check with the served `SamplingParams`, the report's common figures and the command line.
+check with the served `SamplingParams`, the same sampled batch on a KV cache that forces
+preemption, the seeded-sampling chi-square at fixed contexts, the report's common figures
+and the command line.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ BACKEND = "FLEX_ATTENTION"
 FLOAT32_ENGINE = f"float32 (both sides), TF32 off; vLLM eager, {BACKEND}"
 SPEECH_TOKEN_TWO = 2  # an ordinary S3 code that once ended requests (transformers' eos)
 STOP_REQUESTS = 64
+KV_BLOCK = 16  # tokens per KV-cache block of the preemption engine
+# Seeded sampling must be indistinguishable from the reference's distribution at fixed
+# contexts: Fisher's combined p-value over the contexts above 1e-3 (a correct engine
+# fails this one time in a thousand).
+CHI_SQUARE_P_BOUND = 1e-3
+CHI_SQUARE_DRAWS, CHI_SQUARE_HISTORY = 500, 24  # draws per context, tokens of its history
+# The sampling values a result records (`fixed_length` reads them), in this order.
+SAMPLING_FIELDS = ("temperature", "repetition_penalty", "min_p", "top_p", "top_k")
 
 Save = Callable[[dict[str, Any]], None]
 
@@ -111,6 +121,17 @@ def fixed_length(values: Any, steps: int, seed: int, logprobs: int | None = None
         ignore_eos=True,
         detokenize=False,
     )
+
+
+def decode(llm: Any, setup: ProofSetup, params: Sequence[Any]) -> list[list[int]]:
+    """Every item decoded with its `params`: the tokens of each."""
+    outs = llm.generate([setup.prompt(i) for i in setup.items], list(params), use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs]
+
+
+def prompt_rows(setup: ProofSetup) -> int:
+    """The longest served prompt of the setup's items, in rows (one token id each)."""
+    return max(len(setup.prompt(i)["prompt_token_ids"]) for i in setup.items)
 
 
 def logprob_steps(logprobs: Any) -> list[dict[int, float]]:
@@ -204,16 +225,8 @@ def versions() -> dict[str, Any]:
     }
 
 
-def served(
-    setup: ProofSetup,
-    save: Save,
-    run_greedy: Greedy,
-    stops: Callable[[Any, Any], dict[str, Any]],
-) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
-    """The served engine (`engine.engine_kwargs`: bf16, CUDA graphs): greedy, then stops.
-
-    Returns the engine, the result so far and the greedy items, for a proof's further steps.
-    """
+def served_llm(setup: ProofSetup) -> tuple[Any, dict[str, Any]]:
+    """The served engine (`engine.engine_kwargs`: bf16, CUDA graphs) and its arguments."""
     from chatterbox_serve.config import load_settings
     from chatterbox_serve.engines.vllm.engine import engine_kwargs
 
@@ -223,17 +236,101 @@ def served(
     }
     if kwargs["enforce_eager"]:
         raise SystemExit("the served configuration compiles: set VLLM_COMPILE=true")
-    out: dict[str, Any] = {
-        **versions(),
-        "engine": {k: v for k, v in kwargs.items() if k != "model"},
-    }
-    llm = build_llm(setup, **kwargs)
+    return build_llm(setup, **kwargs), {k: v for k, v in kwargs.items() if k != "model"}
+
+
+def served(
+    setup: ProofSetup,
+    save: Save,
+    run_greedy: Greedy,
+    stops: Callable[[Any, Any], dict[str, Any]],
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """The served engine (`served_llm`): greedy, then stops.
+
+    Returns the engine, the result so far and the greedy items, for a proof's further steps.
+    """
+    llm, engine = served_llm(setup)
+    out: dict[str, Any] = {**versions(), "engine": engine}
     items = run_greedy(llm, setup)
     out["greedy"] = {**summary(items), "items": items}
     save(out)
     out["stops"] = stops(llm, setup)
     save(out)
     return llm, out, items
+
+
+def preemption(
+    setup: ProofSetup,
+    params: Sequence[Any],
+    expected: list[list[int]],
+    kv_blocks: int,
+    build: Callable[..., Any] = float32_llm,
+) -> dict[str, Any]:
+    """The items decoded with `params` again, on an engine whose KV cache holds `kv_blocks`
+    blocks: the same tokens as `expected` (decoded with room to spare), and vLLM's count
+    of the preemptions it took.
+
+    `build(setup, **kwargs)` makes the engine (float32, eager); `kv_blocks` must hold the
+    longest item but not a few of them at once, so vLLM preempts and recomputes.
+    """
+    longest = prompt_rows(setup) + max(p.max_tokens for p in params)
+    llm = build(
+        setup,
+        max_model_len=longest,
+        num_gpu_blocks_override=kv_blocks,
+        block_size=KV_BLOCK,
+        disable_log_stats=False,
+    )
+    tokens = decode(llm, setup, params)
+    preemptions = sum(
+        getattr(m, "value", 0) for m in llm.get_metrics() if m.name == "vllm:num_preemptions"
+    )
+    del llm
+    identical = tokens == expected
+    print("preemption:", preemptions, "identical:", identical, flush=True)
+    return {"kv_blocks": kv_blocks, "preemptions": preemptions, "identical": identical}
+
+
+def chi_square(
+    llm: Any,
+    setup: ProofSetup,
+    reference: Callable[[dict[str, Any], list[int]], Any],
+    values: Any,
+    histories: Sequence[Sequence[int]],
+    keys: Sequence[str],
+    draws: int = CHI_SQUARE_DRAWS,
+    history: int = CHI_SQUARE_HISTORY,
+) -> dict[str, Any]:
+    """Seeded draws of the next token at fixed contexts against the reference's distribution.
+
+    Context c is item c teacher-forced along the first `history` tokens of `histories[c]`;
+    `draws` requests at `values`' sampling settings (`fixed_length`), seeded apart, each
+    draw one token. `reference(item, tokens)` gives the processed log-probabilities
+    (steps, V) along `tokens`; the last step is the one drawn. Each context's result
+    starts with the item's `keys`.
+    """
+    from tools.gpu.t3_reference import chi_square_p, combined_p
+
+    contexts = []
+    for c, tokens in enumerate(histories):
+        item = setup.items[c]
+        forced = list(tokens[:history])
+        ref = reference(item, [*forced, 0])[-1].cpu()
+        prompts = [setup.prompt(item, forced=forced) for _ in range(draws)]
+        params = [fixed_length(values, 1, 10_000 * c + k) for k in range(draws)]
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        counts = Counter(int(o.outputs[0].token_ids[0]) for o in outs)
+        p = chi_square_p(counts, ref)
+        support = int((ref > float("-inf")).sum())
+        contexts.append({**{k: item[k] for k in keys}, "support": support, "p_value": p})
+        print("chi-square context", c, contexts[-1], flush=True)
+    return {
+        "draws_per_context": draws,
+        "history_tokens": history,
+        "sampling": {k: getattr(values, k) for k in SAMPLING_FIELDS if hasattr(values, k)},
+        "contexts": contexts,
+        "combined_p_value": combined_p([c["p_value"] for c in contexts]),
+    }
 
 
 def stops(
@@ -329,6 +426,15 @@ def stops_pass(stops: dict[str, Any]) -> bool:
     )
 
 
+def preemption_passes(result: dict[str, Any]) -> bool:
+    """The preempted decoding gave the same tokens, and vLLM did preempt."""
+    return bool(result.get("identical")) and result.get("preemptions", 0) > 0
+
+
+def chi_square_passes(result: dict[str, Any]) -> bool:
+    return (result.get("combined_p_value") or 0.0) >= CHI_SQUARE_P_BOUND
+
+
 def bf16_figures(sv: dict[str, Any], steps: int, kl_bound: float) -> dict[str, Any]:
     """The served part's greedy figures against the float32 reference."""
     greedy = sv.get("greedy", {})
@@ -372,10 +478,14 @@ def main(
         args.out.write_text(json.dumps(report(args.parts), indent=2) + "\n")
         print(json.dumps(json.loads(args.out.read_text())["checks"], indent=1))
         return
-    path = args.parts / f"{args.part}.json"
+    parts[args.part](args, saver(args.parts / f"{args.part}.json"))
+
+
+def saver(path: Path) -> Save:
+    """A `save(result)` that writes `result` to `path` (whole, each time) and logs its gist."""
 
     def save(result: dict[str, Any]) -> None:
         path.write_text(json.dumps(result, indent=2))
         print("saved", json.dumps(brief(result))[:1500], flush=True)
 
-    parts[args.part](args, save)
+    return save

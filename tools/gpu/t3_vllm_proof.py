@@ -36,12 +36,11 @@ import asyncio
 import json
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tools.gpu import proof_common as common
-from tools.gpu.proof_common import SPEECH_TOKEN_TWO
+from tools.gpu.proof_common import CHI_SQUARE_P_BOUND, SPEECH_TOKEN_TWO
 
 STEPS = 64
 TOP = 20
@@ -57,11 +56,7 @@ TOLERANCE = 2e-3
 # bug; by the chain rule it also caps the KL between whole 10-s token sequences (250
 # steps) at 0.5 nats.
 KL_BOUND = 2e-3
-# Seeded sampling must be indistinguishable from upstream's distribution at fixed
-# contexts: Fisher's combined p-value over the contexts above 1e-3 (a correct engine
-# fails this one time in a thousand).
-CHI_SQUARE_P_BOUND = 1e-3
-CONTEXTS, DRAWS, HISTORY = 6, 500, 24
+CONTEXTS = 6  # of the nine items, for the chi-square (`common.chi_square`)
 STALL_P95_GOAL_S = 0.3
 
 
@@ -256,26 +251,9 @@ def exact(checkpoint: Path, save: common.Save) -> dict[str, Any]:
 
 def _preemption(setup: Setup, expected: list[list[int]]) -> dict[str, Any]:
     """The sampled batch again, on a KV cache that holds about three of its nine items."""
-    longest = max(int(i["rows_c"].shape[0]) for i in setup.items) + STEPS
-    blocks = -(-longest // 16) + 8  # one item fits; a few more at once do not
-    llm = common.float32_llm(
-        setup,
-        max_model_len=longest,
-        num_gpu_blocks_override=blocks,
-        block_size=16,
-        disable_log_stats=False,
-    )
-    outs = llm.generate(
-        [setup.prompt(i) for i in setup.items], _sampled_params(setup), use_tqdm=False
-    )
-    tokens = [list(o.outputs[0].token_ids) for o in outs]
-    preemptions = sum(
-        getattr(m, "value", 0) for m in llm.get_metrics() if m.name == "vllm:num_preemptions"
-    )
-    del llm
-    identical = tokens == expected
-    print("preemption:", preemptions, "identical:", identical, flush=True)
-    return {"kv_blocks": blocks, "preemptions": preemptions, "identical": identical}
+    longest = common.prompt_rows(setup) + STEPS
+    blocks = -(-longest // common.KV_BLOCK) + 8  # one item fits; a few more at once do not
+    return common.preemption(setup, _sampled_params(setup), expected, blocks)
 
 
 def served(checkpoint: Path, save: common.Save) -> dict[str, Any]:
@@ -291,30 +269,17 @@ def served(checkpoint: Path, save: common.Save) -> dict[str, Any]:
 
 def _chi_square(llm: Any, setup: Setup, greedy: list[dict[str, Any]]) -> dict[str, Any]:
     """Seeded draws of the next token at fixed contexts against upstream's distribution."""
-
-    from tools.gpu.t3_reference import Sampling, chi_square_p, combined_p
+    from tools.gpu.t3_reference import Sampling
 
     sampling = Sampling()  # the served defaults: 0.8, 1.2, 0.05, 1.0
-    contexts = []
-    for c in range(CONTEXTS):
-        item = setup.items[c]
-        history = greedy[c]["tokens"][:HISTORY]
-        ref = setup.reference(item, [*history, 0], sampling)[-1].cpu()
-        prompts = [setup.prompt(item, forced=history) for _ in range(DRAWS)]
-        params = [common.fixed_length(sampling, 1, 10_000 * c + k) for k in range(DRAWS)]
-        outs = llm.generate(prompts, params, use_tqdm=False)
-        counts = Counter(int(o.outputs[0].token_ids[0]) for o in outs)
-        p = chi_square_p(counts, ref)
-        support = int((ref > float("-inf")).sum())
-        contexts.append({"cfg_weight": item["cfg_weight"], "support": support, "p_value": p})
-        print("chi-square context", c, contexts[-1], flush=True)
-    return {
-        "draws_per_context": DRAWS,
-        "history_tokens": HISTORY,
-        "sampling": sampling.__dict__,
-        "contexts": contexts,
-        "combined_p_value": combined_p([c["p_value"] for c in contexts]),
-    }
+    return common.chi_square(
+        llm,
+        setup,
+        lambda item, tokens: setup.reference(item, tokens, sampling),
+        sampling,
+        [g["tokens"] for g in greedy[:CONTEXTS]],
+        ("cfg_weight",),
+    )
 
 
 def _stops(llm: Any, setup: Setup) -> dict[str, Any]:
@@ -472,10 +437,9 @@ def report(parts: Path) -> dict[str, Any]:
         "sampling": ex.get("sampling", {}).get("max_abs_logprob_diff", 1.0) <= TOLERANCE
         and ex.get("sampling", {}).get("support_mismatches", 1) == 0,
         "stop_reasons": common.stops_pass(stops),
-        "preemption": bool(ex.get("preemption", {}).get("identical"))
-        and ex.get("preemption", {}).get("preemptions", 0) > 0,
+        "preemption": common.preemption_passes(ex.get("preemption", {})),
         "bf16_kl": (bf16["mean_kl_per_step_max_item"] or 1.0) <= KL_BOUND,
-        "bf16_chi_square": (bf16["chi_square_p_value"] or 0.0) >= CHI_SQUARE_P_BOUND,
+        "bf16_chi_square": common.chi_square_passes(chi),
         "planted": bool(planted) and all(p["over_kl_bound"] for p in planted.values()),
         "cjk": bool(cj.get("all_200")),
         "stream_stall": (st.get("stall_p95_s") or 1e9) < STALL_P95_GOAL_S,

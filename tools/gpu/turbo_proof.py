@@ -2,6 +2,7 @@
 
     python -m tools.gpu.turbo_proof exact  --checkpoint DIR --parts P   # float32, eager
     python -m tools.gpu.turbo_proof served --checkpoint DIR --parts P   # bf16, CUDA graphs
+    python -m tools.gpu.turbo_proof load   --checkpoint DIR --parts P   # preemption, chi-square
     python -m tools.gpu.turbo_proof report --parts P --out FILE    # the judged report
     python -m tools.gpu.turbo_proof dry                                 # CPU smoke, no vLLM engine
 
@@ -20,8 +21,19 @@ minutes); each writes `P/<part>.json`, `report` joins and judges.
 - **served** (`engine.engine_kwargs`: bf16, CUDA graphs): greedy agreement and mean KL
   per step against the float32 reference; and stops: 64 requests with the served
   `SamplingParams` must all end at 6562, speech token 2 made frequent by a logit bias.
+- **load** (the served configuration checked as the original's is; `common.preemption`,
+  `common.chi_square`): the sampled batch of `exact` on a float32 engine with room to
+  spare, then again on one whose KV cache holds two items' prompts and a block more, so
+  vLLM preempts and recomputes: the tokens must be identical and vLLM's count of
+  preemptions above 0; then on the served engine (bf16, CUDA graphs) 500 seeded draws of
+  the next token at each item's context (its first 24 sampled tokens teacher-forced)
+  against the float32 reference in vLLM's order: Fisher's combined p-value at least the
+  original's bound. Three engines in one call: about 3 minutes on an H200 for the
+  full-size checkpoint (estimated from the original's parts: a float32 engine starts in
+  ~30 s, a second in ~10 s, the served one with its compile in ~50 s; not yet measured).
 - **dry**: the tiny checkpoint on the CPU, the reference standing in for vLLM's engine
-  (`_ReferenceLLM`): every step of `exact` but the engine, and the report.
+  (`_ReferenceLLM`): every step of `exact` and `load` but the engine (the stand-in has no
+  scheduler, so it never preempts), and the report over both.
 """
 
 from __future__ import annotations
@@ -135,21 +147,33 @@ def _greedy(llm: Any, setup: Setup) -> list[dict[str, Any]]:
     )
 
 
-def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
-    """Turbo's defaults, seeded; processed log-probs against the reference in vLLM's order."""
+def _served_values(setup: Setup, item: dict[str, Any], seed: int | None) -> Any:
+    """The served `SamplingParams` of one item at Turbo's defaults (`sampling_params_for`)."""
     from chatterbox_serve.engines.vllm.engine import sampling_params_for
     from chatterbox_serve.model.turbo.reference import TurboSampling
+
+    values = TurboSampling().item(item["rows"], (), seed=seed)
+    return sampling_params_for(values, STEPS, setup.stop, forced=False)
+
+
+def _sampled_params(setup: Setup) -> list[Any]:
+    """The served values of each item, seeded, decoding a fixed length: not with
+    `min_tokens`, which would mask the stop token that the reference keeps."""
+    params = []
+    for i, item in enumerate(setup.items):
+        s = _served_values(setup, item, 100 + i)
+        params.append(common.fixed_length(s, STEPS, s.seed, TOP))
+    return params
+
+
+def _sampled(llm: Any, setup: Setup) -> dict[str, Any]:
+    """Turbo's defaults, seeded; processed log-probs against the reference in vLLM's order."""
     from tools.gpu.t3_reference import max_logprob_diff
     from tools.gpu.turbo_reference import Chain, total_variation, upstream_order, vllm_order
 
-    params = []
-    for i, item in enumerate(setup.items):
-        values = TurboSampling().item(item["rows"], (), seed=100 + i)
-        # The served values (`sampling_params_for`), decoding a fixed length: not with
-        # `min_tokens`, which would mask the stop token that the reference keeps.
-        s = sampling_params_for(values, STEPS, setup.stop, forced=False)
-        params.append(common.fixed_length(s, STEPS, s.seed, TOP))
-    outs = llm.generate([setup.prompt(i) for i in setup.items], params, use_tqdm=False)
+    outs = llm.generate(
+        [setup.prompt(i) for i in setup.items], _sampled_params(setup), use_tqdm=False
+    )
     per_item = []
     for item, out in zip(setup.items, outs, strict=True):
         comp = out.outputs[0]
@@ -195,25 +219,25 @@ def _rows_check(setup: Setup) -> dict[str, Any]:
     return {"upstream_prompt_rows": rows, "upstream_backbone_logits": logits}
 
 
+def _versions(device: str, stand_in: bool) -> dict[str, Any]:
+    """torch and the device, and vLLM's version unless the reference stands in for it."""
+    import torch
+
+    if not stand_in:
+        return common.versions()
+    return {"torch": torch.__version__, "device": device}
+
+
 def exact(
     checkpoint: Path, save: common.Save, llm_factory: Any = None, device: str = "cuda"
 ) -> dict[str, Any]:
     """The float32 part; `save(result)` after each step, so a cut run keeps what it did."""
-    import torch
-
     began = time.perf_counter()
-    out: dict[str, Any] = {
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else device,
-        "engine": common.FLOAT32_ENGINE,
-    }
+    out = {**_versions(device, llm_factory is not None), "engine": common.FLOAT32_ENGINE}
     setup = Setup(checkpoint, device)
     out.update(_rows_check(setup))
     save(out)
     if llm_factory is None:
-        import vllm
-
-        out["vllm"] = vllm.__version__
         llm = common.float32_llm(setup, logprobs_mode="processed_logprobs")
     else:
         llm = llm_factory(setup)
@@ -226,6 +250,74 @@ def exact(
     out["wall_s"] = common.elapsed(began)
     save(out)
     return out
+
+
+def load(
+    checkpoint: Path,
+    save: common.Save,
+    llm_factory: Any = None,
+    device: str = "cuda",
+    draws: int = common.CHI_SQUARE_DRAWS,
+) -> dict[str, Any]:
+    """Preemption (float32) and the seeded-sampling chi-square (served); `save` after each.
+
+    `llm_factory(setup, **engine_args)` stands in for all three engines (`dry`).
+    """
+    began = time.perf_counter()
+    out: dict[str, Any] = _versions(device, llm_factory is not None)
+    setup = Setup(checkpoint, device)
+    float32 = llm_factory or common.float32_llm
+    params = _sampled_params(setup)
+    llm = float32(setup)
+    expected = common.decode(llm, setup, params)
+    del llm
+    out["preemption"] = common.preemption(setup, params, expected, _kv_blocks(setup), float32)
+    save(out)
+    if llm_factory is None:
+        llm, out["engine"] = common.served_llm(setup)
+    else:
+        llm, out["engine"] = llm_factory(setup), "the reference (dry run)"
+    out["chi_square"] = _chi_square(llm, setup, expected, draws)
+    out["wall_s"] = common.elapsed(began)
+    save(out)
+    return out
+
+
+def _kv_blocks(setup: Setup) -> int:
+    """Two items' prompts at once and a block to spare: their decodes do not fit.
+
+    Turbo's prompts are long (375 speech-prompt rows), so the original's one item and 8
+    blocks more would hold only one at a time and never preempt. vLLM admits a request
+    only when its whole sequence so far fits (`scheduler_reserve_full_isl`); two run, and
+    when both need a new block one is preempted and later recomputed.
+    """
+    return 2 * -(-common.prompt_rows(setup) // common.KV_BLOCK) + 1
+
+
+def _chi_square(llm: Any, setup: Setup, sampled: list[list[int]], draws: int) -> dict[str, Any]:
+    """Each item's next token after its first sampled tokens, against the reference.
+
+    The served values (Turbo's defaults, min_p off) on both sides: vLLM draws with them,
+    the reference applies them in vLLM's order (`turbo_reference.vllm_order`).
+    """
+    from tools.gpu.turbo_reference import Chain, vllm_order
+
+    values = _served_values(setup, setup.items[0], None)
+    chain = Chain(values.temperature, values.top_k, values.top_p, values.repetition_penalty)
+
+    def reference(item: dict[str, Any], tokens: list[int]) -> Any:
+        return vllm_order(setup.logits(item, tokens), tokens, chain, setup.start)
+
+    return common.chi_square(
+        llm,
+        setup,
+        reference,
+        values,
+        sampled,
+        ("voice",),
+        draws,
+        min(common.CHI_SQUARE_HISTORY, STEPS),
+    )
 
 
 def served(checkpoint: Path, save: common.Save) -> dict[str, Any]:
@@ -310,43 +402,44 @@ class _ReferenceLLM:
     """Stands in for vLLM's `LLM` in `dry`: the reference T3 decodes, vLLM's order samples.
 
     Returns what `LLM.generate` returns, as far as this tool reads it; `apply_model`
-    plants bugs into a `ChatterboxTurboT3`-shaped view of the reference.
+    plants bugs into a `ChatterboxTurboT3`-shaped view of the reference. Engine arguments
+    are taken and ignored: there is no KV cache and no scheduler, so nothing is ever
+    preempted (`get_metrics` has no count) and the engine's dtype is the reference's.
     """
 
-    def __init__(self, setup: Setup) -> None:
+    def __init__(self, setup: Setup, **engine_args: Any) -> None:
         self.setup = setup
         self.bug: str | None = None
 
     def apply_model(self, fn: Any) -> None:
         self.bug = fn.keywords["bug"]
 
+    def get_metrics(self) -> list[Any]:
+        return []
+
     def generate(self, prompts: list[dict[str, Any]], params: Any, use_tqdm: bool) -> list[Any]:
         import torch
 
-        from tools.gpu.turbo_reference import Chain, vllm_order
-
         if not isinstance(params, list):
             params = [params] * len(prompts)
+        # Requests that share a prompt (the chi-square's draws) share its distributions.
+        memo: dict[tuple[Any, ...], Any] = {}
         outs = []
         for prompt, p in zip(prompts, params, strict=True):
             rows = prompt["multi_modal_data"]["image"]["t3_prefix"]
-            item = {"rows": rows}
+            forced = list(prompt["prompt_token_ids"][rows.shape[0] :])
             tokens: list[int] = []
             steps = []
             gen = torch.Generator().manual_seed(p.seed or 0)
             for _ in range(p.max_tokens or 1):
-                logits = self.setup.logits(item, [*tokens, 0])[-1:].clone()
-                if self.bug == "head_without_bias":
-                    logits -= self.setup.t3.speech_head.bias.float()
+                chain = (p.temperature, p.top_k, p.top_p, p.repetition_penalty)
+                key = (id(rows), *chain, *forced, *tokens)
+                if key not in memo:
+                    memo[key] = self._logprobs(rows, [*forced, *tokens, 0], p)
+                lp = memo[key]
                 if p.temperature == 0:
-                    lp = torch.log_softmax(logits, -1)[0]
                     token = int(lp.argmax())
                 else:
-                    chain = Chain(p.temperature, p.top_k, p.top_p, p.repetition_penalty)
-                    every = vllm_order(
-                        self.setup.logits(item, [*tokens, 0]), [*tokens, 0], chain, self.setup.start
-                    )
-                    lp = every[-1].detach()
                     token = int(torch.multinomial(lp.exp(), 1, generator=gen))
                 top = lp.topk(min(p.logprobs or 1, lp.numel()))
                 steps.append(
@@ -373,9 +466,25 @@ class _ReferenceLLM:
             )
         return outs
 
+    def _logprobs(self, rows: Any, along: list[int], p: Any) -> Any:
+        """The last step's log-probabilities along `along`: raw when greedy, else processed."""
+        import torch
 
-def dry(save: common.Save) -> dict[str, Any]:
-    """`exact` on the CPU with the tiny checkpoint and the reference as the engine."""
+        from tools.gpu.turbo_reference import Chain, vllm_order
+
+        logits = self.setup.logits({"rows": rows}, along)
+        if p.temperature == 0:
+            last = logits[-1]
+            if self.bug == "head_without_bias":
+                last = last - self.setup.t3.speech_head.bias.float()
+            return torch.log_softmax(last, -1).detach()
+        chain = Chain(p.temperature, p.top_k, p.top_p, p.repetition_penalty)
+        return vllm_order(logits, along, chain, self.setup.start)[-1].detach()
+
+
+def dry(parts: Path, save: common.Save) -> dict[str, Any]:
+    """`exact` and `load` on the CPU with the tiny checkpoint and the reference as the
+    engine, into `parts/dry/`; then the report over them."""
     from tools.write_checkpoint import write_turbo_checkpoint
 
     global STEPS
@@ -383,7 +492,14 @@ def dry(save: common.Save) -> dict[str, Any]:
     directory = write_turbo_checkpoint(
         Path(tempfile.mkdtemp(prefix="turbo-dry-")), tiny=True, with_s3gen=False
     )
-    return exact(directory, save, llm_factory=_ReferenceLLM, device="cpu")
+    where = parts / "dry"
+    where.mkdir(parents=True, exist_ok=True)
+    for name, run in (("exact", exact), ("load", load)):
+        save_part = common.saver(where / f"{name}.json")
+        run(directory, save_part, llm_factory=_ReferenceLLM, device="cpu")
+    result = report(where)
+    save(result)
+    return result
 
 
 # ---- the report --------------------------------------------------------------------------
@@ -391,12 +507,13 @@ def dry(save: common.Save) -> dict[str, Any]:
 
 def report(parts: Path) -> dict[str, Any]:
     part = common.parts_reader(parts)
-    ex, sv = part("exact"), part("served")
+    ex, sv, ld = part("exact"), part("served"), part("load")
     planted = common.planted_report(ex, TOLERANCE)
     sampling = ex.get("sampling", {})
     greedy = ex.get("greedy", {})
     bf16 = sv.get("greedy", {})
     stops = sv.get("stops", {})
+    preemption, chi = ld.get("preemption", {}), ld.get("chi_square", {})
     checks: dict[str, bool] = {}
     if not ex.get("upstream_missing"):
         checks["upstream_prompt_rows"] = ex.get("upstream_prompt_rows", 1.0) <= TOLERANCE
@@ -408,13 +525,15 @@ def report(parts: Path) -> dict[str, Any]:
         "stop_reasons": common.stops_pass(stops),
         "bf16_kl": bf16.get("max_mean_kl", 1.0) <= KL_BOUND,
         "planted": bool(planted) and all(p["over_tolerance"] for p in planted.values()),
+        "preemption": common.preemption_passes(preemption),
+        "chi_square": common.chi_square_passes(chi),
     }
     return {
         "passed": all(checks.values()),
         "checks": checks,
-        "parts_missing": [n for n in ("exact", "served") if not part(n)],
+        "parts_missing": [n for n in ("exact", "served", "load") if not part(n)],
         "upstream_missing": ex.get("upstream_missing"),
-        **common.versions_of(ex, sv),
+        **common.versions_of(ex, sv, ld),
         "checkpoint": "full-size random Turbo (tools/write_checkpoint.py --turbo, seed 0)",
         "reference": "our TurboT3 in float32 on the same GPU (token-identical to upstream "
         "chatterbox-tts 0.1.7 on the CPU in CI); prompt rows against upstream's own "
@@ -433,13 +552,25 @@ def report(parts: Path) -> dict[str, Any]:
         "stop_reasons": stops,
         "bf16_graphs": common.bf16_figures(sv, STEPS, KL_BOUND),
         "planted": planted,
-        "parts": {"exact_wall_s": ex.get("wall_s"), "served_wall_s": sv.get("wall_s")},
+        "preemption": preemption,
+        "chi_square": {
+            "what": "the served engine's seeded draws of the next token at fixed contexts "
+            "against the float32 reference in vLLM's order: Fisher's combined p-value",
+            "engine": ld.get("engine"),
+            "p_bound": common.CHI_SQUARE_P_BOUND,
+            **chi,
+        },
+        "parts": {
+            "exact_wall_s": ex.get("wall_s"),
+            "served_wall_s": sv.get("wall_s"),
+            "load_wall_s": ld.get("wall_s"),
+        },
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("part", choices=["exact", "served", "report", "dry"])
+    parser.add_argument("part", choices=["exact", "served", "load", "report", "dry"])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/ckpt-turbo"))
     parser.add_argument("--parts", type=Path, default=Path("/tmp/turbo-proof"))
     parser.add_argument(
@@ -451,7 +582,8 @@ def main() -> None:
         {
             "exact": lambda args, save: exact(args.checkpoint, save),
             "served": lambda args, save: served(args.checkpoint, save),
-            "dry": lambda args, save: dry(save),
+            "load": lambda args, save: load(args.checkpoint, save),
+            "dry": lambda args, save: dry(args.parts, save),
         },
     )
 
