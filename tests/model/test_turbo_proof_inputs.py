@@ -7,7 +7,9 @@ sampling orders equal where the order cannot matter and apart where it does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -85,3 +87,119 @@ def test_sampling_orders_agree_without_penalty_and_part_with_it(
         total_variation(up, ours_order), torch.tensor([0.0, 1.0], dtype=torch.float64)
     )
     assert float(up[1, 100]) == 0.0 and float(ours_order[1, 200]) == 0.0
+
+
+# ---- the `load` part (preemption, chi-square) and the report's judgement of it ----------
+
+
+def _parts(tmp: Path, load: dict[str, Any]) -> Path:
+    """Parts as the GPU writes them, every figure within its bound but `load`'s own."""
+    summary = {
+        "max_abs_logprob_diff": 1e-5,
+        "max_mean_kl": 1e-9,
+        "min_greedy_agreeing_steps": 64,
+        "median_greedy_agreeing_steps": 64,
+        "min_greedy_agreeing_steps_ties_within_tolerance": 64,
+    }
+    parts = {
+        "exact": {
+            "vllm": "0.26.0",
+            "device": "test",
+            "upstream_prompt_rows": 1e-7,
+            "upstream_backbone_logits": 1e-5,
+            "greedy": summary,
+            "sampling": {"max_abs_logprob_diff": 2e-5, "support_mismatches": 0},
+            "planted": {"bug": {**summary, "max_abs_logprob_diff": 3.0}},
+        },
+        "served": {
+            "greedy": {**summary, "max_mean_kl": 4e-5},
+            "stops": {"all_at_stop_token": True, "items_with_token_2_before_the_end": 20},
+        },
+        "load": load,
+    }
+    for name, body in parts.items():
+        (tmp / f"{name}.json").write_text(json.dumps(body))
+    return tmp
+
+
+GOOD_LOAD = {
+    "preemption": {"kv_blocks": 51, "preemptions": 4, "identical": True},
+    "chi_square": {"combined_p_value": 0.3, "contexts": []},
+    "wall_s": 150.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("planted", "failing"),
+    [
+        ({"preemption": {"kv_blocks": 51, "preemptions": 4, "identical": False}}, "preemption"),
+        ({"preemption": {"kv_blocks": 51, "preemptions": 0, "identical": True}}, "preemption"),
+        ({"chi_square": {"combined_p_value": 2e-4}}, "chi_square"),
+        ({"chi_square": {}}, "chi_square"),
+    ],
+)
+def test_report_judges_the_load_part(tmp_path: Path, planted: dict[str, Any], failing: str) -> None:
+    from tools.gpu.turbo_proof import report
+
+    good = report(_parts(tmp_path, GOOD_LOAD))
+    assert good["passed"] and all(good["checks"].values()) and good["parts_missing"] == []
+    assert good["preemption"]["preemptions"] == 4 and good["parts"]["load_wall_s"] == 150.0
+    bad = report(_parts(tmp_path, {**GOOD_LOAD, **planted}))
+    assert not bad["passed"]
+    assert [k for k, ok in bad["checks"].items() if not ok] == [failing]
+    (tmp_path / "load.json").unlink()
+    missing = report(tmp_path)
+    assert not missing["passed"] and missing["parts_missing"] == ["load"]
+    assert not missing["checks"]["preemption"] and not missing["checks"]["chi_square"]
+
+
+# A planted context's p-value is 0, and Fisher's combination takes its log.
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_load_on_the_cpu_holds_draws_to_the_reference_and_a_planted_top_k_fails(
+    models: tuple[Any, Any, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`load` with the reference standing in for vLLM's engines (as `dry` runs it).
+
+    The stand-in has no scheduler: it never preempts, so the preemption check fails here
+    by design; the KV cache it would get holds one whole item and two prompts, not two
+    whole items. Its draws come from the reference's own distribution, so the
+    chi-square passes; drawn without top_k, it must fail. (Temperature 1 instead of 0.8
+    moves the tiny checkpoint's flat distribution too little for 500 draws to see.)
+    """
+    pytest.importorskip("vllm", reason="the proof builds vLLM SamplingParams")
+    from tools.gpu import turbo_proof as proof
+    from tools.gpu.proof_common import CHI_SQUARE_P_BOUND, KV_BLOCK, saver
+
+    class NoTopKLLM(proof._ReferenceLLM):
+        """Planted: a sampler that drops top_k (0 keeps every token)."""
+
+        def _logprobs(self, rows: Any, along: list[int], p: Any) -> Any:
+            every = SimpleNamespace(
+                temperature=p.temperature,
+                top_k=0,
+                top_p=p.top_p,
+                repetition_penalty=p.repetition_penalty,
+            )
+            return super()._logprobs(rows, along, every)
+
+    steps = proof.STEPS  # what the GPU decodes; 8 here for time
+    monkeypatch.setattr(proof, "STEPS", 8)
+    _, _, directory = models
+    out = proof.load(directory, saver(tmp_path / "load.json"), proof._ReferenceLLM, "cpu")
+    assert json.loads((tmp_path / "load.json").read_text()) == out
+    pre, chi = out["preemption"], out["chi_square"]
+    assert pre["identical"] and pre["preemptions"] == 0
+    rows = max(int(i["rows"].shape[0]) for i in proof.Setup(directory, "cpu").items)
+    assert rows + steps <= pre["kv_blocks"] * KV_BLOCK < 2 * (rows + steps)
+    assert pre["kv_blocks"] * KV_BLOCK >= 2 * rows
+    assert chi["sampling"] == {
+        "temperature": 0.8,
+        "repetition_penalty": 1.2,
+        "min_p": 0.0,
+        "top_p": 0.95,
+        "top_k": 1000,
+    }
+    assert len(chi["contexts"]) == 6 and chi["draws_per_context"] == 500
+    assert chi["combined_p_value"] >= CHI_SQUARE_P_BOUND
+    planted = proof.load(directory, saver(tmp_path / "planted.json"), NoTopKLLM, "cpu")
+    assert planted["chi_square"]["combined_p_value"] < CHI_SQUARE_P_BOUND

@@ -7,7 +7,9 @@
 - `ChatterboxTurboT3` built by vLLM's layers, loaded from upstream's file, against the
   reference `TurboT3` over a whole sequence: prompt rows then teacher-forced speech
   tokens, every step's logits. vLLM's attention kernel needs a GPU's forward context,
-  so a causal SDPA stands in for it (third-party code); everything of ours is real.
+  so a causal SDPA stands in for it (third-party code); everything of ours is real;
+- vLLM's scheduler over the GPU proof's preemption batch (`turbo_proof load`): its KV
+  cache makes vLLM preempt, with a stand-in for the model runner.
 """
 
 from __future__ import annotations
@@ -231,3 +233,88 @@ def test_the_plugin_entry_point_registers_turbo_too() -> None:
 
     load_general_plugins()
     assert TURBO_ARCHITECTURE in vllm.ModelRegistry.get_supported_archs()
+
+
+def _preemptions(setup: Any, params: list[Any], kv_blocks: int) -> list[int]:
+    """vLLM's scheduler over the GPU proof's requests with `kv_blocks` KV blocks of 16:
+    each request's preemptions, every request decoded to its length.
+
+    A stand-in for the model runner (third-party) samples token 7 for each request whose
+    prompt is computed; the scheduler, its KV-cache manager and the requests (through
+    vLLM's input processing) are vLLM's own.
+    """
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.outputs import ModelRunnerOutput
+    from vllm.v1.request import Request
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    from tools.gpu.proof_common import KV_BLOCK, prompt_rows
+
+    with cpu_platform():
+        plugin.register()
+        args = EngineArgs(
+            model=str(setup.model_dir),
+            skip_tokenizer_init=True,
+            dtype="float32",
+            enforce_eager=True,
+            max_model_len=prompt_rows(setup) + max(p.max_tokens for p in params),
+            enable_prefix_caching=False,
+            mm_processor_cache_gb=0,
+            limit_mm_per_prompt={"image": 1},
+            max_logprobs=setup.vocab,
+            num_gpu_blocks_override=kv_blocks,
+            block_size=KV_BLOCK,
+            load_format="dummy",
+        )
+        config = args.create_engine_config()
+        config.cache_config.num_gpu_blocks = kv_blocks  # what the engine core sets
+        spec = FullAttentionSpec(
+            block_size=KV_BLOCK, num_kv_heads=1, head_size=1, dtype=torch.float32
+        )
+        cache = KVCacheConfig(
+            num_blocks=kv_blocks,
+            kv_cache_tensors=[],
+            kv_cache_groups=[KVCacheGroupSpec(["attn"], spec)],
+        )
+        scheduler = Scheduler(config, cache, StructuredOutputManager(config), KV_BLOCK)
+        requests = []
+        for item, p in zip(setup.items, params, strict=True):
+            core = _process(config, setup.prompt(item), p)
+            requests.append(Request.from_engine_core_request(core, block_hasher=None))
+            scheduler.add_request(requests[-1])
+        for _ in range(10_000):
+            if not scheduler.has_requests():
+                break
+            out = scheduler.schedule()
+            ids = list(out.num_scheduled_tokens)
+            sampled = []
+            for rid in ids:
+                r = scheduler.requests[rid]
+                computed = r.num_computed_tokens + out.num_scheduled_tokens[rid] >= r.num_tokens
+                sampled.append([7] if computed else [])
+            index = {rid: i for i, rid in enumerate(ids)}
+            scheduler.update_from_output(out, ModelRunnerOutput(ids, index, sampled))
+    assert [len(r.output_token_ids) for r in requests] == [p.max_tokens for p in params]
+    return [r.num_preemptions for r in requests]
+
+
+def test_the_gpu_proofs_kv_cache_makes_vllm_preempt_turbos_requests(turbo_dir: Path) -> None:
+    """`turbo_proof load`: vLLM's scheduler preempts the sampled batch on its KV cache.
+
+    Turbo's prompts are long (375 speech-prompt rows): the original proof's count, the
+    longest item and 8 blocks more, holds one item at a time and never preempts.
+    """
+    from tools.gpu import turbo_proof as proof
+    from tools.gpu.proof_common import KV_BLOCK, prompt_rows
+
+    setup = proof.Setup(turbo_dir, device="cpu")
+    params = proof._sampled_params(setup)
+    assert {p.max_tokens for p in params} == {proof.STEPS} == {64}
+    preempted = _preemptions(setup, params, proof._kv_blocks(setup))
+    # With a margin (5 measured): the GPU's scheduling (its token budget, async
+    # scheduling) must not bring the count to 0.
+    assert sum(preempted) >= 3, preempted
+    longest = prompt_rows(setup) + proof.STEPS
+    assert sum(_preemptions(setup, params, -(-longest // KV_BLOCK) + 8)) == 0
