@@ -2,7 +2,9 @@
 
 What the GPU proof holds vLLM against must itself be right: our prompt rows and logits
 against upstream chatterbox-tts 0.1.7's own T3 (tiny Turbo checkpoint), and the two
-sampling orders equal where the order cannot matter and apart where it does.
+sampling orders equal where the order cannot matter and apart where it does. Its `load`
+part runs here with the reference standing in for vLLM's engines, and its report must
+fail on a bad `load.json`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@
 #     tools/gpu/t3_vllm_proof.py; parts under $OUT/t3-served, joined by its `report`)
 #   bash tools/gpu/h200_round.sh turbo-proof        (tools/gpu/turbo_proof.py exact + served;
 #     parts under $OUT/turbo-proof, joined here by `turbo_proof report`)
+#   bash tools/gpu/h200_round.sh turbo-proof-load   (turbo_proof load: preemption and the
+#     served chi-square, ~3 min; beside the turbo-proof parts, report re-joined. $OUT starts
+#     empty each call: TURBO_PARTS=DIR names an earlier call's exact.json/served.json to join)
 #   bash tools/gpu/h200_round.sh turbo-serving|turbo-serving-original|turbo-serving-http
 #     (gpu_serving's engine part for Turbo, then for the multilingual model, then Turbo over
 #     HTTP; parts under $OUT/turbo-serving, joined here by `gpu_serving turbo-report`)
@@ -119,6 +122,13 @@ case ${1:?stage} in
       2>&1 | tee "$OUT/turbo-proof-exact.log" | quiet 12
     VLLM_COMPILE=true VLLM_MAX_BATCH_SIZE=16 timeout 270 python -m tools.gpu.turbo_proof served \
       --checkpoint $TCKPT --parts "$OUT/turbo-proof" 2>&1 | tee "$OUT/turbo-proof-served.log" | quiet 12
+    python -m tools.gpu.turbo_proof report --parts "$OUT/turbo-proof" --out "$OUT/turbo-equivalence-h200.json"
+    ;;
+  turbo-proof-load)
+    ensure_turbo_checkpoint
+    VLLM_COMPILE=true VLLM_MAX_BATCH_SIZE=16 timeout 330 python -m tools.gpu.turbo_proof load \
+      --checkpoint $TCKPT --parts "$OUT/turbo-proof" 2>&1 | tee "$OUT/turbo-proof-load.log" | quiet 12
+    [[ -n ${TURBO_PARTS:-} ]] && cp -n "$TURBO_PARTS"/exact.json "$TURBO_PARTS"/served.json "$OUT/turbo-proof/"
     python -m tools.gpu.turbo_proof report --parts "$OUT/turbo-proof" --out "$OUT/turbo-equivalence-h200.json"
     ;;
   turbo-serving)
