@@ -94,6 +94,10 @@ class SynthesisRequest:
     max_new_tokens: int | None = None
     request_id: str = ""
     chunk_index: int = 0
+    # A later chunk of a stream: the wall-clock time (`time.time()`) before which its
+    # listener cannot reach its audio, since the chunks before it play until then at the
+    # least (`ChunkFeed`). None: the listener waits on this chunk now.
+    play_after: float | None = None
     # The family whose model deployment speaks it; None: the default family. An engine
     # serves one family (`Settings.family`) and does not read this.
     family: ModelFamily | None = None

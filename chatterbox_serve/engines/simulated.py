@@ -46,7 +46,11 @@ from chatterbox_serve.engines.base import (
     TTSEngine,
 )
 from chatterbox_serve.engines.recorder import BatchRecorder
-from chatterbox_serve.engines.vllm.render_schedule import MIN_NEW_TOKENS, RenderSchedule
+from chatterbox_serve.engines.vllm.render_schedule import (
+    MIN_NEW_TOKENS,
+    RenderSchedule,
+    schedule_for,
+)
 from chatterbox_serve.errors import ChatterboxError, EngineError, VoiceAudioMissingError
 from chatterbox_serve.families import ModelFamily
 
@@ -138,7 +142,7 @@ class SimulatedEngine(TTSEngine):
         # T3's tokens come evenly over the item's cost; renders come when the vllm
         # engine's rule says (`RenderSchedule`), each sending every token made so far.
         tokens = -(-len(audio) // SAMPLES_PER_TOKEN)
-        schedule = RenderSchedule(self.stream_first_tokens, self.stream_margin_s)
+        schedule = schedule_for(request.play_after, self.stream_first_tokens, self.stream_margin_s)
         start = 0
         while True:
             now = time.monotonic()
@@ -146,7 +150,10 @@ class SimulatedEngine(TTSEngine):
             if made >= tokens:
                 break
             if not schedule.due(made, now):
-                await _until(_next_due(schedule, made, now, began, cost / tokens))
+                # No later than T3's end: the last render comes with the stop token.
+                await _until(
+                    min(_next_due(schedule, made, now, began, cost / tokens), began + cost)
+                )
                 continue
             cut = made * SAMPLES_PER_TOKEN
             yield SynthesisResult(
@@ -204,7 +211,9 @@ def _next_due(
         wanted = schedule.first_tokens
         low_at = now
     else:
-        wanted = max(made + 1, schedule.rendered_tokens + MIN_NEW_TOKENS)
+        # A later chunk playing behind the chunks before it renders first at first_tokens.
+        step = MIN_NEW_TOKENS if schedule.rendered_tokens else schedule.first_tokens
+        wanted = max(made + 1, schedule.rendered_tokens + step)
         spare = schedule.buffered_s(now) - (schedule.margin_s + schedule.latency_s)
         low_at = now + max(0.0, spare) + 1e-3  # `due` asks for strictly less
     return max(began + wanted * token_s, low_at, now + token_s / 4)

@@ -16,6 +16,12 @@ of the one being heard:
   takes longer to make than the one before takes to play left the listener in silence
   at the boundary.
 
+A later chunk of a stream goes out with `play_after`: the wall-clock time before which
+its listener cannot need it, the stream's first audio plus all the audio sent so far
+(the listener plays in real time at the fastest). The model's renders of it then keep
+to the listener's real buffer instead of acting as if it were heard the moment it
+starts (`render_schedule.RenderSchedule.behind`).
+
 Only chunk 0 carries the voice audio; later chunks name it by sha256, and one whose
 model replica lacks it is sent again whole (`transfer`). Closing the feed cancels every
 chunk in flight.
@@ -25,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
@@ -64,6 +72,9 @@ class ChunkFeed:
         self._ahead = ahead
         self._flights: dict[int, _Whole | _Pieces] = {}
         self._sent = 0
+        # The stream's first audio (wall clock) and the audio seconds handed on since.
+        self._first_audio_at: float | None = None
+        self._heard_s = 0.0
         self._open(1 if ahead is not None else len(items))
 
     async def results(self, index: int) -> AsyncGenerator[SynthesisResult, None]:
@@ -71,6 +82,7 @@ class ChunkFeed:
         flight = self._flights[index]
         async for result in flight.results():
             if self._ahead is not None:
+                self._count(result)
                 self._open(index + 1 + self._ahead)
             yield result
         # Ended: forget it. A chunk left part-way stays for `aclose` to cancel.
@@ -86,10 +98,23 @@ class ChunkFeed:
         for flight in flights:
             await flight.ended()
 
+    def _count(self, result: SynthesisResult) -> None:
+        if result.audio.size and self._first_audio_at is None:
+            self._first_audio_at = time.time()
+        self._heard_s += result.audio.size / result.sample_rate
+
+    def _play_after(self) -> float | None:
+        """When a chunk sent now can be needed at the earliest; None before any audio."""
+        if self._ahead is None or self._first_audio_at is None:
+            return None
+        return self._first_audio_at + self._heard_s
+
     def _open(self, upto: int) -> None:
         for index in range(self._sent, min(upto, len(self._items))):
             item = self._items[index]
             first = index == 0  # the one call that carries the voice audio
+            if not first:
+                item = dataclasses.replace(item, play_after=self._play_after())
             if self._submit_stream is not None:
                 pieces = (
                     self._submit_stream(item)

@@ -1,6 +1,8 @@
 """A stream's later chunks are in flight ahead of the listener, so no boundary falls silent."""
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -143,3 +145,53 @@ async def test_a_later_chunk_whose_voice_the_model_lacks_is_sent_again_whole():
     pieces = [p async for p in _pipeline(sub).stream(order)]
     assert pieces[-1].final and pieces[-1].timings.chunks == 4
     assert sub.opened.count(1) == 2  # detached, missed, then whole
+
+
+class _Pieces(DirectSubmitter):
+    """Counts the pieces (renders) each chunk's stream sends, and what each chunk carried."""
+
+    def __init__(self, engine, forget_lead: bool = False):
+        super().__init__(engine)
+        self.pieces: dict[int, int] = {}
+        self.items: dict[int, SynthesisRequest] = {}
+        self.forget_lead = forget_lead
+
+    async def stream(self, item):
+        if self.forget_lead:  # the planted bug: later chunks act as if heard at once
+            item = dataclasses.replace(item, play_after=None)
+        self.items[item.chunk_index] = item
+        async for piece in super().stream(item):
+            self.pieces[item.chunk_index] = self.pieces.get(item.chunk_index, 0) + 1
+            yield piece
+
+
+LONG = " ".join([TWO] * 3)
+
+
+async def test_later_chunks_carry_when_the_listener_can_reach_them():
+    sub = _Pieces(SimulatedEngine(engine_config(speed=3.0)))
+    began = time.time()
+    heard = await listen(_pipeline(sub), LONG, "r")
+    items = sub.items
+    assert items[0].play_after is None and len(items) >= 4
+    first_audio = began + heard.arrivals[0][0]
+    for index in range(1, len(items)):
+        # No earlier than the first audio plus chunk 0's first piece; never later than
+        # the listener could really need it (first audio plus every chunk before it).
+        before_s = sum(a for _, a in heard.arrivals[: sum(sub.pieces[i] for i in range(index))])
+        assert first_audio - 0.2 < items[index].play_after <= first_audio + before_s + 0.2
+
+
+async def test_later_chunks_render_to_the_listeners_buffer_not_as_if_heard_at_once():
+    # T3 at 1.1x real time (64 streams on an H200): later chunks arrive with the chunks
+    # before them still playing, so each needs fewer renders than a fresh stream.
+    ours = _Pieces(SimulatedEngine(LOADED))
+    heard = await listen(_pipeline(ours), LONG, "r")
+    planted = _Pieces(SimulatedEngine(LOADED), forget_lead=True)
+    planted_heard = await listen(_pipeline(planted), LONG, "r")
+    later = sum(n for i, n in ours.pieces.items() if i)
+    planted_later = sum(n for i, n in planted.pieces.items() if i)
+    assert ours.pieces[0] == planted.pieces[0]
+    assert later <= 0.7 * planted_later, (ours.pieces, planted.pieces)
+    # ... and the listener hears no more silence for it.
+    assert heard.stall_s < 0.25 and planted_heard.stall_s < 0.25

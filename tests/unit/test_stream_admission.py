@@ -179,3 +179,34 @@ async def test_enter_waits_in_order_and_a_cancelled_waiter_leaves_the_queue() ->
     assert admission.stats() == {"live": 2, "starting": 1, "waiting": 0}
     admission.leave(first)
     assert admission.stats()["live"] == 1
+
+
+def test_a_later_chunk_with_audio_ahead_of_it_does_not_hold_new_streams_back() -> None:
+    """A stream's next chunk, sent while the chunks before it still play, is a listener
+    with audio in hand, not a stream waiting for its first audio."""
+    now = 100.0
+    admission = StreamAdmission(max_live=8, max_starting=1, healthy_s=0.5, max_wait_s=60)
+    playing = RenderSchedule(20, 1.0)
+    playing.sent(20, 3.0, now)
+    admission.start(admission.join(), playing)
+    later = RenderSchedule.behind(20, 1.0, ahead_s=6.0, now=now, latency_s=0.4)
+    admission.add(later)
+    assert later.playing and admission.stats()["starting"] == 0
+    assert admission.can_start(now + 1.0)
+    # Modelled as a fresh stream (the old rule), it took the only starting slot.
+    fresh = StreamAdmission(max_live=8, max_starting=1, healthy_s=0.5, max_wait_s=60)
+    fresh.start(fresh.join(), playing)
+    fresh.add(RenderSchedule(20, 1.0))
+    assert not fresh.can_start(now + 1.0)
+    # When the audio ahead of it has run low, the replica is behind for that listener.
+    assert not admission.can_start(now + 5.8)
+    assert admission.render_latency_s() == 0.4
+
+
+def test_a_later_chunk_renders_first_when_the_audio_ahead_runs_low() -> None:
+    later = RenderSchedule.behind(20, 1.0, ahead_s=4.0, now=0.0, latency_s=0.5)
+    assert not later.due(19, 3.0)  # never before first_tokens
+    assert not later.due(60, 2.0)  # 2 s ahead: more than margin plus latency
+    assert later.due(60, 2.6)  # 1.4 s ahead: less
+    assert not RenderSchedule.behind(20, 1.0, ahead_s=0.0, now=0.0, latency_s=0).due(19, 0.0)
+    assert RenderSchedule.behind(20, 1.0, ahead_s=0.0, now=0.0, latency_s=0).due(20, 0.0)

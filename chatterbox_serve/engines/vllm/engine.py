@@ -47,7 +47,7 @@ from chatterbox_serve.engines.torch_engine import (
     to_audio,
 )
 from chatterbox_serve.engines.vllm.model_dir import MODALITY
-from chatterbox_serve.engines.vllm.render_schedule import RenderSchedule
+from chatterbox_serve.engines.vllm.render_schedule import RenderSchedule, schedule_for
 from chatterbox_serve.engines.vllm.s3gen_stage import S3GenStage
 from chatterbox_serve.engines.vllm.stream_admission import StreamAdmission
 from chatterbox_serve.engines.vllm.t3_async import T3AsyncRunner, T3Request, T3Tokens
@@ -186,8 +186,11 @@ class VLLMEngine(TorchEngine):
         """
         self._live()
         began = time.monotonic()
-        schedule = RenderSchedule(
-            self.settings.engine.stream_first_tokens, self.settings.engine.stream_margin_s
+        schedule = schedule_for(
+            request.play_after,
+            self.settings.engine.stream_first_tokens,
+            self.settings.engine.stream_margin_s,
+            self._admission.render_latency_s(),
         )
         # A stream starts when the replica can keep it (and the others) ahead of their
         # listeners (`stream_admission`); until then it waits, silent, before any work.

@@ -25,10 +25,19 @@ it is not.
 
 The buffer is modelled as a player that starts at the first audio and stalls when it
 runs out (then resumes where it was), by the wall clock of the caller.
+
+**A later chunk of a stream** (`behind`) is not heard until the chunks before it have
+played: its listener is already playing, with at least the audio sent before it in hand
+(`SynthesisRequest.play_after`). Its schedule starts playing at once with that audio as
+its buffer, so it renders first at `first_tokens` only once that buffer runs low, and
+takes as few renders as its own margin needs; modelled as a new listener it rendered as
+often as the first chunk and looked, to stream admission, like a stream still waiting
+for its first audio.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 # The fewest new tokens worth a render: each re-runs S3Gen over the whole prefix, and
@@ -53,6 +62,16 @@ class RenderSchedule:
     # Wall-clock time of the last playback update; None until the first audio.
     clock: float | None = None
 
+    @classmethod
+    def behind(
+        cls, first_tokens: int, margin_s: float, ahead_s: float, now: float, latency_s: float
+    ) -> RenderSchedule:
+        """A later chunk's schedule: its listener has `ahead_s` of audio before it at `now`.
+
+        `latency_s`: what renders take on this replica now, until this chunk's own are known.
+        """
+        return cls(first_tokens, margin_s, sent_s=max(0.0, ahead_s), latency_s=latency_s, clock=now)
+
     @property
     def playing(self) -> bool:
         """Whether the listener has audio yet (the first render has sent some)."""
@@ -62,8 +81,10 @@ class RenderSchedule:
         """Whether to render now that T3 has made `tokens` (not the final render)."""
         if self.rendered_tokens and tokens - self.rendered_tokens < MIN_NEW_TOKENS:
             return False
+        if not self.rendered_tokens and tokens < self.first_tokens:
+            return False
         if self.clock is None:
-            return tokens >= self.first_tokens
+            return True
         return self.buffered_s(now) < self.margin_s + self.latency_s
 
     def sent(self, tokens: int, audio_s: float, now: float, took_s: float = 0.0) -> None:
@@ -87,3 +108,14 @@ class RenderSchedule:
         if self.clock is not None:
             self.played_s = min(self.sent_s, self.played_s + max(0.0, now - self.clock))
             self.clock = max(self.clock, now)
+
+
+def schedule_for(
+    play_after: float | None, first_tokens: int, margin_s: float, latency_s: float = 0.0
+) -> RenderSchedule:
+    """The schedule of a streamed item whose listener reaches it at `play_after` (wall
+    clock, `SynthesisRequest.play_after`; None: now, a first chunk)."""
+    if play_after is None:
+        return RenderSchedule(first_tokens, margin_s)
+    ahead_s = play_after - time.time()
+    return RenderSchedule.behind(first_tokens, margin_s, ahead_s, time.monotonic(), latency_s)

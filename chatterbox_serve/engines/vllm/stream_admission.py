@@ -103,6 +103,11 @@ class StreamAdmission:
         # By identity: two schedules may be equal field by field.
         self.live = [s for s in self.live if s is not schedule]
 
+    def render_latency_s(self) -> float:
+        """What a render takes on this replica now: the slowest live stream's estimate
+        (a later chunk's first guess, before renders of its own are timed)."""
+        return max((s.latency_s for s in self.live), default=0.0)
+
     def stats(self) -> dict[str, int]:
         return {
             "live": len(self.live),
