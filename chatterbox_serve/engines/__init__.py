@@ -1,7 +1,7 @@
 """TTS engines: the interface, the registry of engines by name, and construction.
 
 Adding an engine takes one module with a `TTSEngine` subclass and one line in
-`ENGINES` (kept in `config.py`, where CHATTERBOX_ENGINE is validated). The class is
+`ENGINES` (kept in `config/engine.py`, where CHATTERBOX_ENGINE is validated). The class is
 imported only when chosen, so an engine whose module needs
 torch or vLLM costs nothing on a machine that runs another engine. An engine is
 constructed with `cls.from_settings(settings)` when the class defines it, else
