@@ -30,9 +30,10 @@ def engine_names() -> list[str]:
 class EngineConfig(_Section):
     engine: str = Field(
         "auto",
-        description="Engine name from the registry `ENGINES` in `chatterbox_serve/config.py` "
-        "(simulated, torch, vllm, ...), or auto (vllm with its extra and a CUDA GPU; else torch "
-        "with torch and a checkpoint at hand; else simulated).",
+        description="Engine name from the registry `ENGINES` in "
+        "`chatterbox_serve/config/engine.py` (simulated, torch, vllm, ...), or auto (vllm "
+        "with its extra and a CUDA GPU; else torch with torch and a checkpoint at hand; else "
+        "simulated).",
         json_schema_extra=_env("CHATTERBOX_ENGINE"),
     )
     max_batch_size: int = Field(
