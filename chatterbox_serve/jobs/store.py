@@ -179,7 +179,8 @@ class JobStore:
         """The summary of every job of one owner (of everyone when `owner` is None).
 
         One listing and one batch of small reads; no record and no input is read,
-        except once for a job stored before index entries kept summaries.
+        except once for a job whose entry an earlier version wrote (no summary, or one
+        lacking a field this version's has).
         """
         prefix = "jobs-index/" if owner is None else f"jobs-index/{owner}/"
         keys = self.blobs.list(prefix)
@@ -195,8 +196,8 @@ class JobStore:
         return out
 
     def _summarise_old(self, owner: str, job_id: str) -> JobSummary | None:
-        """Write the summary of a job whose index entry has none (stored before entries
-        kept one), with its input's preview and search prefix, read this once."""
+        """Write the summary of a job whose index entry has none, or an earlier version's,
+        from its record, with its input's preview and search prefix, read this once."""
         record = self.get(job_id)
         if record is None:
             return None
@@ -472,12 +473,13 @@ class _IndexEntry:
             summary = current
 
     def parse(self, raw: bytes | None) -> JobSummary | None:
-        """The summary in `raw`; None for a missing entry or one from before summaries."""
+        """The summary in `raw`; None for a missing entry, or one an earlier version wrote
+        (from before summaries, or lacking a field of this version's)."""
         if not raw:
             return None
         try:
             return JobSummary.from_json(raw)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
