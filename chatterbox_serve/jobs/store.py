@@ -424,11 +424,16 @@ class JobStore:
         """Delete finished jobs older than `retention_s`, and debris of deleted jobs.
 
         Debris: files of a job whose record is gone, which a worker that was still
-        finishing a chunk can leave behind after a delete. Returns the ids removed.
+        finishing a chunk can leave behind after a delete. A kept job's summary that
+        differs from its record (its writer died between the record and the index
+        entry) is written again, so stats and quotas do not keep a stale figure.
+        Returns the ids removed.
         """
         now = self.clock()
         removed = []
-        for key in self.blobs.list("jobs-index/"):
+        keys = self.blobs.list("jobs-index/")
+        entries = self.blobs.get_many(keys)
+        for key in keys:
             _, owner, job_id = key.split("/")
             record = self.get(job_id)
             if record is None:
@@ -438,6 +443,10 @@ class JobStore:
             if record.state.finished and now - done_at > retention_s:
                 self.delete(job_id, owner)
                 removed.append(job_id)
+                continue
+            entry = _IndexEntry(self, key, job_id)
+            if key in entries and entry.parse(entries[key]) != JobSummary.of(record):
+                entry.put(JobSummary.of(record))
         indexed = {k.rsplit("/", 1)[1] for k in self.blobs.list("jobs-index/")}
         for job_id in {key.split("/")[1] for key in self.blobs.list("jobs/")} - indexed:
             record = self.get(job_id)

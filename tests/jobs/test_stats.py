@@ -256,3 +256,18 @@ async def test_entries_an_earlier_version_wrote_give_the_same_stats_and_quota(
     with pytest.raises(StorageQuotaError, match=f"stores {used} bytes"):
         JobService(store, tight, clock=clock).create(A, text, params())
     assert blobs.taken()["record"] == 2 * len(keys)
+
+
+async def test_the_sweep_puts_right_a_summary_its_writer_died_before_writing(
+    service: JobService, blobs: CountingBlobs, engine: SimulatedEngine
+) -> None:
+    store = service.store
+    job_id = service.create(A, long_text(5), params(voice="alice")).job_id
+    key = f"jobs-index/{A}/{job_id}"
+    as_created = blobs.get(key)
+    await (await _start(store, service.settings, engine, job_id))
+    blobs.put(key, as_created)  # the record's later writes landed, their index writes not
+    expected = stats_from_records(_records(store, A), service.settings)
+    assert expected["completed_jobs"] == 1 and service.stats(A) != expected
+    assert store.sweep(retention_s=3600.0) == []
+    assert service.stats(A) == expected
