@@ -212,16 +212,23 @@ class JobRecord:
 
 @dataclass(frozen=True)
 class JobSummary:
-    """What listings filter, sort, count and search by: a few hundred bytes per job.
+    """What listings filter, sort, count and search by, and what stats and the stored-bytes
+    quota add up: a few hundred bytes per job.
 
     Kept in the job's index entry (`jobs-index/<owner>/<id>`), rewritten by the store
     whenever a record change alters it, so a listing reads these and then only its
-    page's records, and a search reads no input text.
+    page's records, a search reads no input text, and stats and the quota read no record.
+    The fields without a default are what an entry written by an earlier version may
+    lack: such an entry does not parse, and the store summarises its record again.
     """
 
     job_id: str
     created_at: float
     state: JobState
+    # `JobRecord.stored_bytes`: the quota counts it, so it follows every chunk.
+    stored_bytes: int
+    # Seconds spent processing (`JobRecord.active_s`): stats average it.
+    active_s: float
     completed_at: float | None = None
     duration_s: float | None = None
     size_bytes: int | None = None
@@ -241,6 +248,8 @@ class JobSummary:
             job_id=r.job_id,
             created_at=r.created_at,
             state=r.state,
+            stored_bytes=r.stored_bytes,
+            active_s=r.active_s,
             completed_at=r.processing_completed_at,
             duration_s=r.output_duration_s,
             size_bytes=r.output_size_bytes,
@@ -266,7 +275,10 @@ class JobSummary:
 
     @classmethod
     def from_json(cls, raw: bytes) -> JobSummary:
+        """Raises TypeError for an entry lacking a field without a default."""
         data = json.loads(raw)
+        names = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
         data["state"] = JobState(data["state"])
         data["tags"] = tuple(data.get("tags", ()))
         return cls(**data)

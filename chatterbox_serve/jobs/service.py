@@ -180,7 +180,7 @@ class JobService:
         """429 past the stored-jobs quota, 507 past the stored-bytes quota (finished jobs
         count too: they stay for LONG_TEXT_JOB_RETENTION_DAYS on a shared volume)."""
         tenancy = self.settings.tenancy
-        stored = self.store.owners_jobs(owner)
+        stored = self.store.summaries(owner)  # index entries only: no record is read
         if len(stored) >= tenancy.max_stored_jobs_per_key:
             raise TooManyJobsError(
                 f"This API key stores {len(stored)} jobs; the limit is "
@@ -188,7 +188,7 @@ class JobService:
                 "Delete finished jobs (DELETE /v1/audio/speech/long/history?confirm=true).",
                 code="stored_jobs_quota_exceeded",
             )
-        used = sum(r.stored_bytes for r in self.store.records(owner))
+        used = sum(s.stored_bytes for s in stored)
         if used + new_bytes > tenancy.max_stored_bytes_per_key:
             raise StorageQuotaError(
                 f"This API key stores {used} bytes of jobs; the limit is "
@@ -422,44 +422,43 @@ class JobService:
         return Listing(page, tuple(matched), offset, has_more=offset + len(chosen) < len(matched))
 
     def stats(self, owner: str | None) -> dict[str, Any]:
-        """The original API's history statistics, over the caller's jobs only."""
-        records = self.store.records(owner)
-        completed = [r for r in records if r.state is JobState.COMPLETED]
-        failed = sum(1 for r in records if r.state is JobState.FAILED)
-        voices = Counter(r.parameters.voice for r in records if r.parameters.voice)
+        """The original API's history statistics, over the caller's jobs only; from the
+        jobs' summaries, so no record is read."""
+        jobs = self.store.summaries(owner)
+        completed = [s for s in jobs if s.state is JobState.COMPLETED]
+        failed = sum(1 for s in jobs if s.state is JobState.FAILED)
+        voices = Counter(s.voice for s in jobs if s.voice)
         months = Counter(
-            datetime.fromtimestamp(r.created_at, timezone.utc).strftime("%Y-%m") for r in records
+            datetime.fromtimestamp(s.created_at, timezone.utc).strftime("%Y-%m") for s in jobs
         )
         return {
-            "total_jobs": len(records),
+            "total_jobs": len(jobs),
             "completed_jobs": len(completed),
             "failed_jobs": failed,
-            "total_audio_duration_seconds": round(
-                sum(r.output_duration_s or 0.0 for r in completed), 3
-            ),
-            "total_storage_bytes": sum(r.output_size_bytes or 0 for r in completed),
+            "total_audio_duration_seconds": round(sum(s.duration_s or 0.0 for s in completed), 3),
+            "total_storage_bytes": sum(s.size_bytes or 0 for s in completed),
             "average_processing_time_seconds": round(
-                sum(r.active_s for r in completed) / len(completed), 3
+                sum(s.active_s for s in completed) / len(completed), 3
             )
             if completed
             else 0.0,
-            "success_rate_percentage": round(100.0 * len(completed) / len(records), 2)
-            if records
+            "success_rate_percentage": round(100.0 * len(completed) / len(jobs), 2)
+            if jobs
             else 0.0,
             "most_used_voice": voices.most_common(1)[0][0] if voices else None,
             "jobs_by_month": dict(sorted(months.items())),
-            "quota": self._quota(records),
+            "quota": self._quota(jobs),
         }
 
-    def _quota(self, records: list[JobRecord]) -> dict[str, int]:
+    def _quota(self, jobs: list[JobSummary]) -> dict[str, int]:
         """The caller's usage beside its limits (over every job when the API is open)."""
-        jobs, tenancy = self.settings.jobs, self.settings.tenancy
+        limits, tenancy = self.settings.jobs, self.settings.tenancy
         return {
-            "active_jobs": sum(1 for r in records if not r.state.finished),
-            "max_active_jobs": jobs.max_jobs_per_key,
-            "stored_jobs": len(records),
+            "active_jobs": sum(1 for s in jobs if not s.state.finished),
+            "max_active_jobs": limits.max_jobs_per_key,
+            "stored_jobs": len(jobs),
             "max_stored_jobs": tenancy.max_stored_jobs_per_key,
-            "stored_bytes": sum(r.stored_bytes for r in records),
+            "stored_bytes": sum(s.stored_bytes for s in jobs),
             "max_stored_bytes": tenancy.max_stored_bytes_per_key,
         }
 

@@ -179,7 +179,8 @@ class JobStore:
         """The summary of every job of one owner (of everyone when `owner` is None).
 
         One listing and one batch of small reads; no record and no input is read,
-        except once for a job stored before index entries kept summaries.
+        except once for a job whose entry an earlier version wrote (no summary, or one
+        lacking a field this version's has).
         """
         prefix = "jobs-index/" if owner is None else f"jobs-index/{owner}/"
         keys = self.blobs.list(prefix)
@@ -195,8 +196,8 @@ class JobStore:
         return out
 
     def _summarise_old(self, owner: str, job_id: str) -> JobSummary | None:
-        """Write the summary of a job whose index entry has none (stored before entries
-        kept one), with its input's preview and search prefix, read this once."""
+        """Write the summary of a job whose index entry has none, or an earlier version's,
+        from its record, with its input's preview and search prefix, read this once."""
         record = self.get(job_id)
         if record is None:
             return None
@@ -423,11 +424,16 @@ class JobStore:
         """Delete finished jobs older than `retention_s`, and debris of deleted jobs.
 
         Debris: files of a job whose record is gone, which a worker that was still
-        finishing a chunk can leave behind after a delete. Returns the ids removed.
+        finishing a chunk can leave behind after a delete. A kept job's summary that
+        differs from its record (its writer died between the record and the index
+        entry) is written again, so stats and quotas do not keep a stale figure.
+        Returns the ids removed.
         """
         now = self.clock()
         removed = []
-        for key in self.blobs.list("jobs-index/"):
+        keys = self.blobs.list("jobs-index/")
+        entries = self.blobs.get_many(keys)
+        for key in keys:
             _, owner, job_id = key.split("/")
             record = self.get(job_id)
             if record is None:
@@ -437,6 +443,10 @@ class JobStore:
             if record.state.finished and now - done_at > retention_s:
                 self.delete(job_id, owner)
                 removed.append(job_id)
+                continue
+            entry = _IndexEntry(self, key, job_id)
+            if key in entries and entry.parse(entries[key]) != JobSummary.of(record):
+                entry.put(JobSummary.of(record))
         indexed = {k.rsplit("/", 1)[1] for k in self.blobs.list("jobs-index/")}
         for job_id in {key.split("/")[1] for key in self.blobs.list("jobs/")} - indexed:
             record = self.get(job_id)
@@ -472,12 +482,13 @@ class _IndexEntry:
             summary = current
 
     def parse(self, raw: bytes | None) -> JobSummary | None:
-        """The summary in `raw`; None for a missing entry or one from before summaries."""
+        """The summary in `raw`; None for a missing entry, or one an earlier version wrote
+        (from before summaries, or lacking a field of this version's)."""
         if not raw:
             return None
         try:
             return JobSummary.from_json(raw)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from chatterbox_serve.config import Settings, load_settings
 from chatterbox_serve.engines.base import SynthesisRequest, SynthesisResult
@@ -13,7 +18,12 @@ from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.errors import EngineError
 from chatterbox_serve.generation import GenerationParameters
 from chatterbox_serve.jobs import JobParameters, JobRunner, JobStore
-from chatterbox_serve.jobs.storage import S3JobBlobStore
+from chatterbox_serve.jobs.storage import (
+    BlobWriter,
+    JobBlobStore,
+    LocalJobBlobStore,
+    S3JobBlobStore,
+)
 from tools.bench.direct import DirectSubmitter
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
@@ -90,6 +100,69 @@ def make_runner(
 
 def long_text(sentences: int = 8) -> str:
     return SENTENCE * sentences
+
+
+class CountingBlobs(JobBlobStore):
+    """A job blob store that counts the reads of each kind of key (records, inputs)."""
+
+    def __init__(self, inner: JobBlobStore) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.reads: Counter[str] = Counter()
+
+    def _count(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            kind = "record" if "/record/" in key else key.rsplit("/", 1)[-1]
+            self.reads["input" if kind == "input.txt" else kind] += 1
+
+    def taken(self) -> Counter[str]:
+        """The reads counted since the last call."""
+        reads = self.reads.copy()
+        self.reads.clear()
+        return reads
+
+    def get(self, key: str) -> bytes:
+        self._count([key])
+        return self.inner.get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        found = self.inner.get_many(keys)
+        self._count(found)
+        return found
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+
+    def create(self, key: str, data: bytes) -> None:
+        self.inner.create(key, data)
+
+    def take(self, key: str, expected: bytes) -> bool:
+        return self.inner.take(key, expected)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.inner.list(prefix)
+
+    def modified(self, key: str) -> float:
+        return self.inner.modified(key)
+
+    def open_writer(self, key: str) -> contextlib.AbstractContextManager[BlobWriter]:
+        return self.inner.open_writer(key)
+
+    def size(self, key: str) -> int:
+        return self.inner.size(key)
+
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        return self.inner.read_range(key, start, end)
+
+
+def counting_blobs(request: pytest.FixtureRequest, tmp_path: Path) -> CountingBlobs:
+    """For a fixture with params ["local", "s3"]: that store, its reads counted."""
+    if request.param == "local":
+        return CountingBlobs(LocalJobBlobStore(tmp_path / "jobs"))
+    return CountingBlobs(s3_blobs(request.getfixturevalue("s3_endpoint")))
 
 
 def s3_blobs(endpoint: str) -> S3JobBlobStore:

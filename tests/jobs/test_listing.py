@@ -7,79 +7,23 @@ filter, sort and search by), so a page reads its own records only, and no input.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from chatterbox_serve.jobs import HistoryQuery, JobService, JobState, JobStore, owner_of
-from chatterbox_serve.jobs.storage import BlobWriter, JobBlobStore, LocalJobBlobStore
-from tests.jobs.helpers import SENTENCE, job_settings, params, s3_blobs
+from tests.jobs.helpers import SENTENCE, CountingBlobs, counting_blobs, job_settings, params
 
 A = owner_of("key-a")
 JOBS = 24
 PAGE = 5
 
 
-class CountingBlobs(JobBlobStore):
-    """A job blob store that counts the reads of each kind of key (records, inputs)."""
-
-    def __init__(self, inner: JobBlobStore) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.reads: Counter[str] = Counter()
-
-    def _count(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            kind = "record" if "/record/" in key else key.rsplit("/", 1)[-1]
-            self.reads["input" if kind == "input.txt" else kind] += 1
-
-    def get(self, key: str) -> bytes:
-        self._count([key])
-        return self.inner.get(key)
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        found = self.inner.get_many(keys)
-        self._count(found)
-        return found
-
-    def put(self, key: str, data: bytes) -> None:
-        self.inner.put(key, data)
-
-    def create(self, key: str, data: bytes) -> None:
-        self.inner.create(key, data)
-
-    def take(self, key: str, expected: bytes) -> bool:
-        return self.inner.take(key, expected)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-    def modified(self, key: str) -> float:
-        return self.inner.modified(key)
-
-    def open_writer(self, key: str) -> contextlib.AbstractContextManager[BlobWriter]:
-        return self.inner.open_writer(key)
-
-    def size(self, key: str) -> int:
-        return self.inner.size(key)
-
-    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        return self.inner.read_range(key, start, end)
-
-
 @pytest.fixture(params=["local", "s3"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> CountingBlobs:
-    if request.param == "local":
-        return CountingBlobs(LocalJobBlobStore(tmp_path / "jobs"))
-    return CountingBlobs(s3_blobs(request.getfixturevalue("s3_endpoint")))
+    return counting_blobs(request, tmp_path)
 
 
 @pytest.fixture
@@ -99,37 +43,31 @@ def _jobs(service: JobService) -> list[str]:
     return ids
 
 
-def _reads(blobs: CountingBlobs) -> Counter[str]:
-    reads = blobs.reads.copy()
-    blobs.reads.clear()
-    return reads
-
-
 def test_a_page_reads_its_own_records_and_no_input(
     service: JobService, blobs: CountingBlobs
 ) -> None:
     ids = _jobs(service)
-    _reads(blobs)
+    blobs.taken()
     found = service.listing(A, None, PAGE, offset=PAGE)
     assert [r.job_id for r in found.page] == ids[::-1][PAGE : 2 * PAGE]
     assert found.total == JOBS and found.has_more
-    reads = _reads(blobs)
+    reads = blobs.taken()
     assert reads["record"] == PAGE and reads["input"] == 0, reads
 
     query = HistoryQuery(status=JobState.CANCELLED, sort="completed_desc", limit=PAGE)
     page, total = service.history(A, query)
     assert total == JOBS // 2 and len(page) == PAGE
     assert all(r.state is JobState.CANCELLED for r in page)
-    reads = _reads(blobs)
+    reads = blobs.taken()
     assert reads["record"] == PAGE and reads["input"] == 0, reads
 
 
 def test_search_reads_no_input(service: JobService, blobs: CountingBlobs) -> None:
     ids = _jobs(service)
-    _reads(blobs)
+    blobs.taken()
     page, total = service.history(A, HistoryQuery(search="DRAGON", sort="created_asc"))
     assert [r.job_id for r in page] == ids[::6] and total == JOBS // 6
-    reads = _reads(blobs)
+    reads = blobs.taken()
     assert reads["input"] == 0 and reads["record"] == total, reads
 
 
@@ -143,14 +81,14 @@ def test_an_entry_from_before_summaries_is_summarised_once(
     blobs.put(f"jobs-index/{A}/{job_id}", b"")
     stored = store.get(job_id)
     assert stored is not None and stored.search_prefix == "" and stored.preview == ""
-    _reads(blobs)
+    blobs.taken()
     page, _ = service.history(A, HistoryQuery(search="old story"))
     assert [r.job_id for r in page] == [job_id]
     assert page[0].preview.startswith("Old story.")
-    assert _reads(blobs)["input"] == 1
+    assert blobs.taken()["input"] == 1
     page, _ = service.history(A, HistoryQuery(search="old story"))
     assert [r.job_id for r in page] == [job_id]
-    assert _reads(blobs)["input"] == 0  # kept: in the record and in its summary
+    assert blobs.taken()["input"] == 0  # kept: in the record and in its summary
 
 
 def test_summaries_follow_record_changes_and_deletes(service: JobService) -> None:
