@@ -227,8 +227,9 @@ def write_turbo_checkpoint(
     from safetensors.torch import save_file
 
     from chatterbox_serve.model import checkpoint
+    from chatterbox_serve.model.t3.config import write_backbone_file
     from chatterbox_serve.model.turbo import checkpoint as turbo
-    from chatterbox_serve.model.turbo.config import GPT2Config, TurboConfig, write_backbone_file
+    from chatterbox_serve.model.turbo.config import GPT2Config, TurboConfig
 
     directory.mkdir(parents=True, exist_ok=True)
     text_vocab = write_turbo_tokenizer(directory)

@@ -27,12 +27,13 @@ vllm = pytest.importorskip("vllm", reason="vLLM 0.26 not installed")
 
 from chatterbox_serve.engines.vllm import plugin, positions  # noqa: E402
 from chatterbox_serve.engines.vllm.engine import prompt_for, sampling_params_for  # noqa: E402
-from chatterbox_serve.engines.vllm.model_dir import T3Shape, build_model_dir  # noqa: E402
+from chatterbox_serve.engines.vllm.model_dir import build_model_dir  # noqa: E402
+from chatterbox_serve.model.t3.config import T3Config  # noqa: E402
 from tests.unit.vllm_cpu import cpu_platform  # noqa: E402
 
-SHAPE = T3Shape()
-START = SHAPE.start_speech_token
-STOP = SHAPE.stop_speech_token
+CONFIG = T3Config()
+START = CONFIG.start_speech_token
+STOP = CONFIG.stop_speech_token
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def input_processor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         weights = tmp_path_factory.mktemp("weights") / "t3.safetensors"
         weights.write_bytes(b"")
         args = EngineArgs(
-            model=str(build_model_dir(weights, SHAPE)),
+            model=str(build_model_dir(weights, CONFIG)),
             skip_tokenizer_init=True,
             dtype="float32",
             enforce_eager=True,
@@ -74,7 +75,7 @@ def _process(processor: Any, prompt: dict[str, Any], params: Any = None) -> Any:
 
 def test_the_engines_prompt_passes_vllms_input_processing_promptly(input_processor: Any) -> None:
     rows = 180
-    prefix = torch.randn(rows, 2 * SHAPE.hidden_size)
+    prefix = torch.randn(rows, 2 * CONFIG.hidden_size)
     request = _process(input_processor, prompt_for(prefix, 0.37, START))
     assert request.prompt_token_ids == [START] * rows
     (feature,) = request.mm_features
@@ -90,7 +91,7 @@ def test_only_the_stop_of_speech_token_ends_a_request(input_processor: Any) -> N
 
     from chatterbox_serve.model.t3.generation import GenerationItem
 
-    prefix = torch.randn(40, 2 * SHAPE.hidden_size)
+    prefix = torch.randn(40, 2 * CONFIG.hidden_size)
     item = GenerationItem(prefix=prefix, text_tokens=(255, 7, 0), seed=3)
     params = sampling_params_for(item, 50, STOP, forced=False)
     request = _process(input_processor, prompt_for(prefix, 0.5, START), params)
@@ -117,11 +118,11 @@ def test_only_the_stop_of_speech_token_ends_a_request(input_processor: Any) -> N
 
 
 def test_vllm_refuses_a_prompt_whose_ids_do_not_match_the_prefix(input_processor: Any) -> None:
-    prompt = prompt_for(torch.randn(10, 2 * SHAPE.hidden_size), 0.5, START)
+    prompt = prompt_for(torch.randn(10, 2 * CONFIG.hidden_size), 0.5, START)
     prompt["prompt_token_ids"] = [START] * 9
     with pytest.raises(ValueError, match="start-of-speech"):
         _process(input_processor, prompt)
-    prompt = prompt_for(torch.randn(10, SHAPE.hidden_size), 0.5, START)  # one branch only
+    prompt = prompt_for(torch.randn(10, CONFIG.hidden_size), 0.5, START)  # one branch only
     with pytest.raises(ValueError, match="t3_prefix must be"):
         _process(input_processor, prompt)
 
@@ -138,7 +139,7 @@ def test_model_positions_fit_vllms_int32_rope_state(input_processor: Any) -> Non
     rows = positions.MAX_MODEL_LEN - 1  # the longest prompt max_model_len allows
     request = _process(
         input_processor,
-        prompt_for(torch.randn(rows, 2 * SHAPE.hidden_size), positions.MAX_CFG_WEIGHT, START),
+        prompt_for(torch.randn(rows, 2 * CONFIG.hidden_size), positions.MAX_CFG_WEIGHT, START),
     )
     model = object.__new__(ChatterboxT3ForCFG)  # the hook reads no model state
     values, delta = model.get_mrope_input_positions(request.prompt_token_ids, request.mm_features)
@@ -164,6 +165,6 @@ def test_hf_config_is_what_vllm_reads(tmp_path: Path) -> None:
 
     weights = tmp_path / "t3.safetensors"
     weights.write_bytes(b"")
-    config = get_config(str(build_model_dir(weights, SHAPE)), trust_remote_code=False)
-    assert config.hidden_size == 2 * SHAPE.hidden_size
+    config = get_config(str(build_model_dir(weights, CONFIG)), trust_remote_code=False)
+    assert config.hidden_size == 2 * CONFIG.hidden_size
     assert config.architectures == ["ChatterboxT3ForCFG"]

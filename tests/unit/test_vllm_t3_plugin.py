@@ -12,10 +12,10 @@ import tomllib
 from chatterbox_serve.engines.vllm import positions
 from chatterbox_serve.engines.vllm.model_dir import (
     ARCHITECTURE,
-    T3Shape,
     build_model_dir,
     hf_config,
 )
+from chatterbox_serve.model.t3.config import T3Config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,11 +70,11 @@ def test_positions_refuse_values_they_cannot_carry() -> None:
 def test_model_dir_config_switches_vllm_to_mrope_and_doubles_hidden(tmp_path: Path) -> None:
     weights = tmp_path / "t3.safetensors"
     weights.write_bytes(b"x")
-    shape = T3Shape()
-    directory = build_model_dir(weights, shape)
+    t3_config = T3Config()
+    directory = build_model_dir(weights, t3_config)
     config = json.loads((directory / "config.json").read_text())
-    assert config == hf_config(shape)
+    assert config == hf_config(t3_config)
     assert config["architectures"] == [ARCHITECTURE]
     assert "mrope_section" in config["rope_scaling"]  # vLLM's uses_mrope switch
-    assert config["hidden_size"] == 2 * shape.hidden_size
+    assert config["hidden_size"] == 2 * t3_config.hidden_size
     assert (directory / "model.safetensors").resolve() == weights.resolve()

@@ -3,7 +3,7 @@
 - vLLM's input processing of the engine's Turbo prompt: prefix rows and ids, plain
   positions (no M-RoPE), and the stop ids the engine core gets: only 6562, whatever
   `GPT2Config` defaults to (50256) and whatever speech token comes first;
-- the model directory written from the loaded reference T3 (`engine.t3_shape`);
+- the model directory written from the loaded reference T3's `config`;
 - `ChatterboxTurboT3` built by vLLM's layers, loaded from upstream's file, against the
   reference `TurboT3` over a whole sequence: prompt rows then teacher-forced speech
   tokens, every step's logits. vLLM's attention kernel needs a GPU's forward context,
@@ -32,14 +32,13 @@ from chatterbox_serve.engines.vllm import plugin  # noqa: E402
 from chatterbox_serve.engines.vllm.engine import (  # noqa: E402
     prompt_for,
     sampling_params_for,
-    t3_shape,
 )
 from chatterbox_serve.engines.vllm.model_dir import (  # noqa: E402
     TURBO_ARCHITECTURE,
-    TurboShape,
     build_model_dir,
 )
 from chatterbox_serve.model.turbo import checkpoint  # noqa: E402
+from chatterbox_serve.model.turbo.config import GPT2Config  # noqa: E402
 from chatterbox_serve.model.turbo.reference import TurboSampling  # noqa: E402
 from tests.unit.vllm_cpu import cpu_platform, gelu_new_kernel, model_parallel  # noqa: E402
 
@@ -68,7 +67,7 @@ def engine_config(turbo_dir: Path, reference: Any) -> Iterator[Any]:
 
     with cpu_platform():
         plugin.register()
-        model_dir = build_model_dir(turbo_dir / checkpoint.T3_FILE, t3_shape(reference))
+        model_dir = build_model_dir(turbo_dir / checkpoint.T3_FILE, reference.config)
         args = EngineArgs(
             model=str(model_dir),
             skip_tokenizer_init=True,
@@ -105,9 +104,12 @@ def _process(config: Any, prompt: dict[str, Any], params: Any) -> Any:
 
 
 def test_model_dir_from_the_turbo_checkpoint(turbo_dir: Path, reference: Any) -> None:
-    shape = t3_shape(reference)
-    assert shape == TurboShape(hidden_size=64, num_layers=2, num_heads=4, max_positions=2048)
-    model_dir = build_model_dir(turbo_dir / checkpoint.T3_FILE, shape)
+    t3_config = reference.config
+    assert t3_config.backbone == GPT2Config(
+        hidden_size=64, num_layers=2, num_heads=4, max_positions=2048
+    )
+    assert (t3_config.speech_vocab_size, t3_config.start_speech_token) == (6563, START)
+    model_dir = build_model_dir(turbo_dir / checkpoint.T3_FILE, t3_config)
     config = json.loads((model_dir / "config.json").read_text())
     assert config["architectures"] == [TURBO_ARCHITECTURE]
     assert (config["model_type"], config["vocab_size"]) == ("gpt2", 6563)

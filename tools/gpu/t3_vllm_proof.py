@@ -77,7 +77,6 @@ class Setup:
     def __init__(self, checkpoint: Path, device: str = "cuda") -> None:
         import torch
 
-        from chatterbox_serve.engines.vllm.engine import t3_shape
         from chatterbox_serve.engines.vllm.model_dir import build_model_dir
         from chatterbox_serve.model import checkpoint as ckpt
         from tools.upstream_t3 import build_upstream
@@ -86,7 +85,7 @@ class Setup:
         self.device = device
         self.t3 = ckpt.load_t3(checkpoint, True, device, torch.float32)
         self.up = build_upstream(self.t3, checkpoint).to(device)
-        self.model_dir = build_model_dir(checkpoint / ckpt.MULTILINGUAL.t3_file, t3_shape(self.t3))
+        self.model_dir = build_model_dir(checkpoint / ckpt.MULTILINGUAL.t3_file, self.t3.config)
         self.vocab = self.t3.config.speech_vocab_size
         self.start = self.t3.config.start_speech_token
         self.stop = self.t3.config.stop_speech_token

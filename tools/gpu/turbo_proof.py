@@ -76,7 +76,6 @@ class Setup:
     def __init__(self, directory: Path, device: str = "cuda") -> None:
         import torch
 
-        from chatterbox_serve.engines.vllm.engine import t3_shape
         from chatterbox_serve.engines.vllm.model_dir import build_model_dir
         from chatterbox_serve.model.checkpoint import load_builtin_voice
         from chatterbox_serve.model.turbo import checkpoint
@@ -96,7 +95,7 @@ class Setup:
         except (ImportError, AssertionError) as exc:
             self.upstream_missing = f"{type(exc).__name__}: {exc}"
             print("upstream chatterbox-tts unavailable:", self.upstream_missing, flush=True)
-        self.model_dir = build_model_dir(directory / checkpoint.T3_FILE, t3_shape(self.t3))
+        self.model_dir = build_model_dir(directory / checkpoint.T3_FILE, self.t3.config)
         config = self.t3.config
         self.vocab, self.start, self.stop = (
             config.speech_vocab_size,

@@ -134,7 +134,7 @@ class VLLMEngine(TorchEngine):
         loaded = self._live()
         from chatterbox_serve.engines.vllm.model_dir import build_model_dir
 
-        self._model_dir = build_model_dir(_t3_weights(loaded), t3_shape(loaded.t3))
+        self._model_dir = build_model_dir(_t3_weights(loaded), loaded.t3.config)
         try:
             # Building the engine spawns vLLM's engine core and compiles; minutes, so off
             # the event loop.
@@ -488,42 +488,6 @@ def _t3_weights(loaded: _Loaded) -> Path:
         return loaded.checkpoint_dir / T3_FILE
     variant = checkpoint.variant(loaded.t3.config.is_multilingual)
     return loaded.checkpoint_dir / variant.t3_file
-
-
-def t3_shape(t3: Any) -> Any:
-    """What vLLM must know of a loaded reference T3 (`model_dir.T3Shape` or `TurboShape`)."""
-    from chatterbox_serve.engines.vllm.model_dir import T3Shape, TurboShape
-
-    c, b = t3.config, t3.config.backbone
-    if is_turbo(t3):
-        return TurboShape(
-            hidden_size=b.hidden_size,
-            num_layers=b.num_layers,
-            num_heads=b.num_heads,
-            max_positions=b.max_positions,
-            layer_norm_eps=b.layer_norm_eps,
-            speech_vocab_size=c.speech_vocab_size,
-            start_speech_token=c.start_speech_token,
-            stop_speech_token=c.stop_speech_token,
-        )
-    return T3Shape(
-        hidden_size=b.hidden_size,
-        intermediate_size=b.intermediate_size,
-        num_layers=b.num_layers,
-        num_heads=b.num_heads,
-        num_kv_heads=b.num_kv_heads,
-        head_dim=b.head_dim,
-        rms_norm_eps=b.rms_norm_eps,
-        rope_theta=b.rope_theta,
-        rope_factor=b.rope_factor,
-        rope_low_freq_factor=b.rope_low_freq_factor,
-        rope_high_freq_factor=b.rope_high_freq_factor,
-        rope_original_max_positions=b.rope_original_max_positions,
-        speech_vocab_size=c.speech_vocab_size,
-        speech_positions=c.speech_positions,
-        start_speech_token=c.start_speech_token,
-        stop_speech_token=c.stop_speech_token,
-    )
 
 
 def engine_kwargs(settings: Settings, model_dir: Path) -> dict[str, Any]:

@@ -56,6 +56,17 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
+def attention_mask(valid_keys: Tensor, start: int, n: int) -> Tensor:
+    """(R, N, keys) bool: causal, real keys only; a padding query sees itself (no NaN)."""
+    total = valid_keys.shape[1]
+    device = valid_keys.device
+    query_pos = torch.arange(start, start + n, device=device)[:, None]
+    key_pos = torch.arange(total, device=device)[None, :]
+    causal = key_pos <= query_pos
+    mask = causal[None] & valid_keys[:, None, :]
+    return mask | (key_pos == query_pos)[None]
+
+
 class KVCache:
     """Keys and values of every layer for a batch of rows, preallocated to `capacity` slots.
 
@@ -89,6 +100,19 @@ class KVCache:
         self.keys = [k.index_select(0, rows) for k in self.keys]
         self.values = [v.index_select(0, rows) for v in self.values]
         self.valid = self.valid.index_select(0, rows)
+
+    def check_room(self, n: int) -> int:
+        """The first free slot, once sure that `n` more inputs fit."""
+        start = self.length
+        if start + n > self.capacity:
+            raise ValueError(f"KV cache of {self.capacity} slots cannot take {start + n}")
+        return start
+
+    def admit(self, start: int, valid: Tensor) -> Tensor:
+        """Record which of N new inputs (R, N) are real; their attention mask (R, N, keys)."""
+        n = valid.shape[1]
+        self.valid[:, start : start + n] = valid
+        return attention_mask(self.valid[:, : start + n], start, n)
 
 
 class LlamaAttention(nn.Module):
@@ -198,11 +222,8 @@ class LlamaBackbone(nn.Module):
     ) -> Tensor:
         """Run `embeds` through every layer; `valid` (R, N) marks real (non-padding) inputs."""
         _, n, _ = embeds.shape
-        start = cache.length
-        if start + n > cache.capacity:
-            raise ValueError(f"KV cache of {cache.capacity} slots cannot take {start + n}")
-        cache.valid[:, start : start + n] = valid
-        mask = self.attention_mask(cache.valid[:, : start + n], start, n)
+        start = cache.check_room(n)
+        mask = cache.admit(start, valid)
         inv_freq = self._inv_freq.get(positions.device)
         if inv_freq is None:
             inv_freq = llama3_inverse_frequencies(self.config).to(positions.device)
@@ -232,14 +253,3 @@ class LlamaBackbone(nn.Module):
         cache.length = start + n
         out: Tensor = self.norm(h)
         return out
-
-    @staticmethod
-    def attention_mask(valid_keys: Tensor, start: int, n: int) -> Tensor:
-        """(R, N, keys) bool: causal, real keys only; a padding query sees itself (no NaN)."""
-        total = valid_keys.shape[1]
-        device = valid_keys.device
-        query_pos = torch.arange(start, start + n, device=device)[:, None]
-        key_pos = torch.arange(total, device=device)[None, :]
-        causal = key_pos <= query_pos
-        mask = causal[None] & valid_keys[:, None, :]
-        return mask | (key_pos == query_pos)[None]

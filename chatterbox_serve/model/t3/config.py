@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENGLISH_TEXT_VOCAB = 704
 MULTILINGUAL_TEXT_VOCAB = 2454
 # Written next to a checkpoint whose backbone is not the standard 520M Llama (tools/
 # write_checkpoint.py --tiny); real checkpoints have no such file.
 BACKBONE_FILE = "t3_backbone.json"
+_Backbone = TypeVar("_Backbone")
 
 
 @dataclass(frozen=True)
@@ -120,14 +124,22 @@ class T3Config:
         )
 
 
-def read_backbone_file(checkpoint_dir: Path) -> LlamaConfig | None:
-    """The backbone override next to a checkpoint, if any."""
+def read_backbone_override(
+    checkpoint_dir: Path, kind: Callable[..., _Backbone]
+) -> _Backbone | None:
+    """The backbone override of either family next to a checkpoint, if any, as a `kind`."""
     path = checkpoint_dir / BACKBONE_FILE
     if not path.is_file():
         return None
     data: dict[str, Any] = json.loads(path.read_text())
-    return LlamaConfig(**data)
+    return kind(**data)
 
 
-def write_backbone_file(checkpoint_dir: Path, backbone: LlamaConfig) -> None:
+def read_backbone_file(checkpoint_dir: Path) -> LlamaConfig | None:
+    """The backbone override next to a checkpoint, if any."""
+    return read_backbone_override(checkpoint_dir, LlamaConfig)
+
+
+def write_backbone_file(checkpoint_dir: Path, backbone: DataclassInstance) -> None:
+    """Record a non-standard backbone (either family's) next to a checkpoint."""
     (checkpoint_dir / BACKBONE_FILE).write_text(json.dumps(dataclasses.asdict(backbone), indent=2))

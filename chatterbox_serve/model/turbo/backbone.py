@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from chatterbox_serve.model.t3.backbone import KVCache, LlamaBackbone
+from chatterbox_serve.model.t3.backbone import KVCache
 from chatterbox_serve.model.t3.config import LlamaConfig
 from chatterbox_serve.model.turbo.config import GPT2Config
 
@@ -126,13 +126,10 @@ class GPT2Backbone(nn.Module):
         if capture:
             raise ValueError("GPT-2's T3 has no alignment heads to capture")
         _, n, _ = embeds.shape
-        start = cache.length
-        if start + n > cache.capacity:
-            raise ValueError(f"KV cache of {cache.capacity} slots cannot take {start + n}")
+        start = cache.check_room(n)
         if int(positions.max()) >= self.config.max_positions:
             raise ValueError(f"position {int(positions.max())} is past GPT-2's table")
-        cache.valid[:, start : start + n] = valid
-        mask = LlamaBackbone.attention_mask(cache.valid[:, : start + n], start, n)
+        mask = cache.admit(start, valid)
         h = embeds + self.wpe(positions)
         for index, module in enumerate(self.h):
             block = cast(GPT2Block, module)

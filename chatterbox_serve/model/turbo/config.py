@@ -8,13 +8,11 @@ cannot be read from shapes, so a non-standard backbone (tools/write_checkpoint.p
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from chatterbox_serve.model.t3.config import BACKBONE_FILE
+from chatterbox_serve.model.t3.config import read_backbone_override
 
 TEXT_VOCAB = 50276
 SPEECH_VOCAB = 6563  # 6561 S3 tokens, then start- and stop-of-speech
@@ -76,12 +74,4 @@ class TurboConfig:
 
 def read_backbone_file(checkpoint_dir: Path) -> GPT2Config | None:
     """The backbone override next to a checkpoint, if any."""
-    path = checkpoint_dir / BACKBONE_FILE
-    if not path.is_file():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text())
-    return GPT2Config(**data)
-
-
-def write_backbone_file(checkpoint_dir: Path, backbone: GPT2Config) -> None:
-    (checkpoint_dir / BACKBONE_FILE).write_text(json.dumps(dataclasses.asdict(backbone), indent=2))
+    return read_backbone_override(checkpoint_dir, GPT2Config)
