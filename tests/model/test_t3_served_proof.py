@@ -232,7 +232,7 @@ def test_stall_counts_only_gaps_after_playback_started() -> None:
     assert ref.percentile([0.0, 1.0], 95) == pytest.approx(0.95)
 
 
-def _parts(tmp: Path, planted_kl: float, stall: float) -> Path:
+def _parts(tmp: Path, planted_kl: float, stall: float, multi_stall: float = 0.1) -> Path:
     import json
 
     summary = {
@@ -257,7 +257,11 @@ def _parts(tmp: Path, planted_kl: float, stall: float) -> Path:
             "chi_square": {"combined_p_value": 0.4},
             "stops": {"all_at_stop_token": True, "items_with_token_2_before_the_end": 20},
         },
-        "stream": {"stall_p95_s": stall, "stall_p50_s": 0.0},
+        "stream": {
+            "stall_p95_s": stall,
+            "stall_p50_s": 0.0,
+            "multi_chunk": {"stall_p95_s": multi_stall, "stall_p50_s": 0.0},
+        },
         "cjk": {"all_200": True},
     }
     for name, body in parts.items():
@@ -272,6 +276,10 @@ def test_report_passes_only_when_every_check_does(tmp_path: Path) -> None:
     # A planted bug under the KL bound means the bound proves nothing.
     assert not report(_parts(tmp_path, planted_kl=KL_BOUND / 2, stall=0.1))["passed"]
     assert not report(_parts(tmp_path, planted_kl=0.5, stall=STALL_P95_GOAL_S))["passed"]
+    # Several-chunk streams are judged on their own: one-chunk streams passing is not enough.
+    gappy = report(_parts(tmp_path, planted_kl=0.5, stall=0.1, multi_stall=1.2))
+    assert not gappy["passed"] and not gappy["checks"]["stream_stall_multi_chunk"]
+    assert gappy["stream_stall_multi_chunk_s"]["stall_p95_s"] == 1.2
     (tmp_path / "cjk.json").unlink()
     assert not report(tmp_path)["passed"]
 
