@@ -109,16 +109,18 @@ class JobRunner:
             report.outcome = record.state.value
             return report
         limit = self.settings.jobs.max_attempts
+        plan = await asyncio.to_thread(self.store.plan, job_id)
+        done = await asyncio.to_thread(self.store.commits, job_id, record.generation)
         if record.attempts >= limit:
             last = record.error or "no recorded error (its worker stopped or was lost)"
+            # The chunks a retry would make: none where only the assembly kept failing.
+            unmade = {i: "not made" for i in range(len(plan.chunks)) if i not in done}
             await self._finish_failed(
-                job_id, {}, f"Gave up after {record.attempts} attempts; the last: {last}"
+                job_id, unmade, f"Gave up after {record.attempts} attempts; the last: {last}"
             )
             await asyncio.to_thread(self.store.release, lease, job_id)
             report.outcome = "failed"
             return report
-        plan = await asyncio.to_thread(self.store.plan, job_id)
-        done = await asyncio.to_thread(self.store.commits, job_id, record.generation)
         try:
             params = record.parameters
             # Pinned by id where the job was created with a stored voice.

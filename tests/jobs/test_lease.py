@@ -146,8 +146,36 @@ async def test_a_job_whose_assembly_keeps_failing_fails_after_the_attempt_limit(
     assert record is not None and record.state is JobState.FAILED
     assert record.attempts == 3
     assert "3 attempts" in (record.error or "") and "No space left" in (record.error or "")
+    assert record.failed_chunks == ()  # every chunk was made: only the assembly failed
     # The run that wrote FAILED may still be winding down on a loaded machine; once it
     # has, a finished job's queue marker goes at the next look.
     await wait_for(lambda: not worker.running, 30)
     await worker.poll_once()
     assert store.queued() == []
+
+
+async def test_a_job_given_up_lists_the_chunks_a_retry_would_make(
+    tmp_path: Path, engine: SimulatedEngine
+) -> None:
+    """Runs lost one after another (workers that died mid-job) end the job as failed; its
+    failed chunks are the ones still to make, as for a chunk that failed itself."""
+    from dataclasses import replace
+
+    from tests.jobs.helpers import job_settings
+
+    settings = job_settings(CHATTERBOX_JOB_MAX_ATTEMPTS=2)
+    jobs = JobStore(LocalJobBlobStore(tmp_path / "jobs"))
+    job = JobService(jobs, settings).create(None, long_text(), params())
+    jobs.update(job.job_id, lambda rec: replace(rec, attempts=2))  # two runs lost already
+    worker = JobWorker(
+        jobs,
+        make_runner(jobs, settings, CountingSubmit(engine)),
+        max_jobs=1,
+        lease_s=settings.jobs.lease_s,
+    )
+    await worker.poll_once()
+    await wait_for(lambda: jobs.get(job.job_id).state.finished, 30)  # type: ignore[union-attr]
+    record = jobs.get(job.job_id)
+    assert record is not None and record.state is JobState.FAILED
+    assert "Gave up after 2 attempts" in (record.error or "")
+    assert record.failed_chunks == tuple(range(record.total_chunks)) and record.total_chunks > 1
