@@ -20,6 +20,7 @@ import torch
 from chatterbox_serve.model.t3 import sampling as chain
 from chatterbox_serve.model.t3.model import T3
 from tests.model.conftest import build_upstream
+from tests.model.proof_parts import GREEDY_WITHIN_BOUNDS
 from tools.gpu import t3_reference as ref
 from tools.gpu.t3_vllm_proof import KL_BOUND, STALL_P95_GOAL_S, TOLERANCE, report
 
@@ -235,13 +236,7 @@ def test_stall_counts_only_gaps_after_playback_started() -> None:
 def _parts(tmp: Path, planted_kl: float, stall: float, multi_stall: float = 0.1) -> Path:
     import json
 
-    summary = {
-        "max_abs_logprob_diff": 1e-5,
-        "max_mean_kl": 1e-9,
-        "min_greedy_agreeing_steps": 64,
-        "median_greedy_agreeing_steps": 64,
-        "min_greedy_agreeing_steps_ties_within_tolerance": 64,
-    }
+    summary = dict(GREEDY_WITHIN_BOUNDS)
     parts = {
         "exact": {
             "vllm": "0.26.0",

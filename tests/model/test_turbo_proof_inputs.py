@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from chatterbox_serve.model.turbo import checkpoint
+from tests.model.proof_parts import GREEDY_WITHIN_BOUNDS
 from tools.gpu.turbo_reference import (
     Chain,
     reference_logits,
@@ -96,13 +97,7 @@ def test_sampling_orders_agree_without_penalty_and_part_with_it(
 
 def _parts(tmp: Path, load: dict[str, Any]) -> Path:
     """Parts as the GPU writes them, every figure within its bound but `load`'s own."""
-    summary = {
-        "max_abs_logprob_diff": 1e-5,
-        "max_mean_kl": 1e-9,
-        "min_greedy_agreeing_steps": 64,
-        "median_greedy_agreeing_steps": 64,
-        "min_greedy_agreeing_steps_ties_within_tolerance": 64,
-    }
+    summary = dict(GREEDY_WITHIN_BOUNDS)
     parts = {
         "exact": {
             "vllm": "0.26.0",
