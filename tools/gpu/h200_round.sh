@@ -16,7 +16,8 @@
 #     (gpu_serving's engine part for Turbo, then for the multilingual model, then Turbo over
 #     HTTP; parts under $OUT/turbo-serving, joined here by `gpu_serving turbo-report`)
 #   bash tools/gpu/h200_round.sh checkpoint        (only writes the random checkpoint, ~40 s:
-#     chain it after the install so the measuring call does not pay for it)
+#     chain it after the install so the measuring call does not pay for it;
+#     `checkpoints` writes the Turbo one too)
 #   bash tools/gpu/h200_round.sh perf28            (S3Gen levers, then T3 alone / S3Gen alone /
 #     engine c=64 over windows: 8-9.5 min once the checkpoint exists, too close to the
 #     10 min limit to add the checkpoint; safer as two calls back to back on the warm
@@ -183,6 +184,12 @@ case ${1:?stage} in
     ;;
   checkpoint)
     ensure_checkpoint
+    ;;
+  checkpoints)
+    # Both families' random checkpoints (~40 s each), chained after the install so the
+    # proof calls that follow spend their 10 minutes on the proofs.
+    ensure_checkpoint
+    ensure_turbo_checkpoint
     ;;
   perf28|perf28-s3gen|perf28-engine)
     # Parts and the compile cache live in /tmp, which outlives a call while the machine
