@@ -85,6 +85,6 @@ class JobsConfig(_Section):
         ge=1,
         le=100,
         description="Runs of one job (takeovers and failed final assemblies included) before "
-        "it fails with the last run's reason; a retry starts the count again.",
+        "it fails with the last run's reason; a retry or a resume starts the count again.",
         json_schema_extra=_env("CHATTERBOX_JOB_MAX_ATTEMPTS"),
     )

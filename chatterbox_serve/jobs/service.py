@@ -262,7 +262,9 @@ class JobService:
         def resume(r: JobRecord) -> JobRecord:
             if r.state is not JobState.PAUSED:
                 raise ConflictError(f"Cannot resume job in {r.state.value} state.", param="job_id")
-            return r.touched(now, state=JobState.PENDING, processing_paused_at=None)
+            # A pause ends a run that did not fail: the runs before a resume are the
+            # user's choice, not failures, so they stop counting toward the limit.
+            return r.touched(now, state=JobState.PENDING, processing_paused_at=None, attempts=0)
 
         record = self._update(job_id, resume)
         self.store.enqueue(job_id)

@@ -179,3 +179,32 @@ async def test_a_job_given_up_lists_the_chunks_a_retry_would_make(
     assert record is not None and record.state is JobState.FAILED
     assert "Gave up after 2 attempts" in (record.error or "")
     assert record.failed_chunks == tuple(range(record.total_chunks)) and record.total_chunks > 1
+
+
+async def test_pausing_and_resuming_never_uses_up_the_attempt_limit(
+    tmp_path: Path, engine: SimulatedEngine
+) -> None:
+    """A pause ends the run that was going: once, each resume counted as a failed run,
+    so a user who paused a job as often as the attempt limit saw it fail unmade."""
+    from dataclasses import replace
+
+    from tests.jobs.helpers import job_settings
+
+    settings = job_settings(CHATTERBOX_JOB_MAX_ATTEMPTS=2)
+    jobs = JobStore(LocalJobBlobStore(tmp_path / "jobs"))
+    service = JobService(jobs, settings)
+    job = service.create(None, long_text(), params())
+    jobs.update(job.job_id, lambda rec: replace(rec, attempts=2))  # two runs, each paused
+    service.pause(None, job.job_id)
+    service.resume(None, job.job_id)
+    worker = JobWorker(
+        jobs,
+        make_runner(jobs, settings, CountingSubmit(engine)),
+        max_jobs=1,
+        lease_s=settings.jobs.lease_s,
+    )
+    await worker.poll_once()
+    await wait_for(lambda: jobs.get(job.job_id).state.finished, 60)  # type: ignore[union-attr]
+    record = jobs.get(job.job_id)
+    assert record is not None and record.state is JobState.COMPLETED, record.error
+    assert record.attempts == 1

@@ -114,7 +114,7 @@ def test_lifecycle_create_sse_pause_resume_download(client: httpx.Client) -> Non
             elif line.startswith("data: "):
                 events.append((kind, json.loads(line[6:])))
     kinds = [k for k, _ in events]
-    assert kinds[-1] == "completed", kinds
+    assert kinds[-1] == "completed", (kinds, events[-1])
     ready = sorted(d["chunk_index"] for k, d in events if k == "chunk_ready")
     assert ready == list(range(created["total_chunks"]))
     job = client.get(f"{LONG}/{job_id}").json()
