@@ -78,14 +78,15 @@ async def _model_health(state: ApiState) -> dict[str, Any]:
 @router.get("/health")
 @router.get("/v1/health", include_in_schema=False)
 async def health(state: State, request: Request) -> JSONResponse:
-    """200 with the model's facts when it answers, else 503 `degraded`.
+    """200 `healthy` with the model's facts when it answers, else 503 `degraded`.
 
     Without a valid key (when keys are configured) only the status is given: batch
     and cache figures are for operators, not for anyone who can reach the port.
     """
     model = await _model_health(state)
     ok = bool(model.get("model_ready"))
-    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "model_ready": ok}
+    # "healthy" is the original API's word: its web frontend loads voices only on it.
+    body: dict[str, Any] = {"status": "healthy" if ok else "degraded", "model_ready": ok}
     keys = getattr(request.app.state, "api_keys", None)
     authorization = request.headers.get("authorization")
     if keys is None or not keys.enabled or keys.accepts(bearer_token(authorization)):

@@ -49,7 +49,7 @@ def assert_error(r: httpx.Response, status: int, code: str | None = None) -> Non
 async def test_static_paths_are_not_shadowed_by_names(client):
     for prefix in ("/voices", "/voice-library", "/v1/voices", "/v1/voice-library"):
         r = await client.get(f"{prefix}/all-names")
-        assert r.json() == {"names": [], "count": 0}
+        assert r.json() == {"names": [], "voice_names": [], "count": 0}
         assert (await client.get(f"{prefix}/default")).json()["default_voice"] is None
 
 
@@ -97,7 +97,9 @@ async def test_crud_aliases_and_default(client):
     assert_error(await client.post("/voices/my-voice/aliases", data={"alias": "my-voice"}), 409)
     assert (await client.get("/voices/mv/aliases")).json() == {
         "name": "my-voice",
+        "voice_name": "my-voice",
         "aliases": ["mv"],
+        "count": 1,
     }
     assert (await client.post("/voices/default", data={"voice_name": "mv"})).status_code == 200
     r = await client.put("/voices/my-voice", data={"new_name": "renamed"})
