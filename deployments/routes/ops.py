@@ -10,8 +10,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from chatterbox_serve.families import ModelFamily, model_families
-from chatterbox_serve.protocol import AudioModel, AudioModelList, ModelCard, ModelList
+from chatterbox_serve.families import ModelFamily, model_families, resolve_model
+from chatterbox_serve.protocol import (
+    ERROR_RESPONSES,
+    AudioModel,
+    AudioModelList,
+    ModelCard,
+    ModelList,
+)
 from chatterbox_serve.text.languages import languages_of
 from deployments.auth import bearer_token, require_operator
 from deployments.routes import ApiState, State
@@ -45,6 +51,15 @@ async def list_models(state: State) -> ModelList:
             for name, family in _families(state)
         ]
     )
+
+
+@router.get("/v1/models/{model}", response_model=ModelCard, responses=ERROR_RESPONSES)
+@router.get("/models/{model}", response_model=ModelCard, include_in_schema=False)
+async def retrieve_model(state: State, model: str) -> ModelCard:
+    """One model name the speech routes accept (OpenAI's `models.retrieve`); else 404."""
+    settings = state.settings
+    family = resolve_model(model, settings.families, settings.engine.default_family)
+    return ModelCard(id=model, family=family.value, tags=list(family.spec.tags))
 
 
 @router.get("/v1/audio/models", response_model=AudioModelList)
