@@ -133,6 +133,7 @@ async def languages(state: State) -> dict[str, Any]:
 
 
 @cluster_router.get("/status")
+@cluster_router.get("/v1/status", include_in_schema=False)
 async def cluster_status(state: State) -> dict[str, Any]:
     """Per deployment: replica states and health, requests in flight and queued."""
     assert state.status is not None  # the router is included only with a status source
@@ -140,6 +141,7 @@ async def cluster_status(state: State) -> dict[str, Any]:
 
 
 @cluster_router.get("/memory")
+@cluster_router.get("/v1/memory", include_in_schema=False)
 async def cluster_memory(state: State) -> dict[str, Any]:
     """Per replica: host memory, and GPU memory used and free."""
     assert state.status is not None
