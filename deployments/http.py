@@ -71,6 +71,8 @@ def install_error_handlers(app: FastAPI) -> None:
         elif first.get("type") == "value_error" and isinstance(ctx := first.get("ctx"), dict):
             # Our validators' own sentences, without pydantic's "Value error, " prefix.
             message = str(ctx.get("error") or first.get("msg"))
+            if param and f"'{param}'" not in message:
+                message = f"Invalid value for '{param}': {message}."
         else:
             message = (
                 f"Invalid value for '{param}': {first.get('msg')}."
