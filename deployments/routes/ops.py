@@ -100,8 +100,10 @@ async def health(state: State, request: Request) -> JSONResponse:
     """
     model = await _model_health(state)
     ok = bool(model.get("model_ready"))
-    # "healthy" is the original API's word: its web frontend loads voices only on it.
-    body: dict[str, Any] = {"status": "healthy" if ok else "degraded", "model_ready": ok}
+    # "healthy" and `model_loaded` are the original API's: its web frontend loads voices
+    # only on that word, and shows "Model Loading" for ever without that key.
+    status = "healthy" if ok else "degraded"
+    body: dict[str, Any] = {"status": status, "model_ready": ok, "model_loaded": ok}
     keys = getattr(request.app.state, "api_keys", None)
     authorization = request.headers.get("authorization")
     if keys is None or not keys.enabled or keys.accepts(bearer_token(authorization)):

@@ -4,7 +4,8 @@ Shapes from travisvn/chatterbox-tts-api, frontend/src (fetch with the browser's
 defaults; the base URL is what the user picks, the service's origin):
 - readiness, hooks/useVoiceLibrary.ts and hooks/useDefaultVoice.ts: `GET {base}/health`
   every 3 s; the voice library and the default voice load only while its `status` is
-  `healthy` or `initializing`, so any other word leaves both empty;
+  `healthy` or `initializing`, so any other word leaves both empty; its header
+  (components/StatusHeader.tsx) says "Model Loading" while `model_loaded` is not true;
 - the library, services/tts.ts `getVoices`: `GET {base}/voices`, then each voice's
   `/download`, wrapped as a `File` whose type comes from the item's `file_extension`
   (`.mp3`, `.wav`, `.flac`, `.m4a`, `.ogg`; anything else becomes audio/mpeg);
@@ -36,6 +37,7 @@ async def test_health_says_ready_in_the_frontends_words(server: httpx.AsyncClien
     r = await server.get(f"{ORIGIN}/health")
     assert r.status_code == 200
     assert r.json()["status"] in ("healthy", "initializing")
+    assert r.json()["model_loaded"] is True  # else its header says "Model Loading"
 
 
 async def test_each_voice_names_its_file_extension(
