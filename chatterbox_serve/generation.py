@@ -22,22 +22,33 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from chatterbox_serve.families import ModelFamily, spec_of
 
-Exaggeration = Annotated[float, Field(ge=0.25, le=2.0)]
-CfgWeight = Annotated[float, Field(ge=0.0, le=1.0)]
-Temperature = Annotated[float, Field(ge=0.05, le=5.0)]
-TopP = Annotated[float, Field(gt=0.0, le=1.0)]
-MinP = Annotated[float, Field(ge=0.0, le=1.0)]
+
+def _not_a_boolean(value: Any) -> Any:
+    # Pydantic's lax mode reads JSON `true` as 1; a number field must get a number.
+    # (Not strict mode: form fields arrive as text, "0.5", and must still parse.)
+    if isinstance(value, bool):
+        raise ValueError("Input should be a number, not a boolean")
+    return value
+
+
+_Number = BeforeValidator(_not_a_boolean)
+
+Exaggeration = Annotated[float, _Number, Field(ge=0.25, le=2.0)]
+CfgWeight = Annotated[float, _Number, Field(ge=0.0, le=1.0)]
+Temperature = Annotated[float, _Number, Field(ge=0.05, le=5.0)]
+TopP = Annotated[float, _Number, Field(gt=0.0, le=1.0)]
+MinP = Annotated[float, _Number, Field(ge=0.0, le=1.0)]
 # Turbo's speech vocabulary has 6563 entries; the original models do not filter by rank.
-TopK = Annotated[int, Field(ge=1, le=6563)]
-RepetitionPenalty = Annotated[float, Field(ge=1.0, le=3.0)]
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+TopK = Annotated[int, _Number, Field(ge=1, le=6563)]
+RepetitionPenalty = Annotated[float, _Number, Field(ge=1.0, le=3.0)]
+Seed = Annotated[int, _Number, Field(ge=0, le=2**32 - 1)]
 # Not a generation parameter (the audio is stretched after the engine), but bounded
 # the same wherever a request carries it.
-Speed = Annotated[float, Field(ge=0.25, le=4.0)]
+Speed = Annotated[float, _Number, Field(ge=0.25, le=4.0)]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chatterbox_serve.audio import AudioFormat
 from chatterbox_serve.config import Settings
@@ -92,17 +92,25 @@ class SpeechRequest(GenerationOptions, _OpenAISpeechFields):
 
     language: str | None = Field(None, min_length=2, max_length=16)
 
-    @model_validator(mode="after")
-    def _no_surrogates_and_short_voice(self) -> SpeechRequest:
-        # A lone surrogate cannot be encoded; refusing it here keeps it from reaching
-        # storage lookups and the tokenizer, where it used to surface as a 500.
-        voice = self.voice_key
-        for field, value in (("input", self.input), ("voice", voice)):
-            if value is not None and _has_surrogate(value):
-                raise ValueError(f"'{field}' holds a lone surrogate code point (not text).")
-        if voice is not None and len(voice) > MAX_VOICE_LENGTH:
+    # A lone surrogate cannot be encoded; refusing it here keeps it from reaching
+    # storage lookups and the tokenizer, where it used to surface as a 500. Field
+    # validators, so that the error's location (and the envelope's `param`) names the field.
+    @field_validator("input")
+    @classmethod
+    def _input_is_text(cls, value: str) -> str:
+        if _has_surrogate(value):
+            raise ValueError("'input' holds a lone surrogate code point (not text).")
+        return value
+
+    @field_validator("voice")
+    @classmethod
+    def _voice_is_short_text(cls, value: str | VoiceId | None) -> str | VoiceId | None:
+        key = value.id if isinstance(value, VoiceId) else value
+        if key is not None and _has_surrogate(key):
+            raise ValueError("'voice' holds a lone surrogate code point (not text).")
+        if key is not None and len(key) > MAX_VOICE_LENGTH:
             raise ValueError(f"'voice' is longer than {MAX_VOICE_LENGTH} characters.")
-        return self
+        return value
 
     @property
     def voice_key(self) -> str | None:

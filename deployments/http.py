@@ -66,6 +66,13 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "Request body is missing: send a JSON object."
         elif first.get("type") == "missing":
             message = f"Missing required parameter '{param}'."
+        elif first.get("type") == "value_error" and "UploadFile" in str(first.get("msg")):
+            message = f"'{param}' must be a file part of a multipart form, not a text field."
+        elif first.get("type") == "value_error" and isinstance(ctx := first.get("ctx"), dict):
+            # Our validators' own sentences, without pydantic's "Value error, " prefix.
+            message = str(ctx.get("error") or first.get("msg"))
+            if param and f"'{param}'" not in message:
+                message = f"Invalid value for '{param}': {message}."
         else:
             message = (
                 f"Invalid value for '{param}': {first.get('msg')}."

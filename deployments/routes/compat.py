@@ -334,7 +334,8 @@ def memory_recommendations(request: Request) -> dict[str, Any]:
     }
 
 
-@_add(("/status/progress", "/v1/status/progress", "/progress"))
+# `/processing` and `/processing/status` are the original's aliases of its processing status.
+@_add(("/status/progress", "/v1/status/progress", "/progress", "/processing", "/processing/status"))
 def status_progress(request: Request) -> dict[str, Any]:
     """The caller's speech requests this replica is working on now."""
     active = _log(request).running(Viewer.of(request))

@@ -10,8 +10,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from chatterbox_serve.families import ModelFamily, model_families
-from chatterbox_serve.protocol import AudioModel, AudioModelList, ModelCard, ModelList
+from chatterbox_serve.families import ModelFamily, model_families, resolve_model
+from chatterbox_serve.protocol import (
+    ERROR_RESPONSES,
+    AudioModel,
+    AudioModelList,
+    ModelCard,
+    ModelList,
+)
 from chatterbox_serve.text.languages import languages_of
 from deployments.auth import bearer_token, require_operator
 from deployments.routes import ApiState, State
@@ -47,6 +53,15 @@ async def list_models(state: State) -> ModelList:
     )
 
 
+@router.get("/v1/models/{model}", response_model=ModelCard, responses=ERROR_RESPONSES)
+@router.get("/models/{model}", response_model=ModelCard, include_in_schema=False)
+async def retrieve_model(state: State, model: str) -> ModelCard:
+    """One model name the speech routes accept (OpenAI's `models.retrieve`); else 404."""
+    settings = state.settings
+    family = resolve_model(model, settings.families, settings.engine.default_family)
+    return ModelCard(id=model, family=family.value, tags=list(family.spec.tags))
+
+
 @router.get("/v1/audio/models", response_model=AudioModelList)
 @router.get("/audio/models", response_model=AudioModelList, include_in_schema=False)
 async def list_audio_models(state: State) -> AudioModelList:
@@ -78,14 +93,17 @@ async def _model_health(state: ApiState) -> dict[str, Any]:
 @router.get("/health")
 @router.get("/v1/health", include_in_schema=False)
 async def health(state: State, request: Request) -> JSONResponse:
-    """200 with the model's facts when it answers, else 503 `degraded`.
+    """200 `healthy` with the model's facts when it answers, else 503 `degraded`.
 
     Without a valid key (when keys are configured) only the status is given: batch
     and cache figures are for operators, not for anyone who can reach the port.
     """
     model = await _model_health(state)
     ok = bool(model.get("model_ready"))
-    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "model_ready": ok}
+    # "healthy" and `model_loaded` are the original API's: its web frontend loads voices
+    # only on that word, and shows "Model Loading" for ever without that key.
+    status = "healthy" if ok else "degraded"
+    body: dict[str, Any] = {"status": status, "model_ready": ok, "model_loaded": ok}
     keys = getattr(request.app.state, "api_keys", None)
     authorization = request.headers.get("authorization")
     if keys is None or not keys.enabled or keys.accepts(bearer_token(authorization)):
@@ -117,6 +135,7 @@ async def languages(state: State) -> dict[str, Any]:
 
 
 @cluster_router.get("/status")
+@cluster_router.get("/v1/status", include_in_schema=False)
 async def cluster_status(state: State) -> dict[str, Any]:
     """Per deployment: replica states and health, requests in flight and queued."""
     assert state.status is not None  # the router is included only with a status source
@@ -124,6 +143,7 @@ async def cluster_status(state: State) -> dict[str, Any]:
 
 
 @cluster_router.get("/memory")
+@cluster_router.get("/v1/memory", include_in_schema=False)
 async def cluster_memory(state: State) -> dict[str, Any]:
     """Per replica: host memory, and GPU memory used and free."""
     assert state.status is not None

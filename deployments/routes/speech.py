@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from chatterbox_serve.audio.watermark import WATERMARK_NAME
 from chatterbox_serve.engines.base import VoicePrompt
-from chatterbox_serve.errors import EngineOverloadedError, error_payload
+from chatterbox_serve.errors import EngineOverloadedError, InvalidRequestError, error_payload
 from chatterbox_serve.protocol import ERROR_RESPONSES, SpeechRequest, sse_event
 from chatterbox_serve.speech import AudioPiece, RenderedSpeech, SpeechBackend, SpeechOrder
 from chatterbox_serve.voices import ResolvedVoice, resolve_voice
@@ -142,6 +142,13 @@ def _speech_fields(form: FormData) -> SpeechRequest:
 
 def _one_off_voice(form: FormData, limit: int) -> ResolvedVoice | None:
     upload = form.get("voice_file")
+    if isinstance(upload, str) and upload:
+        # `curl -F voice_file=sample.mp3` (no `@`) sends the file's name as text;
+        # speaking with the default voice instead would hide the mistake.
+        raise InvalidRequestError(
+            "'voice_file' must be a file part (curl: -F voice_file=@sample.mp3), not a text field.",
+            param="voice_file",
+        )
     if not isinstance(upload, StarletteUpload):
         return None
     data = read_bounded(upload.file, limit, "voice_file")

@@ -56,6 +56,7 @@ def voice_json(entry: VoiceEntry) -> dict[str, Any]:
         "id": r.id,
         "name": entry.name,
         "filename": entry.filename,
+        "file_extension": "." + entry.filename.rsplit(".", 1)[-1],
         "original_filename": r.original_filename,
         "file_size": r.file_size,
         "upload_date": r.upload_date,
@@ -95,9 +96,9 @@ def create_voice(
 
 
 def all_names(library: Library) -> dict[str, Any]:
-    """Every voice name and alias."""
+    """Every voice name and alias (also as the original API's `voice_names`)."""
     names = library.all_names()
-    return {"names": names, "count": len(names)}
+    return {"names": names, "voice_names": names, "count": len(names)}
 
 
 def cleanup_voices(library: Library) -> dict[str, Any]:
@@ -164,7 +165,9 @@ def add_alias(library: Library, name: str, alias: Annotated[str, Form()]) -> JSO
 
 def list_aliases(library: Library, name: str) -> dict[str, Any]:
     entry = library.get_voice(name)
-    return {"name": entry.name, "aliases": list(entry.aliases)}
+    aliases = list(entry.aliases)
+    # `voice_name` and `count` are the original API's keys; its web frontend reads them.
+    return {"name": entry.name, "voice_name": entry.name, "aliases": aliases, "count": len(aliases)}
 
 
 def remove_alias(library: Library, name: str, alias: str) -> dict[str, Any]:

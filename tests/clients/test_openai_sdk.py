@@ -3,6 +3,8 @@
 OpenAI's speech API takes up to 4096 input characters, and SDK users send that much:
 the default `MAX_TOTAL_LENGTH` must let it through, and one more character must be a
 400 the SDK raises as `BadRequestError`, with OpenAI's envelope naming `input`.
+`client.models.retrieve` (resources/models.py: `GET {base}/models/{model}`) finds every
+listed model, and an unknown one is the SDK's `NotFoundError`.
 """
 
 from __future__ import annotations
@@ -61,3 +63,27 @@ async def test_a_streamed_response_in_opus(server: httpx.AsyncClient, settings: 
     assert (info["container"], info["codec"]) == ("ogg", "opus")
     seconds = spoken_seconds(settings, text)
     assert abs(float(str(info["duration_s"])) - seconds) < 0.05 * seconds + 0.1
+
+
+async def test_models_retrieve_finds_each_listed_model(server: httpx.AsyncClient):
+    client = sdk(server)
+    listed = (await client.models.list()).data
+    for card in listed:
+        model = await client.models.retrieve(card.id)
+        assert model.model_dump() == card.model_dump()
+    chatterbox = await client.models.retrieve("tts-1")
+    assert chatterbox.object == "model" and chatterbox.id == "tts-1"
+
+
+async def test_models_retrieve_of_an_unknown_model_is_model_not_found(
+    server: httpx.AsyncClient,
+):
+    with pytest.raises(openai.NotFoundError) as raised:
+        await sdk(server).models.retrieve("whisper-1")
+    assert raised.value.body == {
+        "message": raised.value.body["message"],
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+    assert "whisper-1" in raised.value.body["message"]

@@ -79,9 +79,11 @@ async def test_status_routes_exist_only_with_a_status_source() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             status, memory = await c.get("/status"), await c.get("/memory")
+            v1 = await c.get("/v1/status"), await c.get("/v1/memory")
         assert (status.status_code, memory.status_code) == (expected, expected)
+        assert tuple(r.status_code for r in v1) == (expected, expected)
         if source is not None:
-            assert status.json() == await source.status()
-            assert memory.json() == await source.memory()
+            assert status.json() == v1[0].json() == await source.status()
+            assert memory.json() == v1[1].json() == await source.memory()
         else:
             assert status.json()["error"]["code"] == "http_404"  # the OpenAI envelope

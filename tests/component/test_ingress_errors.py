@@ -34,12 +34,23 @@ def assert_envelope(r, status, param=None):
         ({"input": "hi", "language": "tlh"}, "language"),
         ({"input": "hi", "instructions": "z" * 4097}, "instructions"),
         ({"input": "hi", "voice": {"name": "x"}}, "voice"),
+        # JSON booleans are not numbers (pydantic's lax mode would read true as 1).
+        ({"input": "hi", "speed": True}, "speed"),
+        ({"input": "hi", "exaggeration": True}, "exaggeration"),
+        ({"input": "hi", "seed": False}, "seed"),
     ],
 )
 async def test_bad_fields_are_400_naming_the_field(client, body, param):
     r = await client.post("/v1/audio/speech", json=body)
     err = assert_envelope(r, 400, param)
     assert err["type"] == "invalid_request_error"
+    assert "Value error" not in err["message"]
+
+
+async def test_a_boolean_speed_is_named_in_the_message(client):
+    r = await client.post("/v1/audio/speech", json={"input": "hi", "speed": True})
+    err = assert_envelope(r, 400, "speed")
+    assert err["message"] == "Invalid value for 'speed': Input should be a number, not a boolean."
 
 
 async def test_malformed_json_is_400(client):

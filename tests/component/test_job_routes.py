@@ -173,7 +173,8 @@ async def test_original_ops_routes_and_aliases(client: httpx.AsyncClient) -> Non
     assert stats["total_requests"] == 1 and stats["success_rate"] == 100.0
     history = (await client.get("/history", params={"limit": 5})).json()
     assert history["request_history"][0]["path"] == "/v1/audio/speech"
-    assert (await client.get("/progress")).json()["is_processing"] is False
+    for path in ("/progress", "/processing", "/processing/status"):
+        assert (await client.get(path)).json()["is_processing"] is False
     routes = (await client.get("/routes")).json()["mappings"]
     assert "/tts" in routes["POST /v1/audio/speech"]["aliases"]
     assert routes["DELETE /v1/audio/speech/long/history"]["primary"].endswith("/history")

@@ -188,7 +188,7 @@ def test_openai_sdk_sees_errors(serve_app):
 
 def test_health_reports_engine_and_model_readiness(serve_app):
     body = httpx.get(serve_app.base_url + "/health").json()
-    assert body["status"] == "ok" and body["engine"] == "simulated"
+    assert body["status"] == "healthy" and body["engine"] == "simulated"
     assert body["model_ready"] is True and body["batching"]["max_batch_size"] == 4
 
 

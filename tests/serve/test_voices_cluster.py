@@ -92,7 +92,7 @@ def test_crud_and_speech_with_stored_voices(app):
         assert c.delete("/voices/renamed").status_code == 200
         r = c.post("/v1/audio/speech", json={"input": "x", "voice": "renamed"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "voice_not_found"
-        assert c.get("/voices/all-names").json() == {"names": [], "count": 0}
+        assert c.get("/voices/all-names").json()["count"] == 0
 
 
 def test_bad_files_get_openai_errors_over_http(app):

@@ -248,7 +248,10 @@ async def test_health_is_cached_and_shows_internals_only_with_a_key() -> None:
         anonymous = [await c.get("/health") for _ in range(10)]
         keyed = await c.get("/health", headers={"Authorization": "Bearer sk-alpha"})
     assert backend.health_calls == 1
-    assert all(r.json() == {"status": "ok", "model_ready": True} for r in anonymous)
+    assert all(
+        r.json() == {"status": "healthy", "model_ready": True, "model_loaded": True}
+        for r in anonymous
+    )
     assert keyed.json()["engine"] == "simulated" and len(keyed.json()) > 3
 
 

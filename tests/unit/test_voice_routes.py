@@ -49,7 +49,7 @@ def assert_error(r: httpx.Response, status: int, code: str | None = None) -> Non
 async def test_static_paths_are_not_shadowed_by_names(client):
     for prefix in ("/voices", "/voice-library", "/v1/voices", "/v1/voice-library"):
         r = await client.get(f"{prefix}/all-names")
-        assert r.json() == {"names": [], "count": 0}
+        assert r.json() == {"names": [], "voice_names": [], "count": 0}
         assert (await client.get(f"{prefix}/default")).json()["default_voice"] is None
 
 
@@ -97,7 +97,9 @@ async def test_crud_aliases_and_default(client):
     assert_error(await client.post("/voices/my-voice/aliases", data={"alias": "my-voice"}), 409)
     assert (await client.get("/voices/mv/aliases")).json() == {
         "name": "my-voice",
+        "voice_name": "my-voice",
         "aliases": ["mv"],
+        "count": 1,
     }
     assert (await client.post("/voices/default", data={"voice_name": "mv"})).status_code == 200
     r = await client.put("/voices/my-voice", data={"new_name": "renamed"})
@@ -197,6 +199,25 @@ async def test_one_off_voice_upload(client):
     assert r.json()["error"]["param"] == "speed"
 
 
+@pytest.mark.parametrize("path", ["/v1/audio/speech/upload", "/v1/audio/speech/stream/upload"])
+async def test_a_voice_file_sent_as_text_is_a_400_not_the_default_voice(client, path):
+    # `curl -F voice_file=sample.mp3`, without the `@`, sends the name as a text field.
+    fields = {"input": "Bonjour.", "voice_file": "sample.mp3"}
+    r = await client.post(path, files=[(k, (None, v)) for k, v in fields.items()])
+    assert_error(r, 400, "invalid_value")
+    assert r.json()["error"]["param"] == "voice_file"
+    assert "@" in r.json()["error"]["message"]
+
+
+async def test_a_library_upload_sent_as_text_says_a_file_part_is_needed(client):
+    fields = {"voice_name": "mine", "voice_file": "sample.mp3"}
+    r = await client.post("/voices", files=[(k, (None, v)) for k, v in fields.items()])
+    assert_error(r, 400, "invalid_value")
+    error = r.json()["error"]
+    assert error["param"] == "voice_file" and "file part" in error["message"]
+    assert "UploadFile" not in error["message"]
+
+
 async def test_a_name_cannot_take_over_a_voice_id(client):
     voice_id = (await upload(client, "victim", sample(0))).json()["voice"]["id"]
     for name in (voice_id, voice_id.upper(), "voice_abc123"):
@@ -230,3 +251,7 @@ async def test_hostile_voice_and_input_strings_get_a_4xx(client, body, status):
         headers={"content-type": "application/json"},
     )
     assert_error(r, status)
+    # The envelope names the field, in our words rather than pydantic's ("Value error, ...").
+    error = r.json()["error"]
+    assert error["param"] == next(iter(body.keys() - {"input"}), "input")
+    assert error["message"].startswith(("'", "Voice"))
