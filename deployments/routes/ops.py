@@ -90,8 +90,9 @@ async def _model_health(state: ApiState) -> dict[str, Any]:
     return model
 
 
-@router.get("/health")
-@router.get("/v1/health", include_in_schema=False)
+# HEAD too: load balancers and uptime checkers often probe with it.
+@router.api_route("/health", methods=["GET", "HEAD"])
+@router.api_route("/v1/health", methods=["GET", "HEAD"], include_in_schema=False)
 async def health(state: State, request: Request) -> JSONResponse:
     """200 `healthy` with the model's facts when it answers, else 503 `degraded`.
 
@@ -112,7 +113,7 @@ async def health(state: State, request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/ping")
+@router.api_route("/ping", methods=["GET", "HEAD"])
 async def ping() -> dict[str, str]:
     return {"status": "ok"}
 

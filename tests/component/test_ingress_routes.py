@@ -74,6 +74,8 @@ async def test_models_health_ping_languages_config(client):
     assert health["engine"] == "simulated" and health["model_ready"] is True
     assert (await client.get("/v1/health")).status_code == 200
     assert (await client.get("/ping")).json() == {"status": "ok"}
+    for path in ("/health", "/v1/health", "/ping"):  # load balancers probe with HEAD
+        assert (await client.head(path)).status_code == 200, path
     langs = (await client.get("/languages")).json()
     assert langs["count"] == 23 and (await client.get("/v1/languages")).json() == langs
     config = (await client.get("/config")).json()
