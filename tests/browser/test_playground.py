@@ -197,6 +197,9 @@ def test_status_shows_engine_replicas_and_memory(page: Page) -> None:
     expect(page.locator("#simulated-banner")).to_contain_text("tones, not speech")
     page.get_by_role("tab", name="Status").click()
     expect(page.locator("#status-engine")).to_contain_text("simulated")
+    # Readiness is shown once, as "Model ready", not again under the original API's name.
+    expect(page.locator("#status-engine")).to_contain_text("Model ready")
+    expect(page.locator("#status-engine")).not_to_contain_text("model_loaded")
     deployments = (
         "SpeechIngress",
         "TextAudioDeployment",

@@ -64,7 +64,8 @@ function renderEngine(h, status) {
     term("Model ready", h.model_ready === undefined ? "–" : h.model_ready ? "yes" : "no"),
   ];
   if (status) items.push(term("Application", `${status.application}: ${status.status}`));
-  const skip = new Set(["engine", "status", "model_ready"]);
+  // model_loaded: the original API's name for model_ready, shown once above.
+  const skip = new Set(["engine", "status", "model_ready", "model_loaded"]);
   for (const [key, value] of Object.entries(h)) {
     if (!skip.has(key) && (typeof value !== "object" || value === null)) items.push(term(key, String(value)));
   }
