@@ -48,6 +48,10 @@ def _validation_param(loc: tuple[Any, ...]) -> str | None:
     return parts[0] if parts else None
 
 
+# The detail of the HTTPException FastAPI raises when it cannot decode a JSON body.
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_chatterbox_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc, request_id_of(request))
@@ -85,8 +89,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        from chatterbox_serve.errors import ClientError
+        from chatterbox_serve.errors import ClientError, InvalidRequestError
 
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+            # FastAPI's words for a body json.loads could not take (not UTF-8, nested
+            # past the recursion limit): say what to send instead.
+            err: ClientError = InvalidRequestError(
+                "Request body could not be parsed: send a UTF-8 JSON object, not nested "
+                "more than a few levels deep."
+            )
+            return error_response(err, request_id_of(request))
         err = ClientError(str(exc.detail), code=f"http_{exc.status_code}")
         err.status_code = exc.status_code
         err.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"

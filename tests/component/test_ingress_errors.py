@@ -61,6 +61,19 @@ async def test_malformed_json_is_400(client):
 
 
 @pytest.mark.parametrize(
+    "content",
+    [b'{"input": "caf\xe9"}', b'{"input": ' + b"[" * 4000 + b"]" * 4000 + b"}"],
+    ids=["latin-1", "nested"],
+)
+async def test_a_body_json_cannot_decode_says_what_to_send(client, content):
+    r = await client.post(
+        "/v1/audio/speech", content=content, headers={"content-type": "application/json"}
+    )
+    err = assert_envelope(r, 400)
+    assert err["code"] == "invalid_value" and "UTF-8 JSON object" in err["message"]
+
+
+@pytest.mark.parametrize(
     ("content", "content_type"),
     [(b"input=hello", "application/x-www-form-urlencoded"), (b'["hello"]', "application/json")],
 )
