@@ -16,6 +16,7 @@ from pathlib import Path
 from chatterbox_serve.config import Settings
 from chatterbox_serve.engines.simulated import SimulatedEngine
 from chatterbox_serve.jobs import JobService, JobState, JobStore, JobWorker
+from chatterbox_serve.jobs.records import JobRecord
 from chatterbox_serve.jobs.storage import BlobWriter, LocalJobBlobStore
 from tests.jobs.helpers import CountingSubmit, long_text, make_runner, params, wait_for
 
@@ -154,6 +155,23 @@ async def test_a_job_whose_assembly_keeps_failing_fails_after_the_attempt_limit(
     assert store.queued() == []
 
 
+async def _one_run(
+    jobs: JobStore, settings: Settings, engine: SimulatedEngine, job_id: str
+) -> JobRecord:
+    """The job's record once one worker's single poll has run it to its end."""
+    worker = JobWorker(
+        jobs,
+        make_runner(jobs, settings, CountingSubmit(engine)),
+        max_jobs=1,
+        lease_s=settings.jobs.lease_s,
+    )
+    await worker.poll_once()
+    await wait_for(lambda: jobs.get(job_id).state.finished, 60)  # type: ignore[union-attr]
+    record = jobs.get(job_id)
+    assert record is not None
+    return record
+
+
 async def test_a_job_given_up_lists_the_chunks_a_retry_would_make(
     tmp_path: Path, engine: SimulatedEngine
 ) -> None:
@@ -167,16 +185,8 @@ async def test_a_job_given_up_lists_the_chunks_a_retry_would_make(
     jobs = JobStore(LocalJobBlobStore(tmp_path / "jobs"))
     job = JobService(jobs, settings).create(None, long_text(), params())
     jobs.update(job.job_id, lambda rec: replace(rec, attempts=2))  # two runs lost already
-    worker = JobWorker(
-        jobs,
-        make_runner(jobs, settings, CountingSubmit(engine)),
-        max_jobs=1,
-        lease_s=settings.jobs.lease_s,
-    )
-    await worker.poll_once()
-    await wait_for(lambda: jobs.get(job.job_id).state.finished, 30)  # type: ignore[union-attr]
-    record = jobs.get(job.job_id)
-    assert record is not None and record.state is JobState.FAILED
+    record = await _one_run(jobs, settings, engine, job.job_id)
+    assert record.state is JobState.FAILED
     assert "Gave up after 2 attempts" in (record.error or "")
     assert record.failed_chunks == tuple(range(record.total_chunks)) and record.total_chunks > 1
 
@@ -197,14 +207,6 @@ async def test_pausing_and_resuming_never_uses_up_the_attempt_limit(
     jobs.update(job.job_id, lambda rec: replace(rec, attempts=2))  # two runs, each paused
     service.pause(None, job.job_id)
     service.resume(None, job.job_id)
-    worker = JobWorker(
-        jobs,
-        make_runner(jobs, settings, CountingSubmit(engine)),
-        max_jobs=1,
-        lease_s=settings.jobs.lease_s,
-    )
-    await worker.poll_once()
-    await wait_for(lambda: jobs.get(job.job_id).state.finished, 60)  # type: ignore[union-attr]
-    record = jobs.get(job.job_id)
-    assert record is not None and record.state is JobState.COMPLETED, record.error
+    record = await _one_run(jobs, settings, engine, job.job_id)
+    assert record.state is JobState.COMPLETED, record.error
     assert record.attempts == 1
